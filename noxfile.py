@@ -1,0 +1,70 @@
+"""corral's automation: `nox` runs lint, the fast tests and the conformance suites.
+
+Dependencies come from pyproject.toml's dependency groups; extra arguments after ``--`` go to
+the tool a session runs (for example ``nox -s tests -- -k scenario``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests", "conformance"]
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHON = "3.11"
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    """Install corral (editable) and the named dependency groups."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff, mypy (strict on src/) and the import-linter layer contracts."""
+    install(session, "lint", "test", "sim")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "src", "sim")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Fast unit and property tests (loopback only, no control plane)."""
+    install(session, "test", "sim")
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """Build the control plane if needed, then run the suites against real kube-apiservers."""
+    install(session, "test")
+    session.run("corral", "build", "--all")
+    session.run("pytest", "conformance", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """The main job: build the control plane and bring up the smoke scenario's clusters."""
+    install(session)
+    session.run("corral", "build")
+    run_dir = session.posargs[0] if session.posargs else "runs/smoke"
+    session.run("corral", "cluster", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, each a script under benchmarks/; results land in reports/bench/."""
+    install(session, "test", "sim")
+    session.run("corral", "build", "--all")
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
+    for script in selected:
+        session.run("python", str(script.relative_to(ROOT)))

@@ -1,0 +1,43 @@
+"""The exception tree of corral, raised at its boundaries.
+
+    CorralError
+    ├── ConfigError        bad scenario, calibration or settings (message: where, what, expected)
+    ├── BuildError         a Go-built binary could not be made (missing toolchain, module, compile)
+    ├── ControlPlaneError  a control-plane process did not start or stop as asked
+    ├── KubeAPIError       a Kubernetes API call failed (status, reason)
+    └── TunnelError        the remotedialer-compatible tunnel (see corral.tunnel)
+
+Third-party errors are translated where they enter corral and chained with ``from``.
+Messages never include secrets (tokens, keys); they name the offending value otherwise.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every error corral raises on purpose."""
+
+
+class ConfigError(CorralError):
+    """A scenario, calibration or settings value is invalid; the message locates it."""
+
+
+class BuildError(CorralError):
+    """A binary corral builds from Go modules could not be built."""
+
+
+class ControlPlaneError(CorralError):
+    """A control-plane process (etcd, kube-apiserver, ...) failed to start, get ready or stop."""
+
+
+class KubeAPIError(CorralError):
+    """A call to a kube-apiserver failed with an HTTP status."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class TunnelError(CorralError):
+    """The tunnel could not carry a connection or a session ended."""

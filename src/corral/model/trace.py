@@ -1,0 +1,253 @@
+"""Trace: typed, past-tense events as JSON lines, the common output of every part of corral.
+
+The SimPy model, the reference implementation and the load runs all write the same events, so
+a check written once (a pure function of scenario and trace) runs on simulated and measured
+traces alike. Each line is one JSON object with ``"type"`` naming the event class and ``"t"``
+the time in seconds since the scenario started:
+
+    {"type": "TunnelOpened", "t": 0.41, "cluster": "c-us", "agent": "cluster-agent"}
+
+Events are frozen dataclasses registered by `event`; reading a trace back gives the same
+objects, and a malformed line ends in a `ConfigError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, ClassVar, TypeVar
+
+from corral.errors import ConfigError
+
+_EVENT_TYPES: dict[str, type[Event]] = {}
+E = TypeVar("E", bound="Event")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all trace events; ``t`` is seconds since the start of the scenario."""
+
+    t: float
+    type_name: ClassVar[str] = "Event"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type_name}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+
+def event(cls: type[E]) -> type[E]:
+    """Register an event class by its name so the reader can rebuild it."""
+    if cls.__name__ in _EVENT_TYPES:
+        raise TypeError(f"trace event {cls.__name__} is already registered")
+    cls.type_name = cls.__name__
+    _EVENT_TYPES[cls.__name__] = cls
+    return cls
+
+
+def event_types() -> dict[str, type[Event]]:
+    """All registered event classes by name."""
+    return dict(_EVENT_TYPES)
+
+
+# -- the vocabulary ---------------------------------------------------------------------------
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestCompleted(Event):
+    """A user request finished (successfully or not) on one access path."""
+
+    path: str  # "proxy", "ace" or "direct"
+    cluster: str
+    user: str
+    verb: str
+    status: int  # HTTP status; 0 when no response arrived (connection failure, timeout)
+    latency_seconds: float
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelOpened(Event):
+    """An agent's tunnel session to the server was established."""
+
+    cluster: str
+    agent: str  # "cluster-agent" or "node-agent/<node>"
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelClosed(Event):
+    """An agent's tunnel session ended."""
+
+    cluster: str
+    agent: str
+    reason: str = ""
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailoverCompleted(Event):
+    """Requests to a cluster are served again through another agent after one was lost."""
+
+    cluster: str
+    from_agent: str
+    to_agent: str
+    duration_seconds: float
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConditionChanged(Event):
+    """The server's view of a cluster's Connected condition changed (health tick)."""
+
+    cluster: str
+    connected: bool
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenReviewed(Event):
+    """kube-api-auth answered a TokenReview for a cluster (the ACE path)."""
+
+    cluster: str
+    user: str  # empty when the token was not recognised
+    authenticated: bool
+    latency_seconds: float
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImpersonationAccountEnsured(Event):
+    """The per-user impersonation service account exists downstream (created or found)."""
+
+    cluster: str
+    user: str
+    created: bool
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultInjected(Event):
+    """A fault from the scenario's timeline was applied (or lifted)."""
+
+    fault: str  # for example "kill-cluster-agent", "server-down", "latency", "partition"
+    target: str
+    lifted: bool = False
+
+
+# -- reading and writing ----------------------------------------------------------------------
+
+
+class TraceWriter:
+    """Append events to a JSONL file (or an open text stream). Use as a context manager."""
+
+    def __init__(self, target: str | Path | IO[str]) -> None:
+        if isinstance(target, str | Path):
+            self._stream: IO[str] = Path(target).open("w", encoding="utf-8")  # noqa: SIM115
+            self._owned = True
+        else:
+            self._stream = target
+            self._owned = False
+
+    def write(self, item: Event) -> None:
+        self._stream.write(json.dumps(item.to_json(), separators=(",", ":")) + "\n")
+
+    def write_all(self, items: Iterable[Event]) -> None:
+        for item in items:
+            self.write(item)
+
+    def close(self) -> None:
+        if self._owned:
+            self._stream.close()
+        else:
+            self._stream.flush()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_trace(path: str | Path, items: Iterable[Event]) -> None:
+    with TraceWriter(path) as writer:
+        writer.write_all(items)
+
+
+def read_trace(path: str | Path) -> Iterator[Event]:
+    """Yield the events of a JSONL trace file; bad lines raise `ConfigError` with file:line."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as stream:
+        yield from parse_trace(stream, source=path.name)
+
+
+def parse_trace(lines: Iterable[str], *, source: str = "<trace>") -> Iterator[Event]:
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield parse_event(line, where=f"{source}:{number}")
+
+
+def parse_event(line: str, *, where: str = "<trace>") -> Event:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not JSON: {e.msg} at column {e.colno}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: an event must be a JSON object, got {type(data).__name__}")
+    name = data.pop("type", None)
+    cls = _EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: unknown event type {name!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: {name}: unknown field {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for fname, f in fields.items():
+        if fname not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: {name}.{fname}: is required")
+            continue
+        values[fname] = _coerce(data[fname], hints[fname], where=f"{where}: {name}.{fname}")
+    return cls(**values)
+
+
+_SCALAR_CHECKS: dict[Any, tuple[str, Any]] = {
+    str: ("a string", lambda v: isinstance(v, str)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    type(None): ("null", lambda v: v is None),
+}
+
+
+def _coerce(value: Any, hint: Any, *, where: str) -> Any:
+    """Check a JSON value against a (simple) field annotation: scalars, optionals, tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where=where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: unexpected value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: must be a list, got {type(value).__name__}")
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_coerce(item, item_hint, where=where) for item in value)
+    if hint in _SCALAR_CHECKS:
+        expected, check = _SCALAR_CHECKS[hint]
+        if not check(value):
+            raise ConfigError(f"{where}: must be {expected}, got {value!r}")
+        return float(value) if hint is float else value
+    return value

@@ -1,0 +1,1 @@
+"""remotedialer-compatible tunnel: frames, sessions, session manager, transports and dialer."""

@@ -1,0 +1,100 @@
+"""Traces: every event round-trips through JSONL, and malformed lines are located."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corral.errors import ConfigError
+from corral.model import (
+    Event,
+    RequestCompleted,
+    TraceWriter,
+    TunnelClosed,
+    event_types,
+    parse_event,
+    read_trace,
+    write_trace,
+)
+
+_SCALARS = {
+    "str": st.text(max_size=20),
+    "int": st.integers(min_value=-(2**31), max_value=2**31),
+    "float": st.floats(allow_nan=False, allow_infinity=False, width=64),
+    "bool": st.booleans(),
+}
+
+
+def _event_strategy(cls: type[Event]) -> st.SearchStrategy[Event]:
+    return st.builds(cls, **{f.name: _SCALARS[str(f.type)] for f in dataclasses.fields(cls)})
+
+
+events = st.one_of([_event_strategy(cls) for cls in sorted(event_types().values(), key=lambda c: c.__name__)])
+
+
+@given(st.lists(events, max_size=20))
+def test_any_sequence_of_events_round_trips(
+    tmp_path_factory: pytest.TempPathFactory, items: list[Event]
+) -> None:
+    path = tmp_path_factory.mktemp("trace") / "trace.jsonl"
+    write_trace(path, items)
+    assert list(read_trace(path)) == items
+
+
+def test_written_line_is_compact_json_with_type_first(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as writer:
+        writer.write(TunnelClosed(t=2.5, cluster="c1", agent="cluster-agent", reason="EOF"))
+    assert path.read_text() == (
+        '{"type":"TunnelClosed","t":2.5,"cluster":"c1","agent":"cluster-agent","reason":"EOF"}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "t.jsonl:3: not JSON"),
+        ("[1, 2]", "t.jsonl:3: an event must be a JSON object, got list"),
+        ('{"type": "Nope", "t": 1}', "t.jsonl:3: unknown event type 'Nope'"),
+        ('{"t": 1}', "t.jsonl:3: unknown event type None"),
+        ('{"type": "TunnelOpened", "t": 1, "cluster": "c"}', "t.jsonl:3: TunnelOpened.agent: is required"),
+        (
+            '{"type": "TunnelOpened", "t": 1, "cluster": "c", "agent": "a", "x": 1}',
+            "t.jsonl:3: TunnelOpened: unknown field 'x'",
+        ),
+        (
+            '{"type": "TunnelOpened", "t": "soon", "cluster": "c", "agent": "a"}',
+            "t.jsonl:3: TunnelOpened.t: must be a number, got 'soon'",
+        ),
+        (
+            '{"type": "RequestCompleted", "t": 1, "path": "proxy", "cluster": "c", "user": "u",'
+            ' "verb": "get",'
+            ' "status": true, "latency_seconds": 0.1}',
+            "t.jsonl:3: RequestCompleted.status: must be an integer, got True",
+        ),
+    ],
+)
+def test_malformed_line_is_rejected_with_file_and_line(line: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_event(line, where="t.jsonl:3")
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_blank_lines_are_skipped_and_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    ok = RequestCompleted(
+        t=0.0, path="ace", cluster="c", user="u", verb="list", status=200, latency_seconds=0.01
+    )
+    path.write_text(
+        "\n".join(["", '{"type":"TunnelOpened","t":0,"cluster":"c","agent":"a"}', "garbage"]) + "\n"
+    )
+    reader = read_trace(path)
+    assert next(reader).type_name == "TunnelOpened"
+    with pytest.raises(ConfigError, match=r"^trace.jsonl:3: not JSON"):
+        next(reader)
+    write_trace(path, [ok])
+    assert list(read_trace(path)) == [ok]
