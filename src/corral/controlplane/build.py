@@ -92,6 +92,18 @@ COMPONENTS: tuple[Component, ...] = (
         package="github.com/Shopify/toxiproxy/v2/cmd/cli",
         version=TOXIPROXY_VERSION,
     ),
+    Component(
+        name="remotedialer-server",
+        module="remotedialer",
+        package="corral.local/fixtures/remotedialer/cmd/rd-server",
+        version="v0.6.1",
+    ),
+    Component(
+        name="remotedialer-client",
+        module="remotedialer",
+        package="corral.local/fixtures/remotedialer/cmd/rd-client",
+        version="v0.6.1",
+    ),
 )
 
 #: Components a local control plane needs; `ensure_built()` builds these by default.
