@@ -1,0 +1,315 @@
+"""The ``local`` provider: real control planes as processes on this machine, one per cluster.
+
+``up`` reaps whatever a crashed run left in the run folder, generates each cluster's PKI,
+starts etcd (one shared by all clusters under distinct ``--etcd-prefix``es, or one per cluster),
+one kube-apiserver and one trimmed kube-controller-manager per cluster, waits for ``/readyz``
+as admin, writes ``kube_config_<cluster>.yml`` (0600), creates the Node objects of the cluster's
+virtual nodes and waits for the ``default`` ServiceAccount (proof that the KCM works). A failed
+step stops everything it started and raises `ControlPlaneError` with the failing log's tail.
+A file lock keeps two ``up``/``down`` of the same folder apart; different folders run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import filelock
+
+from corral.controlplane import build, flags
+from corral.controlplane.pki import ClusterPKI, create_cluster_pki
+from corral.controlplane.processes import (
+    ProcessGroup,
+    free_port,
+    read_state_document,
+    reap_stale,
+    stop_attached,
+    tail,
+    write_state,
+)
+from corral.controlplane.providers import ClusterHandle, ClusterSet, Progress, kubeconfig_name
+from corral.errors import ConfigError, ControlPlaneError, KubeAPIError
+from corral.k8s import KubeClient, KubeConfig
+from corral.model import Scenario
+from corral.model.scenario import Cluster
+
+logger = logging.getLogger(__name__)
+
+EtcdMode = Literal["shared", "per-cluster"]
+ETCD_MODES: tuple[EtcdMode, ...] = ("shared", "per-cluster")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalProvider:
+    """Settings of local control planes."""
+
+    etcd_mode: EtcdMode = "shared"
+    """One etcd for all clusters (distinct prefixes) or one etcd per cluster."""
+    ready_timeout_seconds: float = 60.0
+    """Budget for each process to become ready (etcd health, apiserver /readyz, KCM effects)."""
+    detached: bool = False
+    """Leave the processes running when this interpreter exits (``corral cluster up``)."""
+    webhooks: Mapping[str, Path] = field(default_factory=dict)
+    """Per cluster, a kubeconfig-format token webhook config for its apiserver."""
+    webhook_cache_ttl: str = "1s"
+    binaries: build.Built | None = None
+    name: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.etcd_mode not in ETCD_MODES:
+            raise ConfigError(f"etcd mode must be one of {', '.join(ETCD_MODES)}, got {self.etcd_mode!r}")
+
+    def up(self, scenario: Scenario, run_dir: Path, *, progress: Progress | None = None) -> ClusterSet:
+        report = progress or (lambda line: logger.info("%s", line))
+        unknown = sorted(set(self.webhooks) - {c.name for c in scenario.clusters})
+        if unknown:
+            raise ConfigError(f"webhook configs name clusters not in {scenario.source}: {', '.join(unknown)}")
+        run_dir = run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(run_dir):
+            stale = reap_stale(run_dir)
+            if stale:
+                report(f"reaped {len(stale)} process(es) left by an earlier run in {run_dir}")
+            binaries = self.binaries or build.ensure_built(build.CONTROL_PLANE)
+            group = ProcessGroup(run_dir, detached=self.detached)
+            try:
+                return self._up(scenario, run_dir, binaries, group, report)
+            except BaseException:
+                group.stop()
+                raise
+
+    def down(self, run_dir: Path) -> None:
+        run_dir = run_dir.resolve()
+        if not run_dir.is_dir():
+            raise ConfigError(f"no run folder at {str(run_dir)!r}")
+        with _locked(run_dir):
+            stop_attached(run_dir)
+            reap_stale(run_dir)
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def _up(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        binaries: build.Built,
+        group: ProcessGroup,
+        report: Progress,
+    ) -> ClusterSet:
+        started = time.monotonic()
+        names = [c.name for c in scenario.clusters]
+        pkis = {name: create_cluster_pki(run_dir / name / "pki", cluster=name) for name in names}
+        report(f"generated certificates for {len(names)} cluster(s)")
+
+        etcd_urls = self._start_etcd(names, run_dir, binaries, group)
+        report(f"etcd ready ({self.etcd_mode}: {len(set(etcd_urls.values()))} process(es))")
+
+        ports = {name: free_port() for name in names}
+        for name in names:
+            args = flags.apiserver_args(
+                binaries["kube-apiserver"],
+                pki=pkis[name],
+                port=ports[name],
+                etcd_url=etcd_urls[name],
+                etcd_prefix=f"/corral/{name}/registry",
+                webhook_config=self.webhooks.get(name),
+                webhook_cache_ttl=self.webhook_cache_ttl,
+            )
+            group.start(f"kube-apiserver-{name}", args, role="kube-apiserver")
+        configs = {name: _admin_config(name, ports[name], pkis[name]) for name in names}
+        for name in names:
+            self._wait_ready(group, f"kube-apiserver-{name}", configs[name])
+            report(f"kube-apiserver of {name} ready at {configs[name].server}")
+
+        handles: dict[str, ClusterHandle] = {}
+        for cluster in scenario.clusters:
+            name = cluster.name
+            kubeconfig = configs[name].write(run_dir / kubeconfig_name(name), context=name)
+            group.start(
+                f"kube-controller-manager-{name}",
+                flags.kcm_args(binaries["kube-controller-manager"], pki=pkis[name], kubeconfig=kubeconfig),
+                role="kube-controller-manager",
+            )
+            handles[name] = _handle(cluster, configs[name], kubeconfig, pkis[name])
+        report("kube-controller-managers started")
+
+        for cluster in scenario.clusters:
+            with KubeClient(configs[cluster.name]) as client:
+                create_nodes(client, cluster)
+                self._wait_controllers(group, cluster.name, client)
+            report(f"{cluster.name}: {len(cluster.nodes)} node(s) registered, controllers running")
+
+        write_state(
+            run_dir,
+            group.records,
+            extra={
+                "provider": "local",
+                "scenario": scenario.name,
+                "etcd_mode": self.etcd_mode,
+                "clusters": {
+                    name: {"server": configs[name].server, "kubeconfig": str(handles[name].kubeconfig)}
+                    for name in names
+                },
+            },
+        )
+        report(f"{len(names)} cluster(s) up in {time.monotonic() - started:.1f}s")
+        return ClusterSet(
+            provider="local", run_dir=run_dir, clusters=handles, kubectl=binaries.paths.get("kubectl")
+        )
+
+    def _start_etcd(
+        self, names: list[str], run_dir: Path, binaries: build.Built, group: ProcessGroup
+    ) -> dict[str, str]:
+        members = ["shared"] if self.etcd_mode == "shared" else names
+        urls: dict[str, str] = {}
+        for member in members:
+            data_dir = run_dir / "etcd" / member
+            shutil.rmtree(data_dir, ignore_errors=True)  # every up starts from an empty store
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            client_port, peer_port = free_port(), free_port()
+            group.start(
+                f"etcd-{member}",
+                role="etcd",
+                argv=flags.etcd_args(
+                    binaries["etcd"],
+                    name=member,
+                    data_dir=data_dir,
+                    client_port=client_port,
+                    peer_port=peer_port,
+                ),
+            )
+            urls[member] = f"http://127.0.0.1:{client_port}"
+        for member, url in urls.items():
+            self._wait_etcd(group, f"etcd-{member}", url)
+        return {name: urls["shared" if self.etcd_mode == "shared" else name] for name in names}
+
+    def _wait_etcd(self, group: ProcessGroup, name: str, url: str) -> None:
+        port = int(url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            group.check_alive(name)
+            if _etcd_healthy(port):
+                return
+            time.sleep(0.1)
+        raise _not_ready(group, name, f"{url}/health", self.ready_timeout_seconds)
+
+    def _wait_ready(self, group: ProcessGroup, name: str, config: KubeConfig) -> None:
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        with KubeClient(config, timeout_seconds=5) as client:
+            while time.monotonic() < deadline:
+                group.check_alive(name)
+                with contextlib.suppress(KubeAPIError):
+                    if client.request("GET", "/readyz", check=False).status == 200:
+                        return
+                time.sleep(0.2)
+        raise _not_ready(group, name, f"{config.server}/readyz", self.ready_timeout_seconds)
+
+    def _wait_controllers(self, group: ProcessGroup, cluster: str, client: KubeClient) -> None:
+        name = f"kube-controller-manager-{cluster}"
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            group.check_alive(name)
+            if client.exists("/api/v1/namespaces/default/serviceaccounts/default"):
+                return
+            time.sleep(0.2)
+        raise _not_ready(group, name, "ServiceAccount default/default", self.ready_timeout_seconds)
+
+
+def create_nodes(client: KubeClient, cluster: Cluster) -> None:
+    """Create (or update) the Node objects of a cluster's virtual nodes, labelled by role."""
+    for node in cluster.nodes:
+        labels = {f"node-role.kubernetes.io/{role}": "true" for role in node.roles}
+        labels["kubernetes.io/hostname"] = node.name
+        client.apply(
+            "/api/v1/nodes",
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": labels}},
+        )
+
+
+def _admin_config(cluster: str, port: int, pki: ClusterPKI) -> KubeConfig:
+    return KubeConfig(
+        server=f"https://127.0.0.1:{port}",
+        ca_pem=pki.serving_ca.read_bytes(),
+        cert_pem=pki.admin_cert.read_bytes(),
+        key_pem=pki.admin_key.read_bytes(),
+        cluster_name=cluster,
+        user_name=f"{cluster}-admin",
+    )
+
+
+def _handle(cluster: Cluster, admin: KubeConfig, kubeconfig: Path, pki: ClusterPKI) -> ClusterHandle:
+    def mint(user: str, groups: tuple[str, ...]) -> KubeConfig:
+        pair = pki.issue_client(user, groups)
+        return KubeConfig(
+            server=admin.server,
+            ca_pem=admin.ca_pem,
+            cert_pem=pair.cert_pem,
+            key_pem=pair.key_pem,
+            cluster_name=cluster.name,
+            user_name=user,
+        )
+
+    return ClusterHandle(
+        name=cluster.name,
+        server=admin.server,
+        ca_pem=admin.ca_pem,
+        kubeconfig=kubeconfig,
+        nodes=tuple(node.name for node in cluster.nodes),
+        mint=mint,
+    )
+
+
+def load_cluster_set(run_dir: Path, scenario: Scenario | None = None) -> ClusterSet:
+    """The `ClusterSet` a detached ``up`` left in ``run_dir`` (from its state file)."""
+    run_dir = run_dir.resolve()
+    document = read_state_document(run_dir)
+    recorded = document.get("clusters") or {}
+    if not recorded:
+        raise ConfigError(f"{run_dir} holds no running clusters (no state from `corral cluster up`)")
+    handles = {}
+    for name, info in recorded.items():
+        config = KubeConfig.load(info["kubeconfig"])
+        cluster = scenario.cluster(name) if scenario else Cluster(name=name, region="", nodes=())
+        handles[name] = _handle(
+            cluster, config, Path(info["kubeconfig"]), ClusterPKI(folder=run_dir / name / "pki")
+        )
+    return ClusterSet(provider=str(document.get("provider", "local")), run_dir=run_dir, clusters=handles)
+
+
+def _etcd_healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        return response.status == 200 and b'"true"' in response.read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _not_ready(group: ProcessGroup, name: str, what: str, timeout: float) -> ControlPlaneError:
+    log = group.log_path(name)
+    return ControlPlaneError(
+        f"{name} not ready after {timeout:g}s ({what}); last lines of {log}:\n{tail(log)}"
+    )
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    lock = filelock.FileLock(str(run_dir / ".corral.lock"))
+    try:
+        lock.acquire(timeout=120)
+    except filelock.Timeout as e:
+        raise ControlPlaneError(f"another corral holds {run_dir} (lock {lock.lock_file})") from e
+    try:
+        yield
+    finally:
+        lock.release()
