@@ -4,7 +4,11 @@
 in `sim/`, the load runs and the conformance checks) and imports nothing of theirs.
 """
 
+from corral.model.calibration import Calibration, ServiceTime
+from corral.model.expectations import Expectations
+from corral.model.faults import FAULT_KINDS, Fault, FaultKind
 from corral.model.scenario import AGENT_PROFILES, AgentProfile, Cluster, Node, Scenario, User
+from corral.model.server import Server
 from corral.model.trace import (
     ClusterConditionChanged,
     Event,
@@ -23,24 +27,38 @@ from corral.model.trace import (
     read_trace,
     write_trace,
 )
+from corral.model.workload import ACCESS_PATHS, VERBS, AccessPath, RequestKind, Verb, WorkloadEntry
 
 __all__ = [
+    "ACCESS_PATHS",
     "AGENT_PROFILES",
+    "FAULT_KINDS",
+    "VERBS",
+    "AccessPath",
     "AgentProfile",
+    "Calibration",
     "Cluster",
     "ClusterConditionChanged",
     "Event",
+    "Expectations",
     "FailoverCompleted",
+    "Fault",
     "FaultInjected",
+    "FaultKind",
     "ImpersonationAccountEnsured",
     "Node",
     "RequestCompleted",
+    "RequestKind",
     "Scenario",
+    "Server",
+    "ServiceTime",
     "TokenReviewed",
     "TraceWriter",
     "TunnelClosed",
     "TunnelOpened",
     "User",
+    "Verb",
+    "WorkloadEntry",
     "event",
     "event_types",
     "parse_event",
