@@ -6,6 +6,9 @@
     ├── ControlPlaneError  a control-plane process did not start or stop as asked
     ├── KubeAPIError       a Kubernetes API call failed (status, reason)
     └── TunnelError        the remotedialer-compatible tunnel (see corral.tunnel)
+        ├── ProtocolError  a frame that does not follow remotedialer's wire format
+        ├── SessionNotFound no tunnel session for a client key
+        └── TunnelClosed   the session or connection ended (the reason is the message)
 
 Third-party errors are translated where they enter corral and chained with ``from``.
 Messages never include secrets (tokens, keys); they name the offending value otherwise.
@@ -41,3 +44,15 @@ class KubeAPIError(CorralError):
 
 class TunnelError(CorralError):
     """The tunnel could not carry a connection or a session ended."""
+
+
+class ProtocolError(TunnelError):
+    """A tunnel frame is malformed: the message says which field and why."""
+
+
+class SessionNotFound(TunnelError):
+    """No tunnel session is registered for the client key that was asked for."""
+
+
+class TunnelClosed(TunnelError):
+    """A tunnel session or one of its connections ended; the message gives the reason."""

@@ -1,1 +1,53 @@
-"""remotedialer-compatible tunnel: frames, sessions, session manager, transports and dialer."""
+"""remotedialer-compatible tunnel: frames, sessions, session manager, transports and dialer.
+
+Byte-compatible with rancher/remotedialer (rancher-reference.md §3): a corral agent can serve a
+Rancher server and a corral server can serve a Rancher agent. The modules follow remotedialer's
+files:
+
+* `corral.tunnel.message`: `Message`, `MessageType`, `encode`, `decode` (pure, no I/O);
+* `corral.tunnel.session`: `Session`, `SessionSettings`; `corral.tunnel.connection`: `Connection`;
+* `corral.tunnel.manager`: `SessionManager` (sessions by client key, hooks, trace events);
+* `corral.tunnel.transport`: the `FrameTransport` and `Stream` seams;
+* `corral.tunnel.memory`: `memory_pair` (and `stream_pair`) for tests; `corral.tunnel.clock`: `FakeClock`;
+* `corral.tunnel.websocket`: `tunnel_handler` (server) and `connect` / `TunnelClient` (agent);
+* `corral.tunnel.dialer`: `open_connection` and `TunnelConnector` (aiohttp through a session);
+* `corral.tunnel.testing`: `check_tunnel_semantics` and helpers (the public test kit).
+"""
+
+from __future__ import annotations
+
+from corral.errors import ProtocolError, SessionNotFound, TunnelClosed, TunnelError
+from corral.tunnel.clock import Clock, FakeClock, SystemClock
+from corral.tunnel.connection import Connection
+from corral.tunnel.manager import SessionManager
+from corral.tunnel.memory import memory_pair, stream_pair
+from corral.tunnel.message import Message, MessageType, decode, encode
+from corral.tunnel.session import ConnectAuthorizer, Session
+from corral.tunnel.settings import SessionSettings
+from corral.tunnel.transport import Frame, FrameKind, FrameTransport, LocalDialer, Stream
+
+__all__ = [
+    "Clock",
+    "ConnectAuthorizer",
+    "Connection",
+    "FakeClock",
+    "Frame",
+    "FrameKind",
+    "FrameTransport",
+    "LocalDialer",
+    "Message",
+    "MessageType",
+    "ProtocolError",
+    "Session",
+    "SessionManager",
+    "SessionNotFound",
+    "SessionSettings",
+    "Stream",
+    "SystemClock",
+    "TunnelClosed",
+    "TunnelError",
+    "decode",
+    "encode",
+    "memory_pair",
+    "stream_pair",
+]

@@ -1,0 +1,204 @@
+"""One tunnelled connection: a receive buffer with back-pressure and a paced writer.
+
+As in remotedialer's connection.go, readbuffer.go and back_pressure.go: incoming Data is buffered
+without blocking the session's read loop; above ``max_buffer_bytes`` we send Pause, and a read
+that drains the buffer below ``resume_below_bytes`` sends Resume. A writer whose peer paused it
+waits. Closing sends Error ``EOF``; an Error from the peer ends the connection with its text.
+There is no half-close in remotedialer, so neither is there here.
+
+`Connection.as_streams` bridges the connection to asyncio streams through a socket pair, so
+anything that speaks asyncio (an HTTP client, TLS) can run over it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import TunnelClosed
+from corral.tunnel import message as msg
+from corral.tunnel.memory import _Signal
+
+if TYPE_CHECKING:
+    from corral.tunnel.session import Session
+
+logger = logging.getLogger(__name__)
+
+EOF_TEXT = "EOF"
+BRIDGE_CHUNK_BYTES = 64 * 1024
+
+
+class Connection:
+    """A byte stream through a tunnel session, identified by ``conn_id`` on both sides."""
+
+    def __init__(self, session: Session, conn_id: int, proto: str, address: str) -> None:
+        self.session = session
+        self.conn_id = conn_id
+        self.proto = proto
+        self.address = address
+        self._buffer = bytearray()
+        self._changed = _Signal()
+        self._we_paused = False
+        self._peer_paused = False
+        self._close_reason: str | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._close_reason is None else f"closed: {self._close_reason}"
+        return f"<Connection {self.conn_id} {self.proto}/{self.address} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._close_reason is not None
+
+    @property
+    def close_reason(self) -> str | None:
+        """``EOF`` after a clean close, the error text otherwise, None while open."""
+        return self._close_reason
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet read."""
+        return len(self._buffer)
+
+    @property
+    def paused_by_peer(self) -> bool:
+        return self._peer_paused
+
+    # -- called by the session's read loop (never blocks) -----------------------------------
+
+    def _on_data(self, payload: bytes) -> str | None:
+        """Buffer incoming bytes; returns an error text when the peer overran the hard limit."""
+        if self._close_reason is not None:
+            return None
+        self._buffer += payload
+        self._changed.notify()
+        settings = self.session.settings
+        if len(self._buffer) > settings.hard_buffer_limit_bytes:
+            return (
+                f"connection {self.conn_id}: peer ignored Pause, {len(self._buffer)} bytes buffered"
+                f" (limit {settings.hard_buffer_limit_bytes})"
+            )
+        if len(self._buffer) > settings.max_buffer_bytes and not self._we_paused:
+            self._we_paused = True
+            self.session._send_nowait(msg.pause(self.conn_id))
+        return None
+
+    def _on_pause(self) -> None:
+        self._peer_paused = True
+
+    def _on_resume(self) -> None:
+        self._peer_paused = False
+        self._changed.notify()
+
+    def _mark_closed(self, reason: str) -> None:
+        """End the connection locally (no frame sent): readers drain the buffer, then see the end."""
+        if self._close_reason is None:
+            self._close_reason = reason
+            self._peer_paused = False
+            self._changed.notify()
+
+    # -- the stream API ---------------------------------------------------------------------
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all buffered if n < 0); b"" after a clean close.
+
+        Raises `TunnelClosed` once the buffer is drained if the connection ended with an error.
+        """
+        while not self._buffer:
+            if self._close_reason is not None:
+                if self._close_reason == EOF_TEXT:
+                    return b""
+                raise TunnelClosed(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
+            await self._changed.wait()
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if self._we_paused and len(self._buffer) < self.session.settings.resume_below_bytes:
+            self._we_paused = False
+            if self._close_reason is None:
+                await self.session._send_message(msg.resume(self.conn_id))
+        return chunk
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` as Data frames, waiting while the peer has paused us."""
+        view = memoryview(data).cast("B")
+        step = self.session.settings.max_frame_payload_bytes
+        for start in range(0, len(view), step):
+            while self._peer_paused and self._close_reason is None:
+                await self._changed.wait()
+            if self._close_reason is not None:
+                raise TunnelClosed(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
+            await self.session._send_message(msg.data(self.conn_id, bytes(view[start : start + step])))
+
+    async def close(self) -> None:
+        """Close cleanly: the peer gets Error ``EOF``. Idempotent."""
+        await self.close_with_error(EOF_TEXT)
+
+    async def close_with_error(self, text: str) -> None:
+        """Close and tell the peer why (remotedialer reads at most 100 bytes of it)."""
+        if self._close_reason is not None:
+            return
+        self._mark_closed(text)
+        self.session._forget(self)
+        await self.session._send_error(self.conn_id, text)
+
+    async def wait_closed(self) -> None:
+        while self._close_reason is None:
+            await self._changed.wait()
+
+    async def as_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """asyncio streams over this connection (closing the writer closes the connection)."""
+        sock = self.bridge_socket()
+        return await asyncio.open_connection(sock=sock)
+
+    def bridge_socket(self) -> socket.socket:
+        """One end of a socket pair whose other end is pumped to and from this connection."""
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        self.session._spawn(self._pump(ours), f"bridge {self.conn_id}")
+        return theirs
+
+    async def _pump(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def to_tunnel() -> None:
+            while True:
+                chunk = await loop.sock_recv(sock, BRIDGE_CHUNK_BYTES)
+                if not chunk:
+                    return
+                await self.write(chunk)
+
+        async def from_tunnel() -> None:
+            while True:
+                chunk = await self.read(BRIDGE_CHUNK_BYTES)
+                if not chunk:
+                    return
+                await loop.sock_sendall(sock, chunk)
+
+        await pipe_until_either_ends(to_tunnel(), from_tunnel(), f"bridge of connection {self.conn_id}")
+        sock.close()
+        await self.close()
+
+
+async def pipe_until_either_ends(
+    a: Coroutine[Any, Any, None], b: Coroutine[Any, Any, None], what: str
+) -> None:
+    """Run two copy loops; when one ends (or fails) cancel the other, like remotedialer's pipe."""
+    tasks = [asyncio.ensure_future(a), asyncio.ensure_future(b)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+            except (TunnelClosed, OSError) as exc:
+                logger.debug("%s ended: %s", what, exc)

@@ -1,0 +1,173 @@
+"""In-memory twins of the tunnel's seams: a frame transport pair and a byte stream pair.
+
+They behave like their real counterparts where a session can tell the difference: sends wait
+when the peer's queue is full (bounded memory, like a socket buffer), pings are answered with
+pongs by the receiving side, a text frame can be injected, and closing one end makes the other
+end's receive fail after it has drained what was already queued. Unit tests run sessions over
+them with a `FakeClock`, with no sockets and no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from corral.errors import TunnelClosed
+from corral.tunnel.transport import Frame, FrameKind
+
+
+class _Signal:
+    """Wake every waiter once; waiters re-check their condition (a condition variable for one loop)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class MemoryTransport:
+    """One end of `memory_pair`; satisfies `FrameTransport`."""
+
+    def __init__(self, name: str, max_queued_frames: int) -> None:
+        self.name = name
+        self.peer: MemoryTransport | None = None
+        self._inbox: deque[Frame] = deque()
+        self._queued_binary = 0
+        self._max_queued = max_queued_frames
+        self._changed = _Signal()
+        self._closed_reason: str | None = None
+        self.frames_sent = 0
+        self.pings_sent = 0
+        self.answer_pings = True
+        """Set to False to model a peer whose websocket stack stopped answering pings."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    def _peer(self) -> MemoryTransport:
+        if self._closed_reason is not None:
+            raise TunnelClosed(f"memory transport {self.name} is closed: {self._closed_reason}")
+        assert self.peer is not None
+        if self.peer._closed_reason is not None:
+            raise TunnelClosed(f"memory transport {self.name}: peer closed: {self.peer._closed_reason}")
+        return self.peer
+
+    def _deliver(self, frame: Frame) -> None:
+        self._inbox.append(frame)
+        if frame.kind is FrameKind.BINARY:
+            self._queued_binary += 1
+        self._changed.notify()
+
+    async def send(self, frame: bytes) -> None:
+        peer = self._peer()
+        while peer._queued_binary >= peer._max_queued:
+            await peer._changed.wait()
+            peer = self._peer()
+        peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
+        self.frames_sent += 1
+
+    async def send_text(self, text: str) -> None:
+        """Inject a text message (remotedialer peers never send one; receivers must end the session)."""
+        self._peer()._deliver(Frame(FrameKind.TEXT, text.encode()))
+
+    async def ping(self) -> None:
+        self._peer()._deliver(Frame(FrameKind.PING))
+        self.pings_sent += 1
+
+    async def receive(self) -> Frame:
+        while not self._inbox:
+            if self._closed_reason is not None:
+                raise TunnelClosed(f"memory transport {self.name} is closed: {self._closed_reason}")
+            if self.peer is not None and self.peer._closed_reason is not None:
+                raise TunnelClosed(f"memory transport {self.name}: peer closed: {self.peer._closed_reason}")
+            await self._changed.wait()
+        frame = self._inbox.popleft()
+        if frame.kind is FrameKind.BINARY:
+            self._queued_binary -= 1
+            self._changed.notify()
+        elif frame.kind is FrameKind.PING and self.answer_pings:
+            self._answer_ping()
+        return frame
+
+    def _answer_ping(self) -> None:
+        peer = self.peer
+        if peer is not None and not self.closed and not peer.closed:
+            peer._deliver(Frame(FrameKind.PONG))
+
+    async def close(self, reason: str = "") -> None:
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason or "closed"
+        self._inbox.clear()
+        self._queued_binary = 0
+        self._changed.notify()
+        if self.peer is not None:
+            self.peer._changed.notify()
+
+
+def memory_pair(*, max_queued_frames: int = 16) -> tuple[MemoryTransport, MemoryTransport]:
+    """Two connected in-memory frame transports (by convention: server end, client end)."""
+    a = MemoryTransport("server", max_queued_frames)
+    b = MemoryTransport("client", max_queued_frames)
+    a.peer, b.peer = b, a
+    return a, b
+
+
+class MemoryStream:
+    """One end of `stream_pair`; satisfies `Stream` (a full-duplex pipe with bounded buffers)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.peer: MemoryStream | None = None
+        self._buffer = bytearray()
+        self._limit = limit_bytes
+        self._changed = _Signal()
+        self._eof = False
+        self.closed = False
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._buffer:
+            if self._eof or self.closed:
+                return b""
+            await self._changed.wait()
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._changed.notify()
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        assert self.peer is not None
+        view = memoryview(data)
+        while view:
+            if self.closed or self.peer.closed:
+                raise BrokenPipeError("memory stream is closed")
+            space = self.peer._limit - len(self.peer._buffer)
+            if space <= 0:
+                await self.peer._changed.wait()
+                continue
+            self.peer._buffer += view[:space]
+            view = view[space:]
+            self.peer._changed.notify()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._buffer.clear()
+        self._changed.notify()
+        if self.peer is not None:
+            self.peer._eof = True
+            self.peer._changed.notify()
+
+
+def stream_pair(*, limit_bytes: int = 256 * 1024) -> tuple[MemoryStream, MemoryStream]:
+    """Two connected in-memory byte streams, each direction buffering at most ``limit_bytes``."""
+    a, b = MemoryStream(limit_bytes), MemoryStream(limit_bytes)
+    a.peer, b.peer = b, a
+    return a, b

@@ -1,0 +1,208 @@
+"""Tunnel frames: the pure encoder and decoder of rancher/remotedialer's wire format.
+
+One binary websocket message carries one frame::
+
+    varint(message_id) varint(conn_id) varint(type) [varint(deadline) if Data/Connect] payload
+
+Every varint is Go's ``binary.PutVarint`` (zig-zag signed LEB128, at most 10 bytes). The deadline
+is legacy: we always send 15000 and read it back only to report it. The decoder keeps at most as
+many payload bytes as remotedialer reads (Connect 266, Error/AddClient/RemoveClient 100), so the
+same bytes mean the same thing on both sides. No I/O here: this module is what the fuzzer and the
+property tests hammer.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import random
+from dataclasses import dataclass
+
+from corral.errors import ProtocolError
+
+LEGACY_DEADLINE_MS = 15000
+"""The deadline value remotedialer writes on Data and Connect frames (and nobody reads)."""
+
+MAX_VARINT_BYTES = 10
+CONNECT_READ_LIMIT = 266
+ERROR_READ_LIMIT = 100
+CLIENT_READ_LIMIT = 100
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_UINT64_MASK = (1 << 64) - 1
+
+
+class MessageType(enum.IntEnum):
+    """Frame types, numbered as in remotedialer's message.go."""
+
+    DATA = 1
+    CONNECT = 2
+    ERROR = 3
+    ADD_CLIENT = 4
+    REMOVE_CLIENT = 5
+    PAUSE = 6
+    RESUME = 7
+    SYNC_CONNECTIONS = 8
+
+
+_WITH_DEADLINE = frozenset({MessageType.DATA, MessageType.CONNECT})
+_READ_LIMITS = {
+    MessageType.CONNECT: CONNECT_READ_LIMIT,
+    MessageType.ERROR: ERROR_READ_LIMIT,
+    MessageType.ADD_CLIENT: CLIENT_READ_LIMIT,
+    MessageType.REMOVE_CLIENT: CLIENT_READ_LIMIT,
+}
+
+
+class UnknownMessageType(ProtocolError):
+    """A well-formed header names a type remotedialer does not define (peers ignore such frames)."""
+
+    def __init__(self, message: str, *, type_value: int, conn_id: int) -> None:
+        super().__init__(message)
+        self.type_value = type_value
+        self.conn_id = conn_id
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One tunnel frame. ``deadline_ms`` is only on the wire for Data and Connect."""
+
+    message_id: int
+    conn_id: int
+    type: MessageType
+    payload: bytes = b""
+    deadline_ms: int = LEGACY_DEADLINE_MS
+
+    def connect_target(self) -> tuple[str, str]:
+        """Split a Connect payload ``<proto>/<address>`` (the address may itself contain ``/``)."""
+        proto, sep, address = self.payload.partition(b"/")
+        if not sep:
+            raise ProtocolError(f"connect payload {self.payload[:64]!r} has no '/' between proto and address")
+        return proto.decode("utf-8", "replace"), address.decode("utf-8", "replace")
+
+    def error_text(self) -> str:
+        """The text of an Error frame; ``EOF`` means a graceful close."""
+        return self.payload.decode("utf-8", "replace")
+
+
+# -- varints ----------------------------------------------------------------------------------
+
+
+def encode_varint(value: int) -> bytes:
+    """Go's binary.PutVarint: zig-zag, then unsigned LEB128."""
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ProtocolError(f"varint value {value} is outside the int64 range")
+    ux = ((value << 1) ^ (value >> 63)) & _UINT64_MASK
+    out = bytearray()
+    while ux >= 0x80:
+        out.append((ux & 0x7F) | 0x80)
+        ux >>= 7
+    out.append(ux)
+    return bytes(out)
+
+
+def decode_varint(data: bytes, offset: int, field: str) -> tuple[int, int]:
+    """Go's binary.ReadVarint from ``data[offset:]``; returns (value, next offset)."""
+    ux = 0
+    shift = 0
+    for i in range(MAX_VARINT_BYTES):
+        pos = offset + i
+        if pos >= len(data):
+            raise ProtocolError(f"truncated varint in {field} at byte {offset} (frame of {len(data)} bytes)")
+        b = data[pos]
+        if b < 0x80:
+            if i == MAX_VARINT_BYTES - 1 and b > 1:
+                raise ProtocolError(f"varint in {field} at byte {offset} overflows 64 bits")
+            ux |= b << shift
+            value = ux >> 1
+            if ux & 1:
+                value = ~value
+            return value, pos + 1
+        ux |= (b & 0x7F) << shift
+        shift += 7
+    raise ProtocolError(f"varint in {field} at byte {offset} is longer than {MAX_VARINT_BYTES} bytes")
+
+
+# -- frames -----------------------------------------------------------------------------------
+
+
+def encode(message: Message) -> bytes:
+    """The bytes of one binary websocket message for ``message``."""
+    parts = [
+        encode_varint(message.message_id),
+        encode_varint(message.conn_id),
+        encode_varint(int(message.type)),
+    ]
+    if message.type in _WITH_DEADLINE:
+        parts.append(encode_varint(message.deadline_ms))
+    parts.append(message.payload)
+    return b"".join(parts)
+
+
+def decode(data: bytes) -> Message:
+    """Parse one frame; anything malformed raises `ProtocolError` naming the field."""
+    message_id, pos = decode_varint(data, 0, "message id")
+    conn_id, pos = decode_varint(data, pos, "connection id")
+    type_value, pos = decode_varint(data, pos, "message type")
+    try:
+        mtype = MessageType(type_value)
+    except ValueError:
+        text = f"unknown message type {type_value} on connection {conn_id}"
+        raise UnknownMessageType(text, type_value=type_value, conn_id=conn_id) from None
+    deadline = LEGACY_DEADLINE_MS
+    if mtype in _WITH_DEADLINE:
+        deadline, pos = decode_varint(data, pos, "deadline")
+    limit = _READ_LIMITS.get(mtype)
+    payload = bytes(data[pos:]) if limit is None else bytes(data[pos : pos + limit])
+    message = Message(message_id, conn_id, mtype, payload, deadline)
+    if mtype is MessageType.CONNECT:
+        message.connect_target()
+    return message
+
+
+# -- constructors, each taking the next message id --------------------------------------------
+
+_ids = itertools.count(random.randrange(1 << 40))  # noqa: S311 - ids only label frames in logs
+
+
+def next_id() -> int:
+    """A process-wide message id (remotedialer seeds its counter randomly; receivers ignore it)."""
+    return next(_ids)
+
+
+def data(conn_id: int, payload: bytes) -> Message:
+    return Message(next_id(), conn_id, MessageType.DATA, payload)
+
+
+def connect(conn_id: int, proto: str, address: str) -> Message:
+    return Message(next_id(), conn_id, MessageType.CONNECT, f"{proto}/{address}".encode())
+
+
+def error(conn_id: int, text: str) -> Message:
+    return Message(next_id(), conn_id, MessageType.ERROR, text.encode())
+
+
+def pause(conn_id: int) -> Message:
+    return Message(next_id(), conn_id, MessageType.PAUSE)
+
+
+def resume(conn_id: int) -> Message:
+    return Message(next_id(), conn_id, MessageType.RESUME)
+
+
+def sync_connections(conn_ids: list[int]) -> Message:
+    """SyncConnections: the sender's live connection ids as little-endian uint64s."""
+    payload = b"".join((cid & _UINT64_MASK).to_bytes(8, "little") for cid in sorted(conn_ids))
+    return Message(next_id(), 0, MessageType.SYNC_CONNECTIONS, payload)
+
+
+def decode_connection_ids(payload: bytes) -> list[int]:
+    """The ids of a SyncConnections payload (int64, as remotedialer casts them)."""
+    if len(payload) % 8:
+        raise ProtocolError(f"sync connections payload of {len(payload)} bytes is not a multiple of 8")
+    ids = []
+    for i in range(0, len(payload), 8):
+        u = int.from_bytes(payload[i : i + 8], "little")
+        ids.append(u - (1 << 64) if u > _INT64_MAX else u)
+    return ids

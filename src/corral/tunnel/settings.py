@@ -1,0 +1,59 @@
+"""Session settings: remotedialer's constants as defaults, every one adjustable for tests and load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.tunnel.clock import Clock, SystemClock
+
+MIB = 1 << 20
+KIB = 1 << 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSettings:
+    """Timings and limits of one tunnel session (defaults are remotedialer's)."""
+
+    ping_interval_seconds: float = 5.0
+    """The client sends a websocket ping this often (remotedialer PingWriteInterval)."""
+    read_deadline_seconds: float = 60.0
+    """Either side drops the session after this long without a ping or pong (PingWaitDuration)."""
+    sync_interval_seconds: float = 60.0
+    """The client sends SyncConnections this often (SyncConnectionsInterval)."""
+    max_buffer_bytes: int = 2 * MIB
+    """A connection's receive buffer above this sends Pause to the peer (MaxBuffer)."""
+    resume_below_bytes: int = 256 * KIB
+    """A read that drains the buffer below this sends Resume (MaxBuffer / 8)."""
+    hard_buffer_limit_bytes: int = 8 * MIB
+    """A peer that ignores Pause past this loses the connection (an Error frame is sent)."""
+    max_connections: int = 4096
+    """Connections per session; a Connect beyond it is answered with Error, a dial raises."""
+    max_pending_control_frames: int = 4096
+    """Queued Pause/Resume/Error replies; a peer that makes us queue more loses the session."""
+    max_frame_payload_bytes: int = 32 * KIB
+    """Writes are cut into Data frames of at most this many bytes."""
+    connect_timeout_seconds: float = 60.0
+    """How long a dial may take (Connect write on the server, local dial on the client)."""
+    send_error_timeout_seconds: float = 5.0
+    """How long writing an Error frame may take (SendErrorTimeout)."""
+    clock: Clock = field(default_factory=SystemClock)
+    """Time source for pings, deadlines and syncs; `FakeClock` in tests."""
+
+    def __post_init__(self) -> None:
+        from corral.errors import ConfigError
+
+        if self.resume_below_bytes > self.max_buffer_bytes:
+            raise ConfigError(
+                f"SessionSettings.resume_below_bytes: must be <= max_buffer_bytes ({self.max_buffer_bytes}),"
+                f" got {self.resume_below_bytes}"
+            )
+        if self.hard_buffer_limit_bytes < self.max_buffer_bytes:
+            raise ConfigError(
+                "SessionSettings.hard_buffer_limit_bytes: must be >= max_buffer_bytes"
+                f" ({self.max_buffer_bytes}), got {self.hard_buffer_limit_bytes}"
+            )
+        for name in ("ping_interval_seconds", "read_deadline_seconds", "sync_interval_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"SessionSettings.{name}: must be > 0, got {getattr(self, name)}")
+        if self.max_frame_payload_bytes <= 0 or self.max_connections <= 0:
+            raise ConfigError("SessionSettings: max_frame_payload_bytes and max_connections must be > 0")
