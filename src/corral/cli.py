@@ -6,8 +6,10 @@ same functions. Options can also come from ``CORRAL_<OPTION>`` environment varia
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -63,3 +65,84 @@ def build(components: tuple[str, ...], build_all: bool, force: bool) -> None:
         raise click.ClickException(str(e)) from e
     for name in names:
         click.echo(f"{name}\t{built[name]}")
+
+
+# -- clusters -------------------------------------------------------------------------------------
+
+
+@main.group()
+def cluster() -> None:
+    """Bring the clusters of a scenario up (they keep running) and down again."""
+
+
+_PROVIDER_OPTION = click.option(
+    "--provider",
+    type=click.Choice(["local", "kind", "kubeconfig"]),
+    envvar="CORRAL_PROVIDER",
+    default=None,
+    help="Where clusters come from (default local); env CORRAL_PROVIDER.",
+)
+
+
+@cluster.command("up")
+@click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+@_PROVIDER_OPTION
+@click.option(
+    "--etcd",
+    "etcd_mode",
+    type=click.Choice(["shared", "per-cluster"]),
+    default="shared",
+    show_default=True,
+    help="local provider: one etcd for all clusters or one per cluster.",
+)
+def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mode: str) -> None:
+    """Start the scenario's clusters in RUN_DIR and print how to reach them."""
+    from corral.controlplane.providers import select_provider
+    from corral.model import Scenario
+
+    try:
+        scenario = Scenario.load(scenario_path)
+        options: dict[str, object] = {}
+        if (provider or os.environ.get("CORRAL_PROVIDER") or "local") == "local":
+            options = {"detached": True, "etcd_mode": etcd_mode}
+        chosen = select_provider(provider, **options)
+        cluster_set = chosen.up(scenario, run_dir, progress=lambda line: click.echo(line, err=True))
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    if cluster_set.kubectl is not None:
+        click.echo(f'export PATH="{cluster_set.kubectl.parent}:$PATH"')
+    for handle in cluster_set:
+        click.echo(f"# {handle.name}: {handle.server}, admin kubeconfig {handle.kubeconfig}")
+        click.echo(f"kubectl --kubeconfig {handle.kubeconfig} get nodes")
+    click.echo(f"corral cluster down --dir {run_dir}")
+
+
+@cluster.command("down")
+@click.option(
+    "--dir",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral cluster up`.",
+)
+@_PROVIDER_OPTION
+def cluster_down(run_dir: Path, provider: str | None) -> None:
+    """Stop the clusters that `corral cluster up` started in RUN_DIR."""
+    from corral.controlplane.kind import STATE_FILE as KIND_STATE
+    from corral.controlplane.providers import select_provider
+
+    recorded = "kind" if (run_dir / KIND_STATE).is_file() else "local"
+    try:
+        select_provider(provider or recorded).down(run_dir)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"stopped the clusters of {run_dir}", err=True)

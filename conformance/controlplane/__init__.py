@@ -1,0 +1,1 @@
+"""Conformance of corral's local control planes: real kube-apiservers behave as Kubernetes does."""
