@@ -25,6 +25,7 @@ from corral.tunnel.message import Message, MessageType, decode, encode
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import SessionSettings
 from corral.tunnel.transport import Frame, FrameKind, FrameTransport, LocalDialer, Stream
+from corral.tunnel.websocket import HandshakeError, TunnelClient, WebSocketTransport, connect, tunnel_handler
 
 __all__ = [
     "Clock",
@@ -34,6 +35,7 @@ __all__ = [
     "Frame",
     "FrameKind",
     "FrameTransport",
+    "HandshakeError",
     "LocalDialer",
     "Message",
     "MessageType",
@@ -44,10 +46,14 @@ __all__ = [
     "SessionSettings",
     "Stream",
     "SystemClock",
+    "TunnelClient",
     "TunnelClosed",
     "TunnelError",
+    "WebSocketTransport",
+    "connect",
     "decode",
     "encode",
     "memory_pair",
     "stream_pair",
+    "tunnel_handler",
 ]

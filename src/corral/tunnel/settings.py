@@ -24,7 +24,7 @@ class SessionSettings:
     """A connection's receive buffer above this sends Pause to the peer (MaxBuffer)."""
     resume_below_bytes: int = 256 * KIB
     """A read that drains the buffer below this sends Resume (MaxBuffer / 8)."""
-    hard_buffer_limit_bytes: int = 8 * MIB
+    hard_buffer_limit_bytes: int = 16 * MIB
     """A peer that ignores Pause past this loses the connection (an Error frame is sent)."""
     max_connections: int = 4096
     """Connections per session; a Connect beyond it is answered with Error, a dial raises."""

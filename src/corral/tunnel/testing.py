@@ -32,6 +32,7 @@ __all__ = [
     "memory_session_pair",
     "read_exactly",
     "serving",
+    "websocket_session_pair",
 ]
 
 MakePair = Callable[[ConnectAuthorizer, LocalDialer], AbstractAsyncContextManager[tuple[Session, Session]]]
@@ -157,6 +158,51 @@ async def memory_session_pair(
         await dialer.aclose()
 
 
+@asynccontextmanager
+async def websocket_session_pair(
+    connect_authorizer: ConnectAuthorizer | None = allow_all,
+    local_dialer: LocalDialer | None = None,
+    *,
+    settings: SessionSettings | None = None,
+    client_key: str = "c-test",
+) -> AsyncIterator[tuple[Session, Session]]:
+    """A (server, client) session pair over a real aiohttp websocket on 127.0.0.1."""
+    from aiohttp import web
+
+    from corral.tunnel.manager import SessionManager
+    from corral.tunnel.websocket import TunnelClient, tunnel_handler
+
+    manager = SessionManager()
+
+    async def authorize(request: web.Request) -> tuple[str, bool]:
+        return request.headers.get("X-Tunnel-ID", ""), True
+
+    app = web.Application()
+    app.router.add_get("/v3/connect", tunnel_handler(manager, authorize, settings=settings))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    dialer = local_dialer or ServiceDialer()
+    client = TunnelClient(
+        f"ws://127.0.0.1:{port}/v3/connect",
+        headers={"X-Tunnel-ID": client_key},
+        connect_authorizer=connect_authorizer or (lambda proto, address: False),
+        local_dialer=dialer,
+        settings=settings,
+    )
+    try:
+        await client.start()
+        await _until(lambda: manager.has_session(client_key), "the server registers the session")
+        yield manager.first(client_key), client.session
+    finally:
+        await client.close("test over")
+        await runner.cleanup()
+        if isinstance(dialer, ServiceDialer):
+            await dialer.aclose()
+
+
 # -- the generic check ------------------------------------------------------------------------
 
 
@@ -219,9 +265,9 @@ async def _check_refused_dial_and_unknown_data(make_pair: MakePair) -> None:
 async def _check_back_pressure(make_pair: MakePair) -> None:
     dialer = ServiceDialer()
     async with make_pair(allow_all, dialer) as (server, client):
-        limit = client.settings.max_buffer_bytes
+        total = 2 * client.settings.hard_buffer_limit_bytes  # more than any transport holds in flight
         conn = await server.dial("mem", "hold")
-        writer = asyncio.ensure_future(conn.write(b"p" * (limit * 3)))
+        writer = asyncio.ensure_future(conn.write(b"p" * total))
         await _until(lambda: conn.paused_by_peer, "the receiver pauses the writer")
         remote = client.conns[conn.conn_id]
         assert not writer.done(), "a paused writer waits"
@@ -231,10 +277,10 @@ async def _check_back_pressure(make_pair: MakePair) -> None:
         peer_stream = dialer.peers["hold"]
         received = 0
         async with asyncio.timeout(30):
-            while received < limit * 3:
+            while received < total:
                 received += len(await peer_stream.read(65536))
         await writer
-        assert received == limit * 3
+        assert received == total
     await dialer.aclose()
 
 

@@ -1,0 +1,258 @@
+"""Tunnel sessions over aiohttp websockets: the server's endpoint and the agent's connection.
+
+Server side, `tunnel_handler(manager, authorizer)` is an aiohttp handler for ``/v3/connect``:
+the authorizer sees the handshake (``X-API-Tunnel-Token``, ``X-API-Tunnel-Params``,
+``X-Tunnel-ID``, ``Authorization``) and returns ``(client_key, ok)``; not ok answers 401
+"failed authentication", an exception answers 400 with its text, as remotedialer's
+DefaultErrorWriter. Client side, `connect` dials the server, runs a client session until it ends
+and returns why; `TunnelClient` is the same as a handle one can close.
+
+Pings and pongs are handled here, not by aiohttp (``autoping=False``), so the session sees
+them and extends its read deadline exactly as remotedialer's ping/pong handlers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from corral.errors import TunnelClosed, TunnelError
+from corral.tunnel.manager import SessionManager
+from corral.tunnel.session import ConnectAuthorizer, Session
+from corral.tunnel.settings import MIB, SessionSettings
+from corral.tunnel.transport import Frame, FrameKind, LocalDialer, dial_local
+
+__all__ = ["HandshakeError", "TunnelClient", "WebSocketTransport", "connect", "tunnel_handler"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * MIB
+"""Largest websocket message accepted (remotedialer peers send Data of at most a write's size)."""
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+FAILED_AUTHENTICATION = "failed authentication"
+
+Authorizer = Callable[[web.Request], Awaitable[tuple[str, bool]]]
+AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+class HandshakeError(TunnelError):
+    """The server refused the websocket upgrade (``status`` is its HTTP status)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocketTransport:
+    """`FrameTransport` over an aiohttp websocket (server or client side)."""
+
+    def __init__(self, ws: AnyWebSocket) -> None:
+        self.ws = ws
+
+    async def send(self, frame: bytes) -> None:
+        if self.ws.closed:
+            raise TunnelClosed("websocket is closed")
+        try:
+            await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise TunnelClosed(f"websocket send failed: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self.ws.ping()
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise TunnelClosed(f"websocket ping failed: {exc}") from exc
+
+    async def receive(self) -> Frame:
+        message = await self.ws.receive()
+        kind = message.type
+        if kind is WSMsgType.BINARY:
+            return Frame(FrameKind.BINARY, message.data)
+        if kind is WSMsgType.TEXT:
+            return Frame(FrameKind.TEXT, message.data.encode())
+        if kind is WSMsgType.PING:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self.ws.pong(message.data)
+            return Frame(FrameKind.PING)
+        if kind is WSMsgType.PONG:
+            return Frame(FrameKind.PONG)
+        if kind is WSMsgType.ERROR:
+            raise TunnelClosed(f"websocket error: {message.data}")
+        code = self.ws.close_code
+        raise TunnelClosed(f"websocket closed by peer (code {code})" if code else "websocket closed")
+
+    async def close(self, reason: str = "") -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
+            await self.ws.close(message=reason.encode()[:120])
+
+
+def tunnel_handler(
+    manager: SessionManager,
+    authorizer: Authorizer,
+    *,
+    settings: SessionSettings | None = None,
+    connect_authorizer: ConnectAuthorizer | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An aiohttp handler that authorizes a tunnel handshake and serves its session."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            client_key, ok = await authorizer(request)
+        except Exception as exc:  # the authorizer's failure is the client's 400, as in remotedialer
+            return web.Response(status=400, text=str(exc))
+        if not ok:
+            return web.Response(status=401, text=FAILED_AUTHENTICATION)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=max_message_bytes)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text=f"Error during upgrade for host [{client_key}]")
+        await ws.prepare(request)
+        session = Session(
+            WebSocketTransport(ws),
+            role="server",
+            client_key=client_key,
+            connect_authorizer=connect_authorizer,
+            settings=settings,
+        )
+        reason = await manager.serve(client_key, session)
+        logger.info("tunnel session of %r ended: %s", client_key, reason)
+        return ws
+
+    return handle
+
+
+class TunnelClient:
+    """The agent's end: a websocket to the server and a client session over it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        connect_authorizer: ConnectAuthorizer,
+        settings: SessionSettings | None = None,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        local_dialer: LocalDialer = dial_local,
+        handshake_timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        trust_env: bool = False,
+    ) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.connect_authorizer = connect_authorizer
+        self.settings = settings
+        self.ssl = ssl
+        self.local_dialer = local_dialer
+        self.handshake_timeout_seconds = handshake_timeout_seconds
+        self.max_message_bytes = max_message_bytes
+        self.trust_env = trust_env
+        self._http: aiohttp.ClientSession | None = None
+        self._session: Session | None = None
+        self._task: asyncio.Task[str] | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise TunnelError(f"tunnel client for {self.url} is not connected")
+        return self._session
+
+    async def start(self) -> Session:
+        """Handshake and start serving; `HandshakeError` or `TunnelError` if the server is not reached."""
+        self._http = aiohttp.ClientSession(trust_env=self.trust_env)
+        try:
+            async with asyncio.timeout(self.handshake_timeout_seconds):
+                ws = await self._http.ws_connect(
+                    self.url,
+                    headers=self.headers,
+                    ssl=True if self.ssl is None else self.ssl,
+                    autoping=False,
+                    autoclose=True,
+                    max_msg_size=self.max_message_bytes,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            await self._http.close()
+            raise HandshakeError(
+                f"tunnel handshake with {self.url} refused: HTTP {exc.status} {exc.message}",
+                status=exc.status,
+            ) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self._http.close()
+            raise TunnelError(f"cannot connect tunnel to {self.url}: {exc or 'handshake timed out'}") from exc
+        self._session = Session(
+            WebSocketTransport(ws),
+            role="client",
+            connect_authorizer=self.connect_authorizer,
+            local_dialer=self.local_dialer,
+            settings=self.settings,
+        )
+        self._task = asyncio.ensure_future(self._session.serve())
+        return self._session
+
+    async def wait(self) -> str:
+        """Until the session ends; returns why."""
+        if self._task is None:
+            raise TunnelError(f"tunnel client for {self.url} was never started")
+        try:
+            return await asyncio.shield(self._task)
+        finally:
+            if self._task.done():
+                await self._release()
+
+    async def close(self, reason: str = "client closed") -> None:
+        if self._session is not None:
+            await self._session.close(reason)
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._release()
+
+    async def _release(self) -> None:
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+
+    async def __aenter__(self) -> TunnelClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close("client closed" if exc is None else f"client closed: {type(exc).__name__}")
+
+
+async def connect(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    connect_authorizer: ConnectAuthorizer,
+    settings: SessionSettings | None = None,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    local_dialer: LocalDialer = dial_local,
+    on_connect: Callable[[Session], Awaitable[None]] | None = None,
+    trust_env: bool = False,
+) -> str:
+    """Connect to a tunnel server and serve the client session until it ends; returns why.
+
+    Raises `HandshakeError` when the server refuses (401/400), `TunnelError` when it cannot be
+    reached. Cancelling the call closes the session.
+    """
+    client = TunnelClient(
+        url,
+        headers=headers,
+        connect_authorizer=connect_authorizer,
+        settings=settings,
+        ssl=ssl,
+        local_dialer=local_dialer,
+        trust_env=trust_env,
+    )
+    async with client:
+        if on_connect is not None:
+            await on_connect(client.session)
+        return await client.wait()
