@@ -1,0 +1,66 @@
+"""The paths that skip the server: Authorized Cluster Endpoint (ACE) and direct admin access.
+
+ACE: kubectl talks to the cluster's kube-apiserver, which asks kube-api-auth (TokenReview, cached)
+who the Rancher token belongs to; the server is not involved, so ACE works while it is down.
+Direct: the admin kubeconfig (client certificate), the baseline without any token review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from corral.model import Cluster, RequestCompleted, User
+from sim.world import World
+
+NO_RESPONSE = 0
+
+
+class ClusterEndpoint:
+    """A cluster's own API endpoint as users reach it over ACE or with the admin kubeconfig."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    def handle(
+        self,
+        user: User,
+        cluster: Cluster,
+        verb: str,
+        size_bytes: int,
+        *,
+        path: str,
+        z_api: float,
+        z_auth: float,
+    ) -> Generator[simpy.Event, Any, None]:
+        world = self._world
+        env, network = world.env, world.network
+        start = env.now
+        status = NO_RESPONSE
+        if network.reachable(user.region, cluster.region):
+            rtt = network.rtt(user.region, cluster.region)
+            yield env.timeout(rtt / 2)
+            if path == "ace":
+                yield from world.webhooks[cluster.name].authenticate(user.name, z=z_auth)
+            status = yield from world.apiservers[cluster.name].serve(
+                verb, flow=user.name, level="workload", z=z_api
+            )
+            yield env.timeout(rtt / 2 + network.transfer_seconds(size_bytes if status == 200 else 200))
+        if not network.reachable(user.region, cluster.region):
+            status = NO_RESPONSE
+            remaining = start + world.calibration.network.client_timeout_seconds - env.now
+            if remaining > 0:
+                yield env.timeout(remaining)
+        world.recorder.emit(
+            RequestCompleted(
+                t=env.now,
+                path=path,
+                cluster=cluster.name,
+                user=user.name,
+                verb=verb,
+                status=status,
+                latency_seconds=env.now - start,
+            )
+        )

@@ -1,0 +1,111 @@
+"""Assemble and run one simulation: scenario + calibration + seed in, trace events out.
+
+`Simulation` builds the world (network, server, sessions, apiservers, webhooks, agents, health
+tick, users, faults) and runs it to the end of the scenario's horizon plus a drain period in
+which no new requests start but running ones finish (bounded by the longest wait in the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+
+from corral.model import Calibration, Scenario
+from sim.ace import ClusterEndpoint
+from sim.apiserver import APIServer
+from sim.controller import HealthSyncer
+from sim.faults import schedule_faults
+from sim.network import Network
+from sim.proxy import AuthProxy
+from sim.recorder import Recorder
+from sim.rng import Streams
+from sim.server import ManagementServer
+from sim.tunnel import Agent, SessionManager
+from sim.users import Users
+from sim.webhook import TokenReviewWebhook
+from sim.world import World
+
+AGENT_START_SPREAD_SECONDS = 2.0
+"""Agents start spread over the first seconds, as pods do after an install."""
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes (for events per second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processed = 0
+
+    def step(self) -> None:
+        self.processed += 1
+        super().step()
+
+
+class Simulation:
+    """One run of the model."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int,
+        calibration: Calibration | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.calibration = calibration or Calibration()
+        self.env = CountingEnvironment()
+        self.recorder = recorder or Recorder()
+        world = self.world = World(
+            env=self.env,
+            scenario=scenario,
+            calibration=self.calibration,
+            network=Network(scenario, bandwidth_mbps=self.calibration.network.bandwidth_mbps),
+            streams=Streams(seed),
+            recorder=self.recorder,
+        )
+        world.server = ManagementServer(world)
+        world.sessions = SessionManager(world)
+        for cluster in scenario.clusters:
+            world.apiservers[cluster.name] = APIServer(self.env, cluster.name, self.calibration)
+            world.webhooks[cluster.name] = TokenReviewWebhook(
+                self.env, cluster.name, self.calibration, self.recorder
+            )
+        starts = world.streams.get("agents")
+        for cluster in scenario.clusters:
+            agents = [Agent(world, cluster)]
+            if cluster.agent == "rke1":
+                agents += [Agent(world, cluster, node.name) for node in cluster.nodes]
+            for agent in agents:
+                world.agents[(cluster.name, agent.name)] = agent
+                self.env.process(agent.run(starts.uniform(0.0, AGENT_START_SPREAD_SECONDS)))
+        self.health = HealthSyncer(world)
+        self.env.process(self.health.run())
+        Users(world, AuthProxy(world), ClusterEndpoint(world)).start()
+        schedule_faults(world)
+
+    @property
+    def end_seconds(self) -> float:
+        """The scenario's horizon plus a drain long enough for the longest wait to end."""
+        protocol = self.calibration.protocol
+        longest = max(
+            self.calibration.network.client_timeout_seconds,
+            protocol.dial_wait_polls * protocol.dial_wait_max_seconds + protocol.read_deadline_seconds,
+        )
+        return max(self.scenario.horizon_seconds, 1.0) + longest
+
+    def run(self, *, until: float | None = None, progress: Callable[[float], Any] | None = None) -> None:
+        """Run to `until` (default: `end_seconds`), calling `progress(now)` about a hundred times."""
+        end = self.end_seconds if until is None else until
+        if progress is None:
+            self.env.run(until=end)
+            return
+        step = end / 100
+        now = 0.0
+        while now < end:
+            now = min(now + step, end)
+            self.env.run(until=now)
+            progress(now)
