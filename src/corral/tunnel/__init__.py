@@ -19,6 +19,7 @@ from __future__ import annotations
 from corral.errors import ProtocolError, SessionNotFound, TunnelClosed, TunnelError
 from corral.tunnel.clock import Clock, FakeClock, SystemClock
 from corral.tunnel.connection import Connection
+from corral.tunnel.dialer import TunnelConnector, open_connection
 from corral.tunnel.manager import SessionManager
 from corral.tunnel.memory import memory_pair, stream_pair
 from corral.tunnel.message import Message, MessageType, decode, encode
@@ -48,12 +49,14 @@ __all__ = [
     "SystemClock",
     "TunnelClient",
     "TunnelClosed",
+    "TunnelConnector",
     "TunnelError",
     "WebSocketTransport",
     "connect",
     "decode",
     "encode",
     "memory_pair",
+    "open_connection",
     "stream_pair",
     "tunnel_handler",
 ]
