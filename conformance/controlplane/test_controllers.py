@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
+from typing import Any
 
 from corral.controlplane.providers import ClusterSet
 from corral.k8s import KubeClient, KubeConfig, wait_for
@@ -71,7 +73,7 @@ def test_every_new_namespace_gets_a_default_service_account_and_the_root_ca_conf
     sa = f"/api/v1/namespaces/{namespace}/serviceaccounts/default"
     ca = f"/api/v1/namespaces/{namespace}/configmaps/kube-root-ca.crt"
     wait_for(lambda: admin.exists(sa), timeout_seconds=30, what=sa)
-    config_map = wait_for(lambda: admin.exists(ca) and admin.get(ca), timeout_seconds=30, what=ca)
+    config_map = wait_for(lambda: admin.get(ca) if admin.exists(ca) else None, timeout_seconds=30, what=ca)
     assert "BEGIN CERTIFICATE" in config_map["data"]["ca.crt"]
 
 
@@ -96,8 +98,13 @@ def test_an_owned_object_is_garbage_collected_with_its_owner(admin: KubeClient, 
     )
 
 
+def rules_of(client: KubeClient, path: str) -> list[dict[str, Any]] | None:
+    rules = client.get(path).get("rules")
+    return list(rules) if rules else None
+
+
 def test_the_admin_edit_and_view_clusterroles_are_aggregated(admin: KubeClient) -> None:
     for role in ("admin", "edit", "view"):
         path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"
-        rules = wait_for(lambda path=path: admin.get(path).get("rules"), timeout_seconds=30, what=path)
+        rules = wait_for(functools.partial(rules_of, admin, path), timeout_seconds=30, what=path)
         assert any("configmaps" in rule.get("resources", []) for rule in rules), role

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from corral.controlplane.providers import ClusterSet
@@ -32,7 +34,7 @@ def impersonator_binding(admin: KubeClient) -> str:
     return "proxy-sa"
 
 
-def whoami(client: KubeClient) -> dict[str, object]:
+def whoami(client: KubeClient) -> dict[str, Any]:
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     answer = client.create("/apis/authentication.k8s.io/v1/selfsubjectreviews", review)
     return dict(answer["status"]["userInfo"])
@@ -46,7 +48,7 @@ def test_impersonation_headers_act_as_the_named_user_and_groups_for_a_principal_
         with proxy.impersonating("alice", ["devs", "team-a"]) as acting:
             identity = whoami(acting)
     assert identity["username"] == "alice"
-    assert {"devs", "team-a"} <= set(identity["groups"])  # type: ignore[arg-type]
+    assert {"devs", "team-a"} <= set(identity["groups"])
     assert "proxy-sa" not in str(identity.get("groups"))
 
 
