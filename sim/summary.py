@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from corral.model import Event, FailoverCompleted, RequestCompleted
+from corral.model import Event, FailoverCompleted, FaultInjected, RequestCompleted, TunnelClosed, TunnelOpened
 
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 DIGITS = 6
@@ -34,6 +34,8 @@ class Summariser:
         self.statuses: dict[str, Counter[int]] = defaultdict(Counter)
         self.bins: dict[str, dict[int, list[int]]] = defaultdict(dict)
         self.failovers: list[FailoverCompleted] = []
+        self.tunnels: list[TunnelOpened | TunnelClosed] = []
+        self.faults: list[FaultInjected] = []
         self.events: Counter[str] = Counter()
         self.last_t = 0.0
 
@@ -50,8 +52,12 @@ class Summariser:
             cell = self.bins[path].setdefault(int(item.t // self.bin_seconds), [0, 0])
             cell[0] += ok
             cell[1] += 1
+        elif isinstance(item, TunnelOpened | TunnelClosed):
+            self.tunnels.append(item)
         elif isinstance(item, FailoverCompleted):
             self.failovers.append(item)
+        elif isinstance(item, FaultInjected):
+            self.faults.append(item)
 
     def summary(self, **meta: Any) -> dict[str, Any]:
         paths: dict[str, Any] = {}

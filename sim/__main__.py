@@ -1,0 +1,128 @@
+"""Command line of the SimPy model: ``python -m sim run|sweep``.
+
+    python -m sim run fixtures/scenarios/alice-au.yaml --seed 1 --out reports/alice-au/sim-1
+    python -m sim sweep fixtures/scenarios/alice-au.yaml --grid rtt_ms=50,150,300 --out reports/sweep
+
+A thin layer: it validates its flags and calls `sim.run.run_scenario` / `sim.sweep.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from corral.errors import ConfigError
+from corral.model import Calibration, Scenario
+
+
+def _load(scenario: Path, calibration: Path | None) -> tuple[Scenario, Calibration]:
+    try:
+        return Scenario.load(scenario), (Calibration.load(calibration) if calibration else Calibration())
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+
+
+_calibration_option = click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="service times and protocol constants (default: built-in, as fixtures/calibration/default.yaml)",
+)
+
+
+@click.group()
+def main() -> None:
+    """corral's SimPy model of Rancher-style multi-cluster management."""
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--seed", type=int, default=1, show_default=True, help="random seed (same seed, same trace)")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="output folder")
+@_calibration_option
+@click.option("--plots/--no-plots", default=True, show_default=True, help="write PNG plots")
+@click.option("--trace/--no-trace", default=True, show_default=True, help="write trace.jsonl")
+@click.option(
+    "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
+)
+def run(
+    *,
+    scenario: Path,
+    seed: int,
+    out: Path,
+    calibration: Path | None,
+    plots: bool,
+    trace: bool,
+    progress: bool | None,
+) -> None:
+    """Simulate SCENARIO; write trace.jsonl, summary.json, run.json and plots to --out."""
+    from sim.run import run_scenario
+
+    loaded, calib = _load(scenario, calibration)
+    show = sys.stderr.isatty() if progress is None else progress
+    result = run_scenario(
+        loaded, seed=seed, out=out, calibration=calib, progress=show, plots=plots, trace=trace
+    )
+    paths = {
+        name: {k: v for k, v in stats.items() if k != "statuses"}
+        for name, stats in result.summary["paths"].items()
+    }
+    click.echo(json.dumps({"paths": paths, "failovers": result.summary["failovers"]["count"]}, indent=2))
+    click.echo(
+        f"{result.events_processed} events in {result.wall_seconds:.2f} s "
+        f"({result.events_per_second:,.0f} events/s); files in {out}",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--grid", "grids", multiple=True, required=True, help="NAME=v1,v2,... (repeatable)")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="output folder")
+@_calibration_option
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="local processes (default: CPU count)"
+)
+@click.option(
+    "--scheduler", default=None, help="Dask scheduler address (tcp://host:port) instead of local processes"
+)
+def sweep(
+    *,
+    scenario: Path,
+    grids: tuple[str, ...],
+    seed: int,
+    out: Path,
+    calibration: Path | None,
+    workers: int | None,
+    scheduler: str | None,
+) -> None:
+    """Run SCENARIO at every point of the grid; write sweep.csv and sweep.png to --out."""
+    from tqdm import tqdm
+
+    from sim.sweep import parse_grid, points, run_sweep
+
+    loaded, calib = _load(scenario, calibration)
+    try:
+        grid = parse_grid(grids)
+        with tqdm(total=len(points(grid)), unit="run", disable=not sys.stderr.isatty()) as bar:
+            rows = run_sweep(
+                loaded,
+                grid,
+                seed=seed,
+                out=out,
+                calibration=calib,
+                workers=workers,
+                scheduler=scheduler,
+                on_done=lambda n: bar.update(n - bar.n),
+            )
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{len(rows)} runs; {out / 'sweep.csv'}, {out / 'sweep.png'}")
+
+
+if __name__ == "__main__":
+    main()
