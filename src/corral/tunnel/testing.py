@@ -32,6 +32,7 @@ __all__ = [
     "memory_session_pair",
     "read_exactly",
     "serving",
+    "wait_until",
     "websocket_session_pair",
 ]
 
@@ -48,10 +49,11 @@ class ServiceDialer:
 
     ``echo`` writes back what it reads; ``sink`` counts what it reads into `received`;
     ``source:<n>`` writes n bytes then closes; ``refuse`` fails the dial like a closed port;
-    ``hold`` accepts and never reads (for back-pressure).
+    ``hold`` accepts and never reads (for back-pressure); ``discard`` counts into `counts`.
     """
 
     received: dict[str, bytearray] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     dialed: list[str] = field(default_factory=list)
     peers: dict[str, MemoryStream] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -59,7 +61,7 @@ class ServiceDialer:
     async def __call__(self, proto: str, address: str) -> Stream:
         self.dialed.append(f"{proto}/{address}")
         service, _, arg = address.partition(":")
-        if proto != "mem" or service not in {"echo", "sink", "source", "refuse", "hold"}:
+        if proto != "mem" or service not in {"echo", "sink", "source", "refuse", "hold", "discard"}:
             raise OSError(f"dial {proto} {address}: no such service")
         if service == "refuse":
             raise ConnectionRefusedError(f"dial {proto} {address}: connection refused")
@@ -70,6 +72,9 @@ class ServiceDialer:
         elif service == "sink":
             self.received[address] = bytearray()
             self._start(_sink(theirs, self.received[address]))
+        elif service == "discard":
+            self.counts[address] = 0
+            self._start(self._discard(theirs, address))
         elif service == "source":
             self._start(_source(theirs, int(arg or "0")))
         return ours
@@ -78,6 +83,11 @@ class ServiceDialer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _discard(self, stream: MemoryStream, address: str) -> None:
+        while chunk := await stream.read(65536):
+            self.counts[address] += len(chunk)
+        await stream.close()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -194,7 +204,7 @@ async def websocket_session_pair(
     )
     try:
         await client.start()
-        await _until(lambda: manager.has_session(client_key), "the server registers the session")
+        await wait_until(lambda: manager.has_session(client_key), "the server registers the session")
         yield manager.first(client_key), client.session
     finally:
         await client.close("test over")
@@ -242,8 +252,8 @@ async def _check_close_from_each_side(make_pair: MakePair) -> None:
         sink = await server.dial("mem", "sink")
         await sink.write(b"x" * 1000)
         await sink.close()
-        await _until(lambda: sink.conn_id not in client.conns, "client forgets a closed connection")
-        await _until(lambda: len(dialer.received.get("sink", b"")) == 1000, "data before close arrives")
+        await wait_until(lambda: sink.conn_id not in client.conns, "client forgets a closed connection")
+        await wait_until(lambda: len(dialer.received.get("sink", b"")) == 1000, "data before close arrives")
         await _error_of(sink.write(b"late"), "writing to a closed connection must raise TunnelClosed")
     await dialer.aclose()
 
@@ -268,7 +278,7 @@ async def _check_back_pressure(make_pair: MakePair) -> None:
         total = 2 * client.settings.hard_buffer_limit_bytes  # more than any transport holds in flight
         conn = await server.dial("mem", "hold")
         writer = asyncio.ensure_future(conn.write(b"p" * total))
-        await _until(lambda: conn.paused_by_peer, "the receiver pauses the writer")
+        await wait_until(lambda: conn.paused_by_peer, "the receiver pauses the writer")
         remote = client.conns[conn.conn_id]
         assert not writer.done(), "a paused writer waits"
         bound = client.settings.hard_buffer_limit_bytes
@@ -331,7 +341,7 @@ async def _error_of(awaitable: Awaitable[object], expectation: str) -> str:
     raise AssertionError(expectation)
 
 
-async def _until(predicate: Callable[[], bool], what: str, *, timeout_seconds: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], what: str, *, timeout_seconds: float = 10.0) -> None:
     """Poll a condition another task will make true (bounded in time)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout_seconds

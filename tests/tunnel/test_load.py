@@ -1,0 +1,127 @@
+"""Volume and concurrency: 100 MB through one connection in bounded memory, 200 connections at once,
+and floods that must hit a cap instead of growing memory."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+
+from corral.tunnel import message as msg
+from corral.tunnel.clock import settle
+from corral.tunnel.settings import MIB, SessionSettings
+from corral.tunnel.testing import ServiceDialer, allow_all, memory_session_pair, read_exactly, wait_until
+
+from ._raw import session_with_raw_peer
+
+TOTAL = 100 * 1000 * 1000
+MEMORY_BOUND = 16 * MIB  # measured about 6 MiB; a leak or a missing Pause would hold much of the 100 MB
+
+
+async def _sample_max(probe, into: list[int]) -> None:
+    while True:
+        into[0] = max(into[0], probe())
+        await asyncio.sleep(0)
+
+
+async def test_100_mb_from_server_to_agent_side_stays_within_bounded_memory():
+    dialer = ServiceDialer()
+    async with memory_session_pair(allow_all, dialer) as (server, client):
+        conn = await server.dial("mem", "discard")
+        peak_buffered = [0]
+        sampler = asyncio.ensure_future(_sample_max(lambda: client.buffered_bytes, peak_buffered))
+        block = b"\x5a" * (1 << 20)
+        tracemalloc.start()
+        try:
+            for _ in range(TOTAL // len(block)):
+                await conn.write(block)
+            await conn.write(block[: TOTAL % len(block)])
+            await wait_until(
+                lambda: dialer.counts["discard"] >= TOTAL,
+                "all bytes arrive",
+                timeout_seconds=120,
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sampler.cancel()
+        received = dialer.counts["discard"]
+    await dialer.aclose()
+    assert received == TOTAL
+    print(f"peak buffered {peak_buffered[0]} B, tracemalloc peak {peak} B")
+    assert peak_buffered[0] <= client.settings.max_buffer_bytes + 16 * client.settings.max_frame_payload_bytes
+    assert peak <= MEMORY_BOUND, f"tracemalloc peak {peak} bytes for a {TOTAL} byte transfer"
+
+
+async def test_100_mb_from_agent_side_to_server_stays_within_bounded_memory():
+    dialer = ServiceDialer()
+    async with memory_session_pair(allow_all, dialer) as (server, _client):
+        conn = await server.dial("mem", f"source:{TOTAL}")
+        peak_buffered = [0]
+        sampler = asyncio.ensure_future(_sample_max(lambda: conn.buffered_bytes, peak_buffered))
+        received = 0
+        tracemalloc.start()
+        try:
+            async with asyncio.timeout(120):
+                while chunk := await conn.read(256 * 1024):
+                    received += len(chunk)
+                    await asyncio.sleep(0)  # a slow consumer: the source must be paused, not buffered
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sampler.cancel()
+    await dialer.aclose()
+    assert received == TOTAL
+    print(f"peak buffered {peak_buffered[0]} B, tracemalloc peak {peak} B")
+    assert peak_buffered[0] <= server.settings.max_buffer_bytes + 16 * server.settings.max_frame_payload_bytes
+    assert peak <= MEMORY_BOUND, f"tracemalloc peak {peak} bytes for a {TOTAL} byte transfer"
+
+
+async def test_200_concurrent_connections_in_one_session_each_get_their_own_bytes():
+    dialer = ServiceDialer()
+    async with memory_session_pair(allow_all, dialer) as (server, client):
+        conns = [await server.dial("mem", "echo") for _ in range(200)]
+        await wait_until(lambda: len(client.conns) == 200, "the agent side has every connection")
+
+        async def exchange(i: int) -> bytes:
+            payload = i.to_bytes(2, "big") * 20_000
+            writer = asyncio.ensure_future(conns[i].write(payload))
+            echoed = await read_exactly(conns[i], len(payload), timeout_seconds=60)
+            await writer
+            await conns[i].close()
+            return echoed == payload
+
+        results = await asyncio.gather(*(exchange(i) for i in range(200)))
+        assert all(results)
+        await settle()
+        assert server.conns == {}
+    await dialer.aclose()
+
+
+async def test_a_flood_of_connects_is_capped_per_session():
+    dialer = ServiceDialer()
+    settings = SessionSettings(max_connections=50)
+    async with session_with_raw_peer(
+        "client", connect_authorizer=allow_all, local_dialer=dialer, settings=settings
+    ) as (session, peer, _):
+        for conn_id in range(2, 2002):
+            await peer.transport.send(msg.encode(msg.connect(conn_id, "mem", "hold")))
+        await settle(200)
+        assert len(session.conns) == 50
+        errors = [m for m in peer.drain() if m.type is msg.MessageType.ERROR]
+        assert len(errors) == 1950
+        assert errors[0].error_text() == "too many connections (50) in this session"
+        assert not session.closed
+    await dialer.aclose()
+
+
+async def test_a_flood_of_data_for_unknown_connections_hits_the_control_queue_cap():
+    settings = SessionSettings(max_pending_control_frames=100)
+    async with session_with_raw_peer("server", settings=settings) as (session, peer, _):
+        peer.transport._max_queued = 1  # the peer stops reading: our replies cannot leave
+        for _ in range(500):
+            await peer.transport.send(msg.encode(msg.data(99, b"x")))
+            await asyncio.sleep(0)
+            if session.closed:
+                break
+        await settle()
+        assert session.close_reason == "peer does not read: control queue full"
