@@ -11,16 +11,16 @@ refuse) let the check observe both ends of every connection without opening sock
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from corral.errors import TunnelError
-from corral.tunnel.clock import settle
+from corral.tunnel.clock import FakeClock, settle
 from corral.tunnel.connection import Connection
 from corral.tunnel.memory import MemoryStream, memory_pair, stream_pair
-from corral.tunnel.session import ConnectAuthorizer, Session
+from corral.tunnel.session import ConnectAuthorizer, Role, Session
 from corral.tunnel.settings import SessionSettings
 from corral.tunnel.transport import LocalDialer, Stream
 
@@ -29,6 +29,7 @@ __all__ = [
     "ServiceDialer",
     "allow_all",
     "check_tunnel_semantics",
+    "feed_frames",
     "memory_session_pair",
     "read_exactly",
     "serving",
@@ -211,6 +212,66 @@ async def websocket_session_pair(
         await runner.cleanup()
         if isinstance(dialer, ServiceDialer):
             await dialer.aclose()
+
+
+async def feed_frames(
+    frames: Iterable[bytes | str],
+    *,
+    role: Role = "server",
+    settings: SessionSettings | None = None,
+    predial: int = 4,
+) -> str:
+    """Feed raw frames (str = a text frame) to a served session; return why it ended.
+
+    The bad-input harness of the property tests and the fuzzer: whatever arrives, `Session.serve`
+    must return (never raise), and connections and buffered bytes must stay under their caps
+    after every frame (checked here with assertions). A server session first dials ``predial``
+    connections so Data, Error, Pause and SyncConnections have something to act on; a client
+    session allows every Connect except to ``deny`` and dials only in-memory services.
+    """
+    settings = settings or SessionSettings(
+        clock=FakeClock(),
+        max_connections=32,
+        max_buffer_bytes=4096,
+        resume_below_bytes=512,
+        hard_buffer_limit_bytes=16384,
+        max_pending_control_frames=256,
+    )
+    ours, theirs = memory_pair(max_queued_frames=1 << 16)
+    dialer = ServiceDialer()
+    session = Session(
+        ours,
+        role=role,
+        connect_authorizer=(lambda proto, address: address != "deny") if role == "client" else None,
+        local_dialer=dialer,
+        settings=settings,
+    )
+    task = asyncio.ensure_future(session.serve())
+    await settle()
+    if role == "server":
+        for _ in range(predial):
+            await session.dial("mem", "echo")
+    byte_cap = settings.max_connections * settings.hard_buffer_limit_bytes
+    try:
+        for frame in frames:
+            if session.closed:
+                break
+            if isinstance(frame, str):
+                await theirs.send_text(frame)
+            else:
+                await theirs.send(frame)
+            await settle(3)
+            theirs._inbox.clear()  # the peer reads and drops our replies
+            theirs._queued_binary = 0
+            theirs._changed.notify()
+            assert len(session.conns) <= settings.max_connections, f"{len(session.conns)} connections"
+            assert session.buffered_bytes <= byte_cap, f"{session.buffered_bytes} bytes buffered"
+            assert len(session._control) <= settings.max_pending_control_frames
+    finally:
+        await session.close("input fed")
+        reason = await task
+        await dialer.aclose()
+    return reason
 
 
 # -- the generic check ------------------------------------------------------------------------
