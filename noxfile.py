@@ -68,3 +68,11 @@ def bench(session: nox.Session) -> None:
     selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
     for script in selected:
         session.run("python", str(script.relative_to(ROOT)))
+
+
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the tunnel's decoder and sessions (atheris), bounded by runs and time."""
+    install(session, "fuzz")
+    args = session.posargs or ["-runs=20000", "-max_total_time=120"]
+    session.run("python", "fuzz/fuzz_tunnel.py", *args)
