@@ -32,15 +32,17 @@ AGENT_START_SPREAD_SECONDS = 2.0
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes (for events per second)."""
+    """A SimPy environment that can tell how many events it has processed (for events per second).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.processed = 0
+    It reads SimPy's own event-id counter rather than counting in `step`, which would cost a
+    Python call per event (about 5 % of a fleet run).
+    """
 
-    def step(self) -> None:
-        self.processed += 1
-        super().step()
+    @property
+    def processed(self) -> int:
+        counter = self._eid  # itertools.count: every scheduled event took one id
+        scheduled = int(repr(counter)[len("count(") : -1])
+        return scheduled - len(self._queue)
 
 
 class Simulation:

@@ -1,0 +1,330 @@
+"""Checks on traces: pure functions of (scenario, trace) that return violations, never raise on bad luck.
+
+They read only shared trace events (`corral.model`), so the same check runs on a trace from the
+SimPy model, from the reference implementation or from a real Rancher measured by the load
+tooling. Fault windows come from the trace's `FaultInjected` events (what was actually done),
+topology (regions of users, clusters and the server) from the scenario.
+
+    violations = check_all(scenario, read_trace("trace.jsonl"))
+
+A request "succeeded" when it got a 2xx or 3xx status; latency quantiles are taken over succeeded
+requests (linear interpolation, as numpy's default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from corral.model import (
+    Event,
+    FailoverCompleted,
+    FaultInjected,
+    RequestCompleted,
+    Scenario,
+    TunnelClosed,
+    TunnelOpened,
+)
+from corral.model.faults import link_target
+
+Interval = tuple[float, float]
+EPSILON = 1e-6
+"""Slack for events written at the same instant (a tunnel closing as a request completes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken expectation: which check, when (if it is about a moment), and what."""
+
+    check: str
+    message: str
+    t: float | None = None
+
+    def __str__(self) -> str:
+        when = f" at t={self.t:.3f}s" if self.t is not None else ""
+        return f"{self.check}{when}: {self.message}"
+
+
+def succeeded(status: int) -> bool:
+    return 200 <= status < 400
+
+
+# -- failover -----------------------------------------------------------------------------------
+
+
+def check_failover_within(
+    scenario: Scenario, trace: Iterable[Event], *, max_seconds: float | None = None
+) -> list[Violation]:
+    """Every cluster-agent loss is followed by a completed failover within `max_seconds`.
+
+    The bound defaults to the scenario's ``expectations.failover_max_seconds``; without either,
+    there is nothing to check.
+    """
+    bound = scenario.expectations.failover_max_seconds if max_seconds is None else max_seconds
+    if bound is None:
+        return []
+    events = list(trace)
+    failovers = [e for e in events if isinstance(e, FailoverCompleted)]
+    violations = []
+    for fault in events:
+        if not (
+            isinstance(fault, FaultInjected) and fault.fault == "kill-cluster-agent" and not fault.lifted
+        ):
+            continue
+        done = [f for f in failovers if f.cluster == fault.target and fault.t - EPSILON <= f.t]
+        first = min(done, key=lambda f: f.t, default=None)
+        if first is None:
+            violations.append(
+                Violation(
+                    "failover",
+                    f"cluster {fault.target!r} lost its cluster agent and never failed over",
+                    fault.t,
+                )
+            )
+        elif first.t - fault.t > bound + EPSILON:
+            violations.append(
+                Violation(
+                    "failover",
+                    f"cluster {fault.target!r} failed over to {first.to_agent!r} after "
+                    f"{first.t - fault.t:.3f} s, more than {bound:g} s",
+                    fault.t,
+                )
+            )
+    return violations
+
+
+# -- no success without a path --------------------------------------------------------------------
+
+
+def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
+    """No request succeeded while every way to its cluster was down for its whole duration.
+
+    Proxy: down while the server is down, the user-server or server-cluster link is cut, or the
+    cluster has no open tunnel session. ACE and direct: down while the user-cluster link is cut.
+    """
+    events = list(trace)
+    end = max((e.t for e in events), default=0.0)
+    windows = _fault_windows(events, end)
+    server_region = scenario.management.region
+    users = {user.name: user for user in scenario.users}
+    clusters = {cluster.name: cluster for cluster in scenario.clusters}
+    no_tunnel = _no_tunnel_windows(events, end)
+    violations = []
+    cache: dict[tuple[str, str, str], list[Interval]] = {}
+    for item in events:
+        if not isinstance(item, RequestCompleted) or not succeeded(item.status):
+            continue
+        user, cluster = users.get(item.user), clusters.get(item.cluster)
+        if user is None or cluster is None:
+            continue
+        key = (item.path, user.region, cluster.name)
+        down = cache.get(key)
+        if down is None:
+            if item.path == "proxy":
+                parts = windows.get(("server-down", "server"), [])
+                parts += _link_windows(windows, user.region, server_region, scenario)
+                parts += _link_windows(windows, cluster.region, server_region, scenario)
+                parts += no_tunnel.get(cluster.name, [(0.0, end)])
+            else:
+                parts = _link_windows(windows, user.region, cluster.region, scenario)
+            down = cache[key] = _merge(parts)
+        start = item.t - item.latency_seconds
+        if _covered((start + EPSILON, item.t - EPSILON), down):
+            violations.append(
+                Violation(
+                    "no-success-without-path",
+                    f"{item.path} {item.verb} by {item.user!r} to {item.cluster!r} succeeded "
+                    f"({item.status}) although every path was down from t={start:.3f}s",
+                    item.t,
+                )
+            )
+    return violations
+
+
+# -- ACE during a server outage -------------------------------------------------------------------
+
+
+def check_ace_during_server_outage(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
+    """While the server was down, ACE requests kept succeeding (and there were some)."""
+    del scenario  # the trace says when the server was down
+    events = list(trace)
+    end = max((e.t for e in events), default=0.0)
+    outages = _fault_windows(events, end).get(("server-down", "server"), [])
+    violations = []
+    for start, stop in outages:
+        inside = [
+            e
+            for e in events
+            if isinstance(e, RequestCompleted)
+            and e.path == "ace"
+            and start <= e.t - e.latency_seconds
+            and e.t <= stop
+        ]
+        if not inside:
+            violations.append(
+                Violation(
+                    "ace-during-outage",
+                    f"no ACE request completed during the outage {start:g}-{stop:g} s",
+                    start,
+                )
+            )
+        violations += [
+            Violation(
+                "ace-during-outage",
+                f"ACE {e.verb} by {e.user!r} to {e.cluster!r} failed with status {e.status} "
+                "while the server was down",
+                e.t,
+            )
+            for e in inside
+            if not succeeded(e.status)
+        ]
+    return violations
+
+
+# -- service levels -------------------------------------------------------------------------------
+
+
+def check_slos(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
+    """The scenario's expectations: latency quantiles, availability per path, failover bound."""
+    expect = scenario.expectations
+    if expect.empty:
+        return []
+    latencies: dict[str, list[float]] = {}
+    totals: dict[str, int] = {}
+    failovers: list[FailoverCompleted] = []
+    for item in trace:
+        if isinstance(item, RequestCompleted):
+            totals[item.path] = totals.get(item.path, 0) + 1
+            if succeeded(item.status):
+                latencies.setdefault(item.path, []).append(item.latency_seconds)
+        elif isinstance(item, FailoverCompleted):
+            failovers.append(item)
+    violations = []
+    for quantile, bounds in sorted(expect.latency_seconds.items()):
+        for path, bound in sorted(bounds.items()):
+            values = sorted(latencies.get(path, []))
+            if not values:
+                violations.append(
+                    Violation("slo-latency", f"{path} {quantile}: no succeeded request to measure")
+                )
+                continue
+            value = quantile_of(values, float(quantile[1:]))
+            if value > bound:
+                violations.append(
+                    Violation(
+                        "slo-latency",
+                        f"{path} {quantile} latency {value:.4f} s exceeds {bound:g} s "
+                        f"({len(values)} requests)",
+                    )
+                )
+    for path, floor in sorted(expect.availability.items()):
+        total = totals.get(path, 0)
+        if not total:
+            violations.append(Violation("slo-availability", f"{path}: no request to measure"))
+            continue
+        served = len(latencies.get(path, []))
+        if served / total < floor:
+            violations.append(
+                Violation(
+                    "slo-availability",
+                    f"{path} availability {served / total:.4f} ({served}/{total}) is below {floor:g}",
+                )
+            )
+    limit = expect.failover_max_seconds
+    if limit is not None:
+        violations += [
+            Violation(
+                "slo-failover",
+                f"cluster {f.cluster!r} failover to {f.to_agent!r} took {f.duration_seconds:.3f} s, "
+                f"more than {limit:g} s",
+                f.t,
+            )
+            for f in failovers
+            if f.duration_seconds > limit + EPSILON
+        ]
+    return violations
+
+
+def check_all(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
+    """Every check that applies to any scenario (the ACE outage check only where the server went down)."""
+    events = list(trace)
+    return [
+        *check_failover_within(scenario, events),
+        *check_no_success_while_paths_down(scenario, events),
+        *check_ace_during_server_outage(scenario, events),
+        *check_slos(scenario, events),
+    ]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def quantile_of(sorted_values: Sequence[float], percent: float) -> float:
+    """The `percent` quantile of sorted values, interpolated linearly (numpy's default)."""
+    if not sorted_values:
+        raise ValueError("quantile of no values")
+    position = (len(sorted_values) - 1) * percent / 100.0
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def _fault_windows(events: Sequence[Event], end: float) -> dict[tuple[str, str], list[Interval]]:
+    """(fault, target) -> intervals during which it was applied; unlifted ones last to the end."""
+    started: dict[tuple[str, str], float] = {}
+    windows: dict[tuple[str, str], list[Interval]] = {}
+    for item in events:
+        if not isinstance(item, FaultInjected):
+            continue
+        key = (item.fault, item.target)
+        if not item.lifted:
+            started.setdefault(key, item.t)
+        elif key in started:
+            windows.setdefault(key, []).append((started.pop(key), item.t))
+    for key, start in started.items():
+        windows.setdefault(key, []).append((start, end))
+    return windows
+
+
+def _link_windows(
+    windows: dict[tuple[str, str], list[Interval]], a: str, b: str, scenario: Scenario
+) -> list[Interval]:
+    if a == b:
+        return []
+    return list(windows.get(("partition", link_target(a, b, scenario.regions)), []))
+
+
+def _no_tunnel_windows(events: Sequence[Event], end: float) -> dict[str, list[Interval]]:
+    """cluster -> intervals with no open tunnel session (from t=0 to its first TunnelOpened too)."""
+    open_agents: dict[str, set[str]] = {}
+    empty_since: dict[str, float] = {}
+    windows: dict[str, list[Interval]] = {}
+    for item in events:
+        if isinstance(item, TunnelOpened):
+            agents = open_agents.setdefault(item.cluster, set())
+            if not agents:
+                windows.setdefault(item.cluster, []).append((empty_since.pop(item.cluster, 0.0), item.t))
+            agents.add(item.agent)
+        elif isinstance(item, TunnelClosed):
+            agents = open_agents.setdefault(item.cluster, set())
+            agents.discard(item.agent)
+            if not agents:
+                empty_since[item.cluster] = item.t
+    for cluster, since in empty_since.items():
+        windows.setdefault(cluster, []).append((since, end))
+    return windows
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    merged: list[Interval] = []
+    for start, stop in sorted(intervals):
+        if merged and start <= merged[-1][1] + EPSILON:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _covered(span: Interval, merged: list[Interval]) -> bool:
+    start, stop = span
+    return any(a <= start and stop <= b for a, b in merged)
