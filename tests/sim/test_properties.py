@@ -1,0 +1,167 @@
+"""Properties of the model that must hold for any world, checked on generated scenarios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corral.model import Event, RequestCompleted, Scenario
+from sim.build import Simulation
+from sim.recorder import Recorder
+from sim.run import run_scenario
+
+VERB_MIX = st.lists(
+    st.fixed_dictionaries(
+        {
+            "verb": st.sampled_from(["get", "list", "create", "update", "patch", "delete"]),
+            "weight": st.floats(min_value=0.1, max_value=5),
+            "response_bytes": st.integers(min_value=0, max_value=2_000_000),
+        }
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def _line_world(positions: dict[str, float], base_ms: float) -> dict[str, Any]:
+    """Regions on a line: RTT = distance + a fixed cost, which keeps the triangle inequality."""
+    names = list(positions)
+    rtt: dict[str, dict[str, float]] = {}
+    for i, a in enumerate(names):
+        rtt[a] = {a: base_ms / 2}
+        for b in names[i + 1 :]:
+            rtt[a][b] = abs(positions[a] - positions[b]) + base_ms
+    return {"regions": names, "rtt_ms": rtt}
+
+
+def _requests(scenario: Scenario, seed: int) -> list[RequestCompleted]:
+    events: list[Event] = []
+    Simulation(scenario, seed=seed, recorder=Recorder(events.append)).run()
+    done = [e for e in events if isinstance(e, RequestCompleted)]
+    return sorted(done, key=lambda e: e.t - e.latency_seconds)
+
+
+@settings(max_examples=25)
+@given(
+    user_x=st.floats(min_value=0, max_value=300),
+    server_x=st.floats(min_value=0, max_value=300),
+    cluster_x=st.floats(min_value=0, max_value=300),
+    base_ms=st.floats(min_value=0.1, max_value=50),
+    mix=VERB_MIX,
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_an_ace_request_is_never_slower_than_the_same_request_through_the_proxy(
+    user_x: float, server_x: float, cluster_x: float, base_ms: float, mix: list[dict[str, Any]], seed: int
+) -> None:
+    world = _line_world({"home": user_x, "hq": server_x, "edge": cluster_x}, base_ms)
+    latencies = {}
+    for path in ("proxy", "ace"):
+        scenario = Scenario.from_dict(
+            {
+                "name": "pair",
+                **world,
+                "server": {"region": "hq"},
+                "clusters": [
+                    {"name": "c", "region": "edge", "nodes": [{"name": "n", "roles": ["controlplane"]}]}
+                ],
+                "users": [{"name": "u", "region": "home"}],
+                "workload": [
+                    {
+                        "users": ["u"],
+                        "path": path,
+                        "rate_per_second": 1,
+                        "start_seconds": 5,
+                        "duration_seconds": 4,
+                        "mix": mix,
+                    }
+                ],
+            },
+            source="pair.yaml",
+        )
+        latencies[path] = _requests(scenario, seed)
+    assert len(latencies["ace"]) == len(latencies["proxy"])
+    for ace, proxy in zip(latencies["ace"], latencies["proxy"], strict=True):
+        assert (ace.verb, ace.status, proxy.status) == (proxy.verb, 200, 200)
+        assert ace.latency_seconds <= proxy.latency_seconds
+
+
+FAULTS = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"kind": st.just("kill-cluster-agent"), "target": st.sampled_from(["c-us", "c-au"])}
+        ),
+        st.fixed_dictionaries({"kind": st.just("kill-node-agent"), "target": st.just("c-au/c-au-w1")}),
+        st.fixed_dictionaries({"kind": st.just("server-down")}),
+        st.fixed_dictionaries({"kind": st.just("partition"), "target": st.just(["us", "au"])}),
+        st.fixed_dictionaries(
+            {"kind": st.just("latency"), "target": st.just(["us", "au"]), "rtt_ms": st.floats(0, 2000)}
+        ),
+    ).flatmap(
+        lambda fault: st.fixed_dictionaries(
+            {"at_seconds": st.floats(0, 100), "duration_seconds": st.floats(0.5, 90)}
+        ).map(lambda timing: {**fault, **timing})
+    ),
+    max_size=4,
+)
+
+
+def _smoke_with(faults: list[dict[str, Any]], rate: float) -> Scenario:
+    return Scenario.from_dict(
+        {
+            "name": "faulty",
+            "regions": ["us", "au"],
+            "rtt_ms": {"us": {"us": 1, "au": 150}, "au": {"au": 1}},
+            "server": {"region": "us", "workers": 2},
+            "clusters": [
+                {"name": "c-us", "region": "us", "nodes": [{"name": "c-us-cp", "roles": ["controlplane"]}]},
+                {
+                    "name": "c-au",
+                    "region": "au",
+                    "agent": "rke1",
+                    "nodes": [
+                        {"name": "c-au-cp", "roles": ["controlplane"]},
+                        {"name": "c-au-w1", "roles": ["worker"]},
+                    ],
+                },
+            ],
+            "users": [{"name": "alice", "region": "au"}, {"name": "bob", "region": "us"}],
+            "workload": [
+                {"users": ["alice"], "path": "proxy", "rate_per_second": rate, "duration_seconds": 150},
+                {"users": ["alice"], "path": "ace", "rate_per_second": rate, "duration_seconds": 150},
+                {"users": ["bob"], "path": "direct", "rate_per_second": rate, "duration_seconds": 150},
+            ],
+            "faults": faults,
+        },
+        source="faulty.yaml",
+    )
+
+
+@settings(max_examples=20)
+@given(faults=FAULTS, rate=st.floats(min_value=0.05, max_value=5), seed=st.integers(0, 1000))
+def test_availability_is_a_fraction_of_requests_and_never_exceeds_one(
+    faults: list[dict[str, Any]], rate: float, seed: int
+) -> None:
+    summary = run_scenario(_smoke_with(faults, rate), seed=seed).summary
+    for stats in summary["paths"].values():
+        assert 0.0 <= stats["availability"] <= 1.0
+        assert stats["served"] + stats["failed"] == stats["requests"]
+        assert stats["availability"] == round(stats["served"] / stats["requests"], 6)
+
+
+@settings(max_examples=8)
+@given(faults=FAULTS, seed=st.integers(0, 2**32))
+def test_the_same_seed_gives_the_same_trace(faults: list[dict[str, Any]], seed: int) -> None:
+    scenario = _smoke_with(faults, 1.0)
+    first: list[Event] = []
+    second: list[Event] = []
+    Simulation(scenario, seed=seed, recorder=Recorder(first.append)).run()
+    Simulation(scenario, seed=seed, recorder=Recorder(second.append)).run()
+    assert first == second
+    assert any(isinstance(e, RequestCompleted) for e in first)
+
+
+def test_different_seeds_give_different_traces() -> None:
+    scenario = _smoke_with([], 1.0)
+    assert _requests(scenario, 1) != _requests(scenario, 2)
