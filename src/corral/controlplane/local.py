@@ -28,7 +28,6 @@ from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
     ProcessGroup,
     free_port,
-    read_state_document,
     reap_stale,
     stop_attached,
     tail,
@@ -264,23 +263,6 @@ def _handle(cluster: Cluster, admin: KubeConfig, kubeconfig: Path, pki: ClusterP
         nodes=tuple(node.name for node in cluster.nodes),
         mint=mint,
     )
-
-
-def load_cluster_set(run_dir: Path, scenario: Scenario | None = None) -> ClusterSet:
-    """The `ClusterSet` a detached ``up`` left in ``run_dir`` (from its state file)."""
-    run_dir = run_dir.resolve()
-    document = read_state_document(run_dir)
-    recorded = document.get("clusters") or {}
-    if not recorded:
-        raise ConfigError(f"{run_dir} holds no running clusters (no state from `corral cluster up`)")
-    handles = {}
-    for name, info in recorded.items():
-        config = KubeConfig.load(info["kubeconfig"])
-        cluster = scenario.cluster(name) if scenario else Cluster(name=name, region="", nodes=())
-        handles[name] = _handle(
-            cluster, config, Path(info["kubeconfig"]), ClusterPKI(folder=run_dir / name / "pki")
-        )
-    return ClusterSet(provider=str(document.get("provider", "local")), run_dir=run_dir, clusters=handles)
 
 
 def _etcd_healthy(port: int) -> bool:
