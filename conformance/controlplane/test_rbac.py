@@ -7,6 +7,7 @@ import pytest
 from corral.controlplane.providers import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient
+from fixtures.plugin import KubeClients
 
 
 def subject_access_review(admin: KubeClient, user: str, groups: list[str], namespace: str) -> bool:
@@ -46,7 +47,7 @@ def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
 
 
 def test_a_group_binding_allows_every_member_and_no_one_else(
-    cluster_set: ClusterSet, cluster_name: str, admin: KubeClient, namespace: str
+    kube: KubeClients, cluster_name: str, admin: KubeClient, namespace: str
 ) -> None:
     admin.create(
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
@@ -56,7 +57,8 @@ def test_a_group_binding_allows_every_member_and_no_one_else(
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "devs"}],
         },
     )
-    handle = cluster_set[cluster_name]
-    with handle.client("dave", ["devs"]) as dave, handle.client("erin", ["ops"]) as erin:
-        assert dave.can_i("list", "configmaps", namespace=namespace)
-        assert not erin.can_i("list", "configmaps", namespace=namespace)
+    dave = kube.as_user(cluster_name, "dave", ["devs"])
+    erin = kube.as_user(cluster_name, "erin", ["ops"])
+    assert dave.can_i("list", "configmaps", namespace=namespace)
+    assert not erin.can_i("list", "configmaps", namespace=namespace)
+    assert kube.admin(cluster_name).can_i("delete", "namespaces")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +120,30 @@ def test_start_ticks_of_this_process_is_stable_and_absent_for_a_dead_pid() -> No
     proc = subprocess.Popen([SLEEP, "0"])
     proc.wait()
     assert start_ticks(proc.pid) is None
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from corral.controlplane.processes import ProcessGroup
+ProcessGroup(Path(sys.argv[1])).start("sleeper", [sys.argv[2], "60"])
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_an_attached_group_dies_with_its_interpreter_however_it_ends(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path), SLEEP], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    assert parent.stdout.readline().strip() == "started"
+    record = read_state(tmp_path)[0]
+    assert is_same_process(record)
+    parent.send_signal(how)
+    parent.wait(timeout=10)
+    parent.stdout.close()
+    assert wait_gone(record.pid, record.start_ticks)
