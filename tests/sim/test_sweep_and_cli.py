@@ -1,0 +1,163 @@
+"""Sweeps (local processes, inline, Dask) and the `python -m sim` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from corral.errors import ConfigError
+from corral.model import Scenario
+from sim.__main__ import main
+from sim.sweep import apply_point, parse_grid, run_sweep
+
+SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
+
+
+@pytest.fixture
+def smoke() -> Scenario:
+    return Scenario.load(SCENARIOS / "smoke.yaml")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_a_sweep_writes_one_row_per_grid_point_in_grid_order(smoke: Scenario, tmp_path: Path) -> None:
+    grid = parse_grid(["rtt_ms=50,300", "clusters=1,3", "users=1"])
+    rows = run_sweep(smoke, grid, seed=1, out=tmp_path, workers=2)
+    written = _rows(tmp_path / "sweep.csv")
+    assert [(r["rtt_ms"], r["clusters"], r["users"]) for r in written] == [
+        ("50", "1", "1"),
+        ("50", "3", "1"),
+        ("300", "1", "1"),
+        ("300", "3", "1"),
+    ]
+    assert len(rows) == 4
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    # alice (au) alone, with the server and c-us in the US: farther away, slower.
+    by_point = {(r["rtt_ms"], r["clusters"]): float(r["proxy_p50_seconds"]) for r in written}
+    assert by_point[("300", "1")] > by_point[("50", "1")]
+
+
+def test_a_sweep_runs_inline_with_one_worker_and_matches_the_parallel_run(
+    smoke: Scenario, tmp_path: Path
+) -> None:
+    grid = parse_grid(["rate_per_second=0.5,2"])
+    inline = run_sweep(smoke, grid, seed=4, out=tmp_path / "inline", workers=1)
+    parallel = run_sweep(smoke, grid, seed=4, out=tmp_path / "parallel", workers=2)
+    strip = [{k: v for k, v in row.items() if k != "wall_seconds"} for row in inline]
+    assert strip == [{k: v for k, v in row.items() if k != "wall_seconds"} for row in parallel]
+
+
+def test_a_sweep_runs_on_a_dask_cluster(smoke: Scenario, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        rows = run_sweep(
+            smoke, parse_grid(["seed=1,2,3"]), seed=0, out=tmp_path, scheduler=cluster.scheduler_address
+        )
+    assert [row["seed"] for row in rows] == [1, 2, 3]
+    assert len(_rows(tmp_path / "sweep.csv")) == 3
+
+
+def test_scaling_clusters_and_users_clones_them_into_the_workload(smoke: Scenario) -> None:
+    scaled, seed = apply_point(smoke, {"clusters": "5", "users": "4", "rtt_ms": "80"})
+    assert seed is None
+    assert [c.name for c in scaled.clusters] == ["c-us", "c-au", "c-us-x2", "c-au-x3", "c-us-x4"]
+    assert [u.name for u in scaled.users] == ["alice", "bob", "alice-x2", "bob-x3"]
+    ace = scaled.workload[1]
+    assert ace.clusters == ("c-au", "c-au-x3")
+    assert [u.name for u in ace.select_users(scaled.users)] == ["alice", "alice-x2"]
+    assert scaled.rtt_seconds("us", "au") == 0.08
+    assert scaled.rtt_seconds("us", "us") == smoke.rtt_seconds("us", "us")
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["rtt_ms"], "--grid 'rtt_ms': expected NAME=v1,v2,..."),
+        (["speed=1"], "--grid 'speed=1': unknown parameter 'speed'"),
+        (["users=1", "users=2"], "--grid 'users=2': parameter 'users' given twice"),
+    ],
+)
+def test_a_bad_grid_is_rejected_with_its_text(specs: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_grid(specs)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("point", "message"),
+    [
+        ({"clusters": "0"}, "--grid clusters=0: must be >= 1, got 0"),
+        ({"rtt_ms": "far"}, "--grid rtt_ms=far: must be a number, got 'far'"),
+        ({"rtt_ms.us.eu": "5"}, "--grid rtt_ms.us.eu=5: no link between 'us' and 'eu'"),
+        ({"server_region": "mars"}, "--grid server_region=mars: unknown region"),
+    ],
+)
+def test_a_bad_grid_value_is_rejected_before_anything_runs(
+    smoke: Scenario, point: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_point(smoke, point)
+    assert str(info.value).startswith(message)
+
+
+def test_the_run_command_writes_trace_summary_and_plots(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["run", str(SCENARIOS / "agent-loss-rke1.yaml"), "--seed", "2", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "availability.png",
+        "failover.png",
+        "latency_cdf.png",
+        "run.json",
+        "summary.json",
+        "trace.jsonl",
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["seed"] == 2
+    assert summary["events"]["RequestCompleted"] == summary["paths"]["proxy"]["requests"]
+    lines = (tmp_path / "trace.jsonl").read_text().splitlines()
+    assert len(lines) == summary["trace_events"]
+
+
+def test_the_run_command_reports_an_invalid_scenario_in_one_located_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (SCENARIOS / "alice-au.yaml").read_text().replace("rate_per_second: 2", "rate_per_second: -1", 1)
+    bad.write_text(text)
+    result = CliRunner().invoke(main, ["run", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "bad.yaml: workload[0].rate_per_second: must be > 0, got -1" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_sweep_command_writes_the_csv(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            str(SCENARIOS / "smoke.yaml"),
+            "--grid",
+            "rtt_ms=20,200",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(_rows(tmp_path / "sweep.csv")) == 2
