@@ -147,6 +147,10 @@ class ProcessGroup:
         with self._lock:
             self._procs[name] = proc
             self._records.append(record)
+            if self.detached:
+                # Keep the Popen alive with the interpreter: a collected Popen of a running child
+                # warns, and a detached child is meant to keep running.
+                _DETACHED_PROCS.append(proc)
             write_state(self.run_dir, self._records)
         logger.info("started %s (pid %d), log %s", name, proc.pid, log_path)
         return proc
@@ -175,6 +179,8 @@ class ProcessGroup:
         for proc in procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
+            with contextlib.suppress(ValueError):
+                _DETACHED_PROCS.remove(proc)
         clear_state(self.run_dir)
         _ATTACHED.discard(self)
 
@@ -282,6 +288,7 @@ def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
 # -- safety net ----------------------------------------------------------------------------------
 
 _ATTACHED: set[ProcessGroup] = set()
+_DETACHED_PROCS: list[subprocess.Popen[bytes]] = []
 
 
 def stop_attached(run_dir: Path) -> None:
