@@ -76,3 +76,13 @@ def fuzz(session: nox.Session) -> None:
     install(session, "fuzz")
     args = session.posargs or ["-runs=20000", "-max_total_time=120"]
     session.run("python", "fuzz/fuzz_tunnel.py", *args)
+
+
+@nox.session(python=PYTHON, default=False)
+def sim(session: nox.Session) -> None:
+    """The SimPy model on the small scenarios: golden summaries, then runs with plots into reports/."""
+    install(session, "test", "sim")
+    session.run("pytest", "tests/sim/test_golden.py", *session.posargs)
+    for name in ("smoke", "alice-au", "agent-loss-rke1", "agent-loss-rke2", "server-outage"):
+        scenario, out = f"fixtures/scenarios/{name}.yaml", f"reports/{name}/sim-seed1"
+        session.run("python", "-m", "sim", "run", scenario, "--seed", "1", "--out", out)

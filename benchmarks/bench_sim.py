@@ -1,0 +1,161 @@
+"""Benchmark of the SimPy model: simulated events per second, and the wall time of fleet-2000.
+
+Speeds are reported next to a baseline measured in the same run (bare SimPy processes doing
+nothing but timeouts), so a slow or busy machine shows as a slow baseline, not as a regression;
+the ratio is what to compare between runs. Results go to ``reports/bench/sim.json`` and a
+Markdown table on stdout.
+
+    python benchmarks/bench_sim.py [--skip-fleet] [--profile]
+
+``--profile`` runs fleet-2000 under cProfile and writes the top functions, and the share of time
+per part of the model, to ``reports/bench/sim-profile.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import simpy  # noqa: E402
+
+from corral.model import Scenario  # noqa: E402
+from sim.run import run_scenario  # noqa: E402
+
+SCENARIOS = ROOT / "fixtures" / "scenarios"
+OUT = ROOT / "reports" / "bench"
+FLEET_TARGET_SECONDS = 60.0
+BASELINE_PROCESSES = 1_000
+BASELINE_EVENTS = 300_000
+
+
+def simpy_baseline() -> dict[str, float]:
+    """Events per second of bare SimPy: processes that only wait."""
+    env = simpy.Environment()
+    per_process = BASELINE_EVENTS // BASELINE_PROCESSES
+
+    def idle(delay: float) -> Generator[simpy.Event, Any, None]:
+        for _ in range(per_process):
+            yield env.timeout(delay)
+
+    for index in range(BASELINE_PROCESSES):
+        env.process(idle(1.0 + index / BASELINE_PROCESSES))
+    started = time.perf_counter()
+    env.run()
+    wall = time.perf_counter() - started
+    return {
+        "events": float(BASELINE_EVENTS),
+        "wall_seconds": wall,
+        "events_per_second": BASELINE_EVENTS / wall,
+    }
+
+
+def bench_scenario(name: str, *, trace_dir: Path | None) -> dict[str, Any]:
+    scenario = Scenario.load(SCENARIOS / f"{name}.yaml")
+    out = trace_dir / name if trace_dir else None
+    result = run_scenario(scenario, seed=1, out=out, plots=False)
+    return {
+        "events": result.events_processed,
+        "trace_events": result.summary["trace_events"],
+        "simulated_seconds": result.summary["simulated_seconds"],
+        "wall_seconds": round(result.wall_seconds, 3),
+        "events_per_second": round(result.events_per_second),
+    }
+
+
+def profile_fleet(path: Path) -> None:
+    scenario = Scenario.load(SCENARIOS / "fleet-2000.yaml")
+    profiler = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as tmp:
+        profiler.runcall(run_scenario, scenario, seed=1, out=Path(tmp), plots=False)
+    stats = pstats.Stats(profiler)
+    total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    parts: dict[str, float] = {}
+    for (filename, _, _), entry in stats.stats.items():  # type: ignore[attr-defined]
+        part = _part_of(filename)
+        parts[part] = parts.get(part, 0.0) + entry[2]
+    buffer = io.StringIO()
+    buffer.write("Own time per part (cProfile inflates Python-level calls; shares, not seconds, matter):\n")
+    for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        buffer.write(f"  {part:<28} {100 * seconds / total:5.1f} %\n")
+    buffer.write("\n")
+    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    print(buffer.getvalue().split("\n\n")[0])
+
+
+_PARTS = (
+    ("/simpy/", "simpy kernel"),
+    ("/sim/", "model"),
+    ("corral/model/trace", "trace writing (json)"),
+    ("json", "trace writing (json)"),
+    ("dataclasses", "trace writing (json)"),
+    ("random", "random draws"),
+    ("numpy", "summary (numpy)"),
+)
+
+
+def _part_of(filename: str) -> str:
+    if filename == "~":
+        return "builtins (heap, generator resume)"
+    for marker, part in _PARTS:
+        if marker in filename:
+            return f"model: {Path(filename).stem}" if part == "model" else part
+    return "other"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-fleet", action="store_true", help="only the small scenarios")
+    parser.add_argument("--profile", action="store_true", help="profile fleet-2000 (slow: about 3x)")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    baseline = simpy_baseline()
+    results: dict[str, Any] = {
+        "baseline_simpy": {k: round(v, 3) for k, v in baseline.items()},
+        "scenarios": {},
+    }
+    names = ["alice-au", "agent-loss-rke2", "server-outage"] + ([] if args.skip_fleet else ["fleet-2000"])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            entry = bench_scenario(name, trace_dir=Path(tmp))
+            entry["ratio_to_simpy_baseline"] = round(
+                entry["events_per_second"] / baseline["events_per_second"], 3
+            )
+            results["scenarios"][name] = entry
+    if "fleet-2000" in results["scenarios"]:
+        fleet = results["scenarios"]["fleet-2000"]
+        fleet["target_wall_seconds"] = FLEET_TARGET_SECONDS
+        fleet["wall_over_target"] = round(fleet["wall_seconds"] / FLEET_TARGET_SECONDS, 3)
+    (OUT / "sim.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    print("| run | events | wall (s) | events/s | vs bare SimPy |")
+    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| bare SimPy baseline | {BASELINE_EVENTS:,} | {baseline['wall_seconds']:.2f} | "
+        f"{baseline['events_per_second']:,.0f} | 1.000 |"
+    )
+    for name, entry in results["scenarios"].items():
+        print(
+            f"| {name} | {entry['events']:,} | {entry['wall_seconds']:.2f} | "
+            f"{entry['events_per_second']:,} | {entry['ratio_to_simpy_baseline']:.3f} |"
+        )
+    if args.profile and not args.skip_fleet:
+        profile_fleet(OUT / "sim-profile.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
