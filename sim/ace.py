@@ -16,6 +16,7 @@ from corral.model import Cluster, RequestCompleted, User
 from sim.world import World
 
 NO_RESPONSE = 0
+ERROR_BODY_BYTES = 200
 
 
 class ClusterEndpoint:
@@ -47,7 +48,9 @@ class ClusterEndpoint:
             status = yield from world.apiservers[cluster.name].serve(
                 verb, flow=user.name, level="workload", z=z_api
             )
-            yield env.timeout(rtt / 2 + network.transfer_seconds(size_bytes if status == 200 else 200))
+            yield env.timeout(
+                rtt / 2 + network.transfer_seconds(size_bytes if status == 200 else ERROR_BODY_BYTES)
+            )
         if not network.reachable(user.region, cluster.region):
             status = NO_RESPONSE
             remaining = start + world.calibration.network.client_timeout_seconds - env.now

@@ -24,6 +24,8 @@ REJECTED = 429
 BAD_GATEWAY = 502
 UNAVAILABLE = 503
 NO_RESPONSE = 0
+ERROR_BODY_BYTES = 200
+"""Size of a status body (429, small writes of the impersonation setup)."""
 
 
 class AuthProxy:
@@ -71,6 +73,7 @@ class AuthProxy:
         user_rtt = network.rtt(user.region, server.region)
         arrived = yield from self._arrive(user_rtt, z_auth=z_auth)
         status = 200 if arrived else NO_RESPONSE
+        session: Session | None = None
         if status == 200 and (user.name, cluster.name) not in server.accounts:
             status = yield from self._ensure_account((user.name, cluster.name), cluster, z_api=z_api)
         if status == 200:
@@ -78,12 +81,11 @@ class AuthProxy:
             status = UNAVAILABLE if session is None else 200
         if status == 200 and session is not None:
             status = yield from self._through_tunnel(
-                session, verb, flow=user.name, level="workload", z_api=z_api, z_auth=z_auth
+                session, verb, size_bytes, flow=user.name, level="workload", z_api=z_api, z_auth=z_auth
             )
         if status in (200, REJECTED):
-            # The response streams back over both links; the body is paid once (streamed).
-            body = size_bytes if status == 200 else 200
-            yield env.timeout(user_rtt / 2 + network.transfer_seconds(body))
+            # The body was streamed on to the user as it came through the tunnel.
+            yield env.timeout(user_rtt / 2)
         if server.epoch != epoch or not network.reachable(user.region, server.region):
             return NO_RESPONSE
         return status
@@ -105,9 +107,21 @@ class AuthProxy:
         return server.epoch == epoch
 
     def _through_tunnel(
-        self, session: Session, verb: str, *, flow: str, level: str, z_api: float, z_auth: float
+        self,
+        session: Session,
+        verb: str,
+        size_bytes: int,
+        *,
+        flow: str,
+        level: str,
+        z_api: float,
+        z_auth: float,
     ) -> Generator[simpy.Event, Any, int]:
-        """Server -> agent -> apiserver -> agent -> server; 502 if the session is dropped meanwhile."""
+        """Server -> agent -> apiserver -> agent -> server; 502 if the session is dropped meanwhile.
+
+        Response bodies share the session's single stream: a large list delays the bodies queued
+        behind it on the same tunnel (first come, first served at the link's bandwidth).
+        """
         world = self._world
         env = world.env
         cluster = session.agent.cluster
@@ -120,7 +134,9 @@ class AuthProxy:
                 return BAD_GATEWAY
         status = yield from world.apiservers[cluster.name].serve(verb, flow=flow, level=level, z=z_api)
         half = world.network.rtt(cluster.region, world.server.region) / 2
-        yield env.timeout(half + hop)
+        body = world.network.transfer_seconds(size_bytes if status == 200 else ERROR_BODY_BYTES)
+        sent = session.send(env.now, body)
+        yield env.timeout(sent - env.now + half + hop)
         if not session.alive:
             ok = yield from wait_alive(world, session)
             if not ok:
@@ -148,7 +164,13 @@ class AuthProxy:
             for _ in range(calls):
                 verb = "get" if exists else "create"
                 status = yield from self._through_tunnel(
-                    session, verb, flow="system:rancher", level="system", z_api=z_api, z_auth=0.0
+                    session,
+                    verb,
+                    ERROR_BODY_BYTES,
+                    flow="system:rancher",
+                    level="system",
+                    z_api=z_api,
+                    z_auth=0.0,
                 )
                 if status != 200:
                     break

@@ -28,7 +28,7 @@ CLUSTER_AGENT = "cluster-agent"
 class Session:
     """One agent's websocket tunnel session as the server holds it."""
 
-    __slots__ = ("_waiter", "agent", "alive", "closed", "cuts", "opened_at")
+    __slots__ = ("_waiter", "agent", "alive", "busy_until", "closed", "cuts", "opened_at")
 
     def __init__(self, agent: Agent, opened_at: float) -> None:
         self.agent = agent
@@ -38,6 +38,8 @@ class Session:
         self.closed = False
         self.cuts = 0
         """Partitions seen; a read-deadline check belongs to the partition that scheduled it."""
+        self.busy_until = 0.0
+        """When the session's one TCP stream has sent every response body queued on it so far."""
         self._waiter: simpy.Event | None = None
 
     def changed(self, env: simpy.Environment) -> simpy.Event:
@@ -50,6 +52,11 @@ class Session:
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             waiter.succeed()
+
+    def send(self, now: float, seconds: float) -> float:
+        """Queue a body that takes `seconds` on the wire; returns when its last byte has left."""
+        self.busy_until = max(now, self.busy_until) + seconds
+        return self.busy_until
 
     def last_ping(self, now: float, interval: float) -> float:
         return self.opened_at + interval * math.floor((now - self.opened_at) / interval)
