@@ -137,6 +137,10 @@ def _scale_clusters(scenario: Scenario, count: int) -> Scenario:
         dataclasses.replace(e, clusters=_grow(e.clusters, clones, kept)) if e.clusters else e
         for e in scenario.workload
     )
+    # An entry whose named clusters were all cut away would otherwise mean "every cluster".
+    workload = tuple(
+        e for e, old in zip(workload, scenario.workload, strict=True) if e.clusters or not old.clusters
+    )
     faults = tuple(
         f for f in scenario.faults if f.target.split("/")[0] in kept or f.kind not in _CLUSTER_FAULTS
     )

@@ -147,9 +147,12 @@ def test_priority_and_fairness_serves_flows_round_robin_and_rejects_beyond_the_q
     assert level.enter("busy") is None
     tickets = {name: level.enter(flow) for name, flow in [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")]}
     assert level.enter("c") is False
-    order = []
+    order: list[str] = []
     for _ in range(4):
         level.leave()
-        served = next(name for name, t in tickets.items() if t and t.triggered and name not in order)  # type: ignore[union-attr]
-        order.append(served)
+        order += [
+            name
+            for name, ticket in tickets.items()
+            if isinstance(ticket, simpy.Event) and ticket.triggered and name not in order
+        ]
     assert order == ["a1", "b1", "a2", "a3"]

@@ -83,6 +83,13 @@ def test_scaling_clusters_and_users_clones_them_into_the_workload(smoke: Scenari
     assert scaled.rtt_seconds("us", "us") == smoke.rtt_seconds("us", "us")
 
 
+def test_cutting_the_fleet_drops_workload_and_faults_of_the_clusters_cut_away(smoke: Scenario) -> None:
+    cut, _ = apply_point(smoke, {"clusters": "1"})
+    assert [c.name for c in cut.clusters] == ["c-us"]
+    assert all("c-au" not in entry.clusters for entry in cut.workload)
+    assert [e.path for e in cut.workload] == ["proxy", "proxy", "direct"]  # the ACE entry named only c-au
+
+
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
