@@ -121,7 +121,7 @@ def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]
         down = cache.get(key)
         if down is None:
             if item.path == "proxy":
-                parts = windows.get(("server-down", "server"), [])
+                parts = list(windows.get(("server-down", "server"), []))
                 parts += _link_windows(windows, user.region, server_region, scenario)
                 parts += _link_windows(windows, cluster.region, server_region, scenario)
                 parts += no_tunnel.get(cluster.name, [(0.0, end)])
@@ -270,7 +270,11 @@ def quantile_of(sorted_values: Sequence[float], percent: float) -> float:
 
 
 def _fault_windows(events: Sequence[Event], end: float) -> dict[tuple[str, str], list[Interval]]:
-    """(fault, target) -> intervals during which it was applied; unlifted ones last to the end."""
+    """(fault, target) -> intervals during which it was applied; unlifted ones last to the end.
+
+    Overlapping faults on one target count as one window, from the first start to the last lift.
+    """
+    depth: dict[tuple[str, str], int] = {}
     started: dict[tuple[str, str], float] = {}
     windows: dict[tuple[str, str], list[Interval]] = {}
     for item in events:
@@ -278,9 +282,12 @@ def _fault_windows(events: Sequence[Event], end: float) -> dict[tuple[str, str],
             continue
         key = (item.fault, item.target)
         if not item.lifted:
+            depth[key] = depth.get(key, 0) + 1
             started.setdefault(key, item.t)
-        elif key in started:
-            windows.setdefault(key, []).append((started.pop(key), item.t))
+        elif depth.get(key, 0) > 0:
+            depth[key] -= 1
+            if depth[key] == 0:
+                windows.setdefault(key, []).append((started.pop(key), item.t))
     for key, start in started.items():
         windows.setdefault(key, []).append((start, end))
     return windows

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from corral.errors import ConfigError
-from corral.model import Calibration, Scenario
+from corral.model import Calibration, ConfigError, Scenario
 
 
 def _load(scenario: Path, calibration: Path | None) -> tuple[Scenario, Calibration]:

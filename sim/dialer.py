@@ -26,7 +26,7 @@ def dial(world: World, cluster: Cluster) -> Generator[simpy.Event, Any, Session 
     jitter = world.streams.get("dialer")
     for _ in range(protocol.dial_wait_polls):
         pause = jitter.uniform(protocol.dial_wait_min_seconds, protocol.dial_wait_max_seconds)
-        yield world.env.timeout(pause)
+        yield world.env.timeout(pause) | world.server.went_down
         if not world.server.up:
             return None
         session = world.sessions.pick(cluster)

@@ -32,14 +32,19 @@ def write_plots(summariser: Summariser, out: Path, *, title: str) -> list[Path]:
 
 
 def _fault_windows(faults: list[FaultInjected]) -> list[tuple[float, float, str]]:
+    """Shaded spans: overlapping faults on one target are one span."""
+    depth: dict[tuple[str, str], int] = {}
     started: dict[tuple[str, str], float] = {}
     windows = []
     for fault in faults:
         key = (fault.fault, fault.target)
         if not fault.lifted:
-            started[key] = fault.t
-        elif key in started:
-            windows.append((started.pop(key), fault.t, f"{fault.fault} {fault.target}"))
+            depth[key] = depth.get(key, 0) + 1
+            started.setdefault(key, fault.t)
+        elif depth.get(key, 0) > 0:
+            depth[key] -= 1
+            if depth[key] == 0:
+                windows.append((started.pop(key), fault.t, f"{fault.fault} {fault.target}"))
     return windows
 
 

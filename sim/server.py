@@ -23,6 +23,8 @@ class ManagementServer:
         self.epoch = 0
         """Incremented on every outage; a request that saw another epoch lost its connection."""
         self.workers = simpy.Resource(world.env, capacity=spec.capacity)
+        self.went_down = world.env.event()
+        """Fires at the next outage; waits that an outage cuts short (dial polls) race against it."""
         self.accounts: set[tuple[str, str]] = set()
         self.pending_accounts: dict[tuple[str, str], simpy.Event] = {}
 
@@ -32,6 +34,8 @@ class ManagementServer:
         self.accounts.clear()
         self.pending_accounts.clear()
         self._world.sessions.drop_all("server down")
+        self.went_down.succeed()
 
     def come_up(self) -> None:
         self.up = True
+        self.went_down = self._world.env.event()

@@ -21,8 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from corral.errors import ConfigError
-from corral.model import Calibration, Cluster, Node, Scenario, Server, User
+from corral.model import Calibration, Cluster, ConfigError, Node, Scenario, Server, User
 from corral.model.workload import ACCESS_PATHS
 
 Grid = list[tuple[str, list[str]]]

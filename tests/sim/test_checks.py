@@ -125,6 +125,34 @@ def test_a_success_during_a_server_outage_or_a_partition_is_a_violation(scenario
     assert [v.t for v in violations] == [12.0, 33.0]
 
 
+def test_one_cluster_without_tunnels_does_not_take_down_the_paths_of_another() -> None:
+    two = Scenario.from_dict(
+        {
+            "name": "two",
+            "regions": ["us"],
+            "clusters": [
+                {"name": name, "region": "us", "nodes": [{"name": f"{name}-n", "roles": ["controlplane"]}]}
+                for name in ("c-1", "c-2")
+            ],
+            "users": [{"name": "bob", "region": "us"}],
+        },
+        source="two.yaml",
+    )
+    trace: list[Event] = [
+        FaultInjected(t=0.5, fault="server-down", target="server"),
+        FaultInjected(t=0.6, fault="server-down", target="server", lifted=True),
+        TunnelOpened(t=1.0, cluster="c-2", agent="cluster-agent"),
+        RequestCompleted(
+            t=5.0, path="proxy", cluster="c-1", user="bob", verb="get", status=200, latency_seconds=1
+        ),
+        RequestCompleted(
+            t=5.0, path="proxy", cluster="c-2", user="bob", verb="get", status=200, latency_seconds=1
+        ),
+    ]
+    [violation] = check_no_success_while_paths_down(two, trace)
+    assert "to 'c-1'" in violation.message
+
+
 def test_ace_failing_during_the_outage_is_a_violation(scenario: Scenario) -> None:
     down = FaultInjected(t=10.0, fault="server-down", target="server")
     up = FaultInjected(t=20.0, fault="server-down", target="server", lifted=True)

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conformance.checks import check_no_success_while_paths_down
 from corral.model import Event, RequestCompleted, Scenario
 from sim.build import Simulation
 from sim.recorder import Recorder
@@ -160,6 +161,17 @@ def test_the_same_seed_gives_the_same_trace(faults: list[dict[str, Any]], seed: 
     Simulation(scenario, seed=seed, recorder=Recorder(second.append)).run()
     assert first == second
     assert any(isinstance(e, RequestCompleted) for e in first)
+
+
+@settings(max_examples=20)
+@given(faults=FAULTS, seed=st.integers(0, 2**32))
+def test_no_simulated_request_succeeds_while_every_path_to_its_cluster_is_down(
+    faults: list[dict[str, Any]], seed: int
+) -> None:
+    scenario = _smoke_with(faults, 2.0)
+    events: list[Event] = []
+    Simulation(scenario, seed=seed, recorder=Recorder(events.append)).run()
+    assert [str(v) for v in check_no_success_while_paths_down(scenario, events)] == []
 
 
 def test_different_seeds_give_different_traces() -> None:

@@ -1,9 +1,11 @@
 """The shared model of the world: scenarios in, traces out. Pure data, no I/O beyond files.
 
 `corral.model` is imported by every other part (the reference implementation, the SimPy model
-in `sim/`, the load runs and the conformance checks) and imports nothing of theirs.
+in `sim/`, the load runs and the conformance checks) and imports nothing of theirs. It re-exports
+`ConfigError`, the error its validation raises, so those parts need nothing else of corral.
 """
 
+from corral.errors import ConfigError
 from corral.model.calibration import Calibration, ServiceTime
 from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
@@ -39,6 +41,7 @@ __all__ = [
     "Calibration",
     "Cluster",
     "ClusterConditionChanged",
+    "ConfigError",
     "Event",
     "Expectations",
     "FailoverCompleted",
