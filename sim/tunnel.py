@@ -128,8 +128,11 @@ class Agent:
             return
         world = self._world
         world.sessions.lose(session)
-        delay = world.network.rtt(self.cluster.region, world.server.region) / 2
-        world.env.timeout(delay).callbacks.append(lambda _: world.sessions.close(session, "agent killed"))
+        server_region = world.server.region
+        if world.network.reachable(self.cluster.region, server_region):
+            delay = world.network.rtt(self.cluster.region, server_region) / 2
+            world.env.timeout(delay).callbacks.append(lambda _: world.sessions.close(session, "agent killed"))
+        # Over a cut link the FIN never arrives: the read deadline already scheduled drops it.
         if self._lost is not None and not self._lost.triggered:
             self._lost.succeed("killed")
 

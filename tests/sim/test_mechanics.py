@@ -141,6 +141,49 @@ def test_concurrent_first_requests_create_the_impersonation_account_once() -> No
     assert len(of(events, RequestCompleted)) > 10
 
 
+def test_with_the_cluster_agent_gone_a_killed_node_agent_hands_over_to_the_next_one() -> None:
+    lose_cp = {"kind": "kill-node-agent", "target": "c/cp", "at_seconds": 120, "duration_seconds": 20}
+    events = run(world("rke1", faults=(KILL, lose_cp), workload=(PROXY,), user_region="us"))
+    during = [e for e in of(events, RequestCompleted) if 100.1 < e.t - e.latency_seconds < 160]
+    assert {e.status for e in during} <= {200, 502}  # only requests caught on the dying session fail
+    after_handover = [e for e in during if e.t - e.latency_seconds > 120.1]
+    assert after_handover
+    assert {e.status for e in after_handover} == {200}
+    closed = [(e.agent, e.reason) for e in of(events, TunnelClosed)]
+    assert closed == [("cluster-agent", "agent killed"), ("node-agent/cp", "agent killed")]
+
+
+def test_a_kill_behind_a_cut_link_is_noticed_only_at_the_read_deadline() -> None:
+    cut = {"kind": "partition", "target": ["eu", "us"], "at_seconds": 100, "duration_seconds": 200}
+    late_kill = {**KILL, "at_seconds": 110}
+    events = run(world("rke2", faults=(cut, late_kill)))
+    [closed] = of(events, TunnelClosed)
+    assert closed.reason == "read deadline"
+    assert closed.t > 150
+
+
+def test_a_slower_calibrated_apiserver_slows_every_path() -> None:
+    from corral.model import Calibration
+
+    scenario = world(
+        "rke2",
+        workload=(PROXY, {**PROXY, "path": "ace"}, {**PROXY, "path": "direct"}),
+    )
+    slow = Calibration.from_dict({"apiserver": {"verbs": {"get": {"median_seconds": 0.5, "sigma": 0.2}}}})
+
+    def medians(calibration: Calibration | None) -> dict[str, float]:
+        events: list[Event] = []
+        Simulation(scenario, seed=1, calibration=calibration, recorder=Recorder(events.append)).run()
+        by_path: dict[str, list[float]] = {}
+        for e in of(events, RequestCompleted):
+            by_path.setdefault(e.path, []).append(e.latency_seconds)
+        return {path: sorted(values)[len(values) // 2] for path, values in by_path.items()}
+
+    fast, slowed = medians(None), medians(slow)
+    assert set(fast) == {"proxy", "ace", "direct"}
+    assert all(slowed[path] > fast[path] + 0.3 for path in fast)
+
+
 def test_priority_and_fairness_serves_flows_round_robin_and_rejects_beyond_the_queue_limit() -> None:
     env = simpy.Environment()
     level = PriorityLevel(env, seats=1, queue_limit=4)

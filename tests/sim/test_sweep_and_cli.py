@@ -152,6 +152,25 @@ def test_the_run_command_reports_an_invalid_scenario_in_one_located_line(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_the_run_command_takes_a_calibration_file_and_rejects_a_bad_one(tmp_path: Path) -> None:
+    slow = tmp_path / "slow.yaml"
+    slow.write_text("apiserver:\n  verbs:\n    get: {median_seconds: 2.0}\n")
+    scenario = str(SCENARIOS / "agent-loss-rke1.yaml")
+    result = CliRunner().invoke(
+        main, ["run", scenario, "--out", str(tmp_path / "a"), "--calibration", str(slow)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["calibration"] == "slow.yaml"
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["paths"]["proxy"]["latency_seconds"]["p50"] > 2.0
+    slow.write_text("apiserver:\n  verbs:\n    get: {median_seconds: -1}\n")
+    result = CliRunner().invoke(
+        main, ["run", scenario, "--out", str(tmp_path / "b"), "--calibration", str(slow)]
+    )
+    assert result.exit_code == 1
+    assert "slow.yaml: apiserver.verbs.get.median_seconds: must be > 0, got -1" in result.output
+
+
 def test_the_sweep_command_writes_the_csv(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
