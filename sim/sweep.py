@@ -21,8 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from corral.model import Calibration, Cluster, ConfigError, Node, Scenario, Server, User
-from corral.model.workload import ACCESS_PATHS
+from corral.model import ACCESS_PATHS, Calibration, Cluster, ConfigError, Node, Scenario, Server, User
 
 Grid = list[tuple[str, list[str]]]
 PARAMETERS = (

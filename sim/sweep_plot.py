@@ -14,7 +14,7 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
-from corral.model.workload import ACCESS_PATHS
+from corral.model import ACCESS_PATHS
 
 
 def plot_sweep(rows: list[dict[str, Any]], parameters: list[str], path: Path, *, title: str) -> Path:
