@@ -114,11 +114,22 @@ class Agent:
         yield env.timeout(world.calibration.network.handshake_round_trips * rtt)
         if self.killed or not server.up or not network.reachable(region, server.region):
             return None
+        # The server authorises the agent on a worker: after an outage every agent of the fleet
+        # comes back within the same seconds and queues here.
+        epoch = server.epoch
+        with server.workers.request() as worker:
+            yield worker
+            yield env.timeout(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
+        if self.killed or server.epoch != epoch or not network.reachable(region, server.region):
+            return None
         self.session = Session(self, env.now)
         world.sessions.register(self.session)
         return self.session
 
     # -- faults ---------------------------------------------------------------------------------
+
+    def _authorize_z(self) -> float:
+        return self._world.streams.get("tunnel-authorize").gauss(0.0, 1.0)
 
     def kill(self) -> None:
         """The agent's process dies; its kernel closes the connection, the server sees it soon."""

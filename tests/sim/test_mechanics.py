@@ -91,7 +91,8 @@ def test_rke2_waits_for_the_restarted_cluster_agent_and_answers_503_meanwhile() 
     [failover] = of(events, FailoverCompleted)
     handshake = 3 * RTT_MS / 1000
     assert failover.to_agent == "cluster-agent"
-    assert failover.duration_seconds == pytest.approx(60 + 3.0 + handshake)
+    # down for 60 s, container start 3 s, handshake 3 RTT, then a few ms of authorisation
+    assert 60 + 3.0 + handshake < failover.duration_seconds < 60 + 3.0 + handshake + 0.05
     during = [e for e in of(events, RequestCompleted) if 100 < e.t - e.latency_seconds < 160]
     assert {e.status for e in during} == {200, 503}
     assert all(e.latency_seconds <= 4 * 10 + 1 for e in during if e.status == 503)

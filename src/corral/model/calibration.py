@@ -55,6 +55,7 @@ _TOKEN_AUTHN = _st(0.0010, 0.4)
 _PROXY_OVERHEAD = _st(0.0003, 0.4)
 _TUNNEL_HOP = _st(0.00025, 0.4)
 _REVIEW = _st(0.0012, 0.4)
+_TUNNEL_AUTHORIZE = _st(0.004, 0.5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +78,8 @@ class ServerTimes:
     """Downstream writes on a user's first request to a cluster (SA, secret, role, binding, ...)."""
     impersonation_check_calls: int = 1
     """Downstream reads on the first request after a server restart (the account already exists)."""
+    tunnel_authorize: ServiceTime = _TUNNEL_AUTHORIZE
+    """A worker's check of a connecting agent (token, cluster/node lookup) before its session opens."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
