@@ -18,6 +18,7 @@ nox.options.error_on_missing_interpreters = True
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PYTHON = "3.11"
+DEMO_DIR = "runs/smoke"
 
 
 def install(session: nox.Session, *groups: str) -> None:
@@ -55,8 +56,15 @@ def demo(session: nox.Session) -> None:
     """The main job: build the control plane and bring up the smoke scenario's clusters."""
     install(session)
     session.run("corral", "build")
-    run_dir = session.posargs[0] if session.posargs else "runs/smoke"
+    run_dir = session.posargs[0] if session.posargs else DEMO_DIR
     session.run("corral", "cluster", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+
+
+@nox.session(python=PYTHON, default=False)
+def down(session: nox.Session) -> None:
+    """Stop the clusters `nox -s demo` started."""
+    install(session)
+    session.run("corral", "cluster", "down", "--dir", session.posargs[0] if session.posargs else DEMO_DIR)
 
 
 @nox.session(python=PYTHON, default=False)
