@@ -206,8 +206,7 @@ def parse_event(line: str, *, where: str = "<trace>") -> Event:
     cls = _EVENT_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ConfigError(f"{where}: unknown event type {name!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _schema(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: {name}: unknown field {unknown[0]!r}")
@@ -219,6 +218,20 @@ def parse_event(line: str, *, where: str = "<trace>") -> Event:
             continue
         values[fname] = _coerce(data[fname], hints[fname], where=f"{where}: {name}.{fname}")
     return cls(**values)
+
+
+_SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]] = {}
+
+
+def _schema(cls: type[Event]) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """Type hints and fields of an event class, resolved once (reading a fleet's trace is hot)."""
+    schema = _SCHEMAS.get(cls.type_name)  # names are unique: `event` refuses a second class
+    if schema is None:
+        schema = _SCHEMAS[cls.type_name] = (
+            typing.get_type_hints(cls),
+            {f.name: f for f in dataclasses.fields(cls)},
+        )
+    return schema
 
 
 _SCALAR_CHECKS: dict[Any, tuple[str, Any]] = {
