@@ -91,6 +91,13 @@ def sim(session: nox.Session) -> None:
     """The SimPy model on the small scenarios: golden summaries, then runs with plots into reports/."""
     install(session, "test", "sim")
     session.run("pytest", "tests/sim/test_golden.py", *session.posargs)
-    for name in ("smoke", "alice-au", "agent-loss-rke1", "agent-loss-rke2", "server-outage"):
+    for name in (
+        "smoke",
+        "alice-au",
+        "agent-loss-rke1",
+        "agent-loss-rke2",
+        "server-outage",
+        "link-partition",
+    ):
         scenario, out = f"fixtures/scenarios/{name}.yaml", f"reports/{name}/sim-seed1"
         session.run("python", "-m", "sim", "run", scenario, "--seed", "1", "--out", out)

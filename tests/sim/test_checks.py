@@ -187,7 +187,9 @@ def test_quantiles_interpolate_like_numpy() -> None:
     assert quantile_of([7.0], 99) == 7.0
 
 
-@pytest.mark.parametrize("name", ["agent-loss-rke1", "agent-loss-rke2", "server-outage", "alice-au"])
+@pytest.mark.parametrize(
+    "name", ["agent-loss-rke1", "agent-loss-rke2", "server-outage", "alice-au", "link-partition"]
+)
 def test_simulated_traces_of_the_shipped_scenarios_pass_every_check(name: str) -> None:
     scenario = Scenario.load(SCENARIOS / f"{name}.yaml")
     events: list[Any] = []

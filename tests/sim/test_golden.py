@@ -26,6 +26,7 @@ CASES = [
     ("agent-loss-rke1", 1),
     ("agent-loss-rke2", 1),
     ("server-outage", 1),
+    ("link-partition", 1),
 ]
 
 
