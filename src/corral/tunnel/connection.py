@@ -179,9 +179,11 @@ class Connection:
                     return
                 await loop.sock_sendall(sock, chunk)
 
-        await pipe_until_either_ends(to_tunnel(), from_tunnel(), f"bridge of connection {self.conn_id}")
-        sock.close()
-        await self.close()
+        try:
+            await pipe_until_either_ends(to_tunnel(), from_tunnel(), f"bridge of connection {self.conn_id}")
+        finally:
+            sock.close()
+            await self.close()
 
 
 async def pipe_until_either_ends(

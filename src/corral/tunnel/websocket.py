@@ -55,6 +55,17 @@ class WebSocketTransport:
 
     def __init__(self, ws: AnyWebSocket) -> None:
         self.ws = ws
+        self._pong: asyncio.Task[None] | None = None
+
+    def _answer_ping(self, data: bytes) -> None:
+        """Pong from a task: the read loop must never wait on a full send buffer, or two peers
+        that both read and write on one loop (remotedialer does) can block each other for good."""
+        if self._pong is None or self._pong.done():
+            self._pong = asyncio.ensure_future(self._send_pong(data))
+
+    async def _send_pong(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await self.ws.pong(data)
 
     async def send(self, frame: bytes) -> None:
         if self.ws.closed:
@@ -78,8 +89,7 @@ class WebSocketTransport:
         if kind is WSMsgType.TEXT:
             return Frame(FrameKind.TEXT, message.data.encode())
         if kind is WSMsgType.PING:
-            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-                await self.ws.pong(message.data)
+            self._answer_ping(message.data)
             return Frame(FrameKind.PING)
         if kind is WSMsgType.PONG:
             return Frame(FrameKind.PONG)
@@ -89,6 +99,8 @@ class WebSocketTransport:
         raise TunnelClosed(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
     async def close(self, reason: str = "") -> None:
+        if self._pong is not None:
+            self._pong.cancel()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
             await self.ws.close(message=reason.encode()[:120])
 
