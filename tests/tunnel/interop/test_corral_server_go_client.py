@@ -1,0 +1,177 @@
+"""corral's tunnel server dialing through a Go remotedialer client to an HTTP server on the agent's side.
+
+The server is an aiohttp app with `tunnel_handler`; requests go through `corral.tunnel.dialer`
+(`TunnelConnector` for HTTP, `open_connection` for raw streams). rd-client is remotedialer's own
+client session, allowing TCP to loopback addresses only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from corral.errors import TunnelError
+from corral.tunnel.dialer import TunnelConnector, open_connection
+
+from ._corral_peers import CorralServer, corral_server
+from ._processes import PeerProcess
+from ._target import payload_sha256, payload_stream
+from .conftest import ClientStarter
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+
+KEY = "go-agent"
+BIG = 50 * 1024 * 1024
+ECHO_BYTES = 1024 * 1024
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[CorralServer]:
+    async with corral_server() as running:
+        yield running
+
+
+@pytest.fixture
+async def go_client(server: CorralServer, start_go_client: ClientStarter) -> PeerProcess:
+    """rd-client connected to the corral server as KEY."""
+    client: PeerProcess = await start_go_client(server.connect_url, "-id", KEY)
+    await client.expect_line("connected ")
+    await server.wait_for_session(KEY)
+    return client
+
+
+def _tunnel_http(server: CorralServer, **connector_args: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=TunnelConnector(server.manager, KEY, **connector_args))
+
+
+async def _sha256_of_body(resp: aiohttp.ClientResponse) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+@pytest.mark.usefixtures("go_client")
+async def test_corral_server_sends_every_method_through_go_client(
+    server: CorralServer, http_target: str
+) -> None:
+    async with _tunnel_http(server) as http:
+        async with http.get(f"http://{http_target}/hello?n=2") as resp:
+            assert (resp.status, await resp.text()) == (200, "hello 2")
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            async with http.request(method, f"http://{http_target}/sha256", data=b"y" * 999) as resp:
+                assert await resp.json() == {
+                    "sha256": hashlib.sha256(b"y" * 999).hexdigest(),
+                    "size": 999,
+                    "method": method,
+                }
+
+
+@pytest.mark.usefixtures("go_client")
+async def test_fifty_megabyte_bodies_stream_both_ways_through_go_client(
+    server: CorralServer, http_target: str
+) -> None:
+    async with _tunnel_http(server) as http:
+        async with http.get(f"http://{http_target}/bytes?size={BIG}&seed=4") as resp:
+            assert resp.status == 200
+            assert await _sha256_of_body(resp) == (payload_sha256(BIG, 4), BIG)
+        async with http.post(f"http://{http_target}/sha256", data=payload_stream(BIG, 5)) as resp:
+            assert await resp.json() == {"sha256": payload_sha256(BIG, 5), "size": BIG, "method": "POST"}
+        # Full duplex, kept under remotedialer's MaxBuffer (see test_go_server_corral_client.ECHO_BYTES).
+        async with http.post(f"http://{http_target}/echo", data=payload_stream(ECHO_BYTES, 6)) as resp:
+            assert await _sha256_of_body(resp) == (payload_sha256(ECHO_BYTES, 6), ECHO_BYTES)
+
+
+@pytest.mark.usefixtures("go_client")
+async def test_hundred_concurrent_requests_through_go_client_each_get_their_own_body(
+    server: CorralServer, http_target: str
+) -> None:
+    size = 64 * 1024 + 5
+
+    async with _tunnel_http(server, limit=0) as http:
+
+        async def fetch(seed: int) -> tuple[str, int]:
+            async with http.get(f"http://{http_target}/bytes?size={size}&seed={seed}") as resp:
+                assert resp.status == 200
+                return await _sha256_of_body(resp)
+
+        async with asyncio.timeout(120):
+            results = await asyncio.gather(*(fetch(seed) for seed in range(100)))
+    assert results == [(payload_sha256(size, seed), size) for seed in range(100)]
+    assert len(server.manager.first(KEY).conns) <= 100
+
+
+@pytest.mark.usefixtures("go_client")
+async def test_open_connection_carries_a_raw_http_exchange_through_go_client(
+    server: CorralServer, http_target: str
+) -> None:
+    host, port = http_target.split(":")
+    reader, writer = await open_connection(server.manager, KEY, host, int(port))
+    writer.write(f"GET /hello?n=raw HTTP/1.1\r\nHost: {http_target}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    async with asyncio.timeout(10):
+        response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"\r\n\r\nhello raw")
+
+
+async def test_a_failed_dial_on_the_go_side_reaches_corral_as_an_error_and_the_session_lives_on(
+    server: CorralServer, go_client: PeerProcess, http_target: str, unused_tcp_port: int
+) -> None:
+    conn = await server.manager.dial(KEY, "tcp", f"127.0.0.1:{unused_tcp_port}")
+    async with asyncio.timeout(10):
+        with pytest.raises(TunnelError, match="refused"):
+            await conn.read(1)
+    async with _tunnel_http(server) as http, http.get(f"http://{http_target}/hello") as resp:
+        assert await resp.text() == "hello"
+    assert go_client.proc.returncode is None
+
+
+async def test_a_connect_the_go_client_refuses_ends_the_whole_session(
+    server: CorralServer, go_client: PeerProcess
+) -> None:
+    await server.manager.dial(KEY, "unix", "/run/not-allowed.sock")
+    assert await go_client.wait_exit() == 1
+    assert (await go_client.remaining_lines())[-1] == "disconnected: connect not allowed"
+    await server.wait_for_session(KEY, present=False)
+
+
+async def test_go_client_refused_by_the_corral_authorizer_gets_401_and_exits(
+    server: CorralServer, start_go_client: ClientStarter
+) -> None:
+    client = await start_go_client(server.connect_url, "-id", "intruder")
+    assert await client.wait_exit() == 3
+    assert await client.remaining_lines() == ["refused 401: failed authentication"]
+    assert server.manager.client_keys() == []
+
+
+async def test_go_client_gets_400_with_the_text_when_the_corral_authorizer_raises(
+    server: CorralServer, start_go_client: ClientStarter
+) -> None:
+    client = await start_go_client(server.connect_url, "-id", "explode")
+    assert await client.wait_exit() == 3
+    assert await client.remaining_lines() == ["refused 400: cluster not found"]
+
+
+async def test_go_client_ends_when_corral_closes_the_session(
+    server: CorralServer, go_client: PeerProcess
+) -> None:
+    await server.manager.first(KEY).close("test closes it")
+    assert await go_client.wait_exit() == 1
+    assert (await go_client.remaining_lines())[-1].startswith("disconnected: ")
+    await server.wait_for_session(KEY, present=False)
+
+
+async def test_corral_server_drops_the_session_of_a_killed_go_client(
+    server: CorralServer, go_client: PeerProcess
+) -> None:
+    go_client.kill()
+    await server.wait_for_session(KEY, present=False, timeout_seconds=15)
+    assert server.disconnects == [KEY]
