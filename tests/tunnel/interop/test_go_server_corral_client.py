@@ -120,7 +120,9 @@ async def test_a_connect_the_corral_authorizer_refuses_ends_the_whole_session_li
         await go_server.wait_for_clients({KEY})
         async with http.get(go_server.proxy_url(KEY, "127.0.0.1:1", "x")) as resp:
             assert resp.status in (502, 503)
-        await client.outcome()
+        outcome = await client.outcome()
+        assert isinstance(outcome, str), outcome
+        assert outcome.startswith("connect not allowed: tcp/127.0.0.1:1")
         await go_server.wait_for_clients(set())
 
 
@@ -135,7 +137,8 @@ async def test_corral_client_ends_when_the_go_server_is_killed(go_server: GoServ
     async with corral_client(go_server.connect_url, KEY) as client:
         await go_server.wait_for_clients({KEY})
         go_server.process.kill()
-        await client.outcome(timeout_seconds=15)
+        outcome = await client.outcome(timeout_seconds=15)
+        assert isinstance(outcome, str), outcome  # the reason the session ended, not a crash
         assert client.task.done()
 
 
