@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from corral.tunnel.manager import SessionManager
+from corral.tunnel.settings import SessionSettings
 from corral.tunnel.websocket import connect, tunnel_handler
 
 TUNNEL_ID = "X-Tunnel-ID"
@@ -60,9 +61,12 @@ async def corral_client(
     client_key: str,
     *,
     connect_authorizer: Callable[[str, str], bool] = loopback_only,
+    settings: SessionSettings | None = None,
 ) -> AsyncIterator[CorralClient]:
     task = asyncio.ensure_future(
-        connect(url, headers={TUNNEL_ID: client_key}, connect_authorizer=connect_authorizer)
+        connect(
+            url, headers={TUNNEL_ID: client_key}, connect_authorizer=connect_authorizer, settings=settings
+        )
     )
     client = CorralClient(task)
     try:
@@ -118,10 +122,12 @@ class CorralServer:
 
 
 @contextlib.asynccontextmanager
-async def corral_server(authorizer: Authorizer = authorize_by_tunnel_id) -> AsyncIterator[CorralServer]:
+async def corral_server(
+    authorizer: Authorizer = authorize_by_tunnel_id, *, settings: SessionSettings | None = None
+) -> AsyncIterator[CorralServer]:
     manager = SessionManager()
     app = web.Application()
-    app.router.add_get("/connect", tunnel_handler(manager, authorizer))
+    app.router.add_get("/connect", tunnel_handler(manager, authorizer, settings=settings))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     result = CorralServer(manager=manager, address=f"127.0.0.1:{server.port}")

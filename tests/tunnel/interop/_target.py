@@ -6,6 +6,7 @@ without being held twice and both ends can compute its SHA-256 independently.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from aiohttp import web
 
 CHUNK_BYTES = 1 << 20
+HOLD_RELEASE = web.AppKey("hold_release", asyncio.Event)
+"""``/hold`` sends its first half, then waits for this event before sending the rest."""
 
 
 def payload_chunks(size: int, seed: int) -> Iterator[bytes]:
@@ -69,6 +72,21 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _hold(request: web.Request) -> web.StreamResponse:
+    size = int(request.query["size"])
+    chunks = list(payload_chunks(size, int(request.query.get("seed", "0"))))
+    body = b"".join(chunks)
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    await response.write(body[: size // 2])
+    async with asyncio.timeout(60):
+        await request.app[HOLD_RELEASE].wait()
+    await response.write(body[size // 2 :])
+    await response.write_eof()
+    return response
+
+
 async def _hello(request: web.Request) -> web.Response:
     return web.Response(text=f"hello {request.query.get('n', '')}".strip())
 
@@ -79,4 +97,6 @@ def target_app() -> web.Application:
     app.router.add_route("*", "/sha256", _sha256)
     app.router.add_post("/echo", _echo)
     app.router.add_get("/hello", _hello)
+    app.router.add_get("/hold", _hold)
+    app[HOLD_RELEASE] = asyncio.Event()
     return app
