@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from corral.tunnel.manager import SessionManager
+from corral.tunnel.session import Session
 from corral.tunnel.settings import SessionSettings
 from corral.tunnel.websocket import connect, tunnel_handler
 
@@ -62,10 +63,15 @@ async def corral_client(
     *,
     connect_authorizer: Callable[[str, str], bool] = loopback_only,
     settings: SessionSettings | None = None,
+    on_connect: Callable[[Session], Awaitable[None]] | None = None,
 ) -> AsyncIterator[CorralClient]:
     task = asyncio.ensure_future(
         connect(
-            url, headers={TUNNEL_ID: client_key}, connect_authorizer=connect_authorizer, settings=settings
+            url,
+            headers={TUNNEL_ID: client_key},
+            connect_authorizer=connect_authorizer,
+            settings=settings,
+            on_connect=on_connect,
         )
     )
     client = CorralClient(task)

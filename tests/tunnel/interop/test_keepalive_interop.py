@@ -17,7 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from corral.tunnel.clock import FakeClock
 from corral.tunnel.dialer import open_connection
+from corral.tunnel.message import MessageType, decode, decode_connection_ids
+from corral.tunnel.session import Session
 from corral.tunnel.settings import SessionSettings
+from corral.tunnel.transport import Frame, FrameKind
 
 from ._corral_peers import corral_client, corral_server
 from ._target import HOLD_RELEASE, payload_sha256, target_app
@@ -45,16 +48,62 @@ async def test_go_server_keeps_a_live_connection_that_corral_lists_in_sync_conne
     go_server: GoServer, held_target: tuple[str, asyncio.Event]
 ) -> None:
     target, release = held_target
-    clock = FakeClock()  # syncs happen exactly when the test moves this clock, never mid-Connect
-    settings = SessionSettings(clock=clock, sync_interval_seconds=60.0)
+    clock = FakeClock()  # syncs happen exactly when the test moves this clock
+    # Pings and the read deadline run on the same virtual clock: keep them out of the way.
+    settings = SessionSettings(
+        clock=clock, sync_interval_seconds=60.0, ping_interval_seconds=3600.0, read_deadline_seconds=7200.0
+    )
+    syncs: list[list[int]] = []
+    sent = asyncio.Event()
+    pong = asyncio.Event()
+    sessions: list[Session] = []
+
+    async def instrument(session: Session) -> None:
+        """Note every SyncConnections written and every pong read (the transport is the session's seam)."""
+        sessions.append(session)
+        send, receive = session.transport.send, session.transport.receive
+
+        async def send_and_record(frame: bytes) -> None:
+            await send(frame)
+            message = decode(frame)
+            if message.type is MessageType.SYNC_CONNECTIONS:
+                syncs.append(decode_connection_ids(message.payload))
+                sent.set()
+
+        async def receive_and_record() -> Frame:
+            frame = await receive()
+            if frame.kind is FrameKind.PONG:
+                pong.set()
+            return frame
+
+        session.transport.send = send_and_record  # type: ignore[method-assign]
+        session.transport.receive = receive_and_record  # type: ignore[method-assign]
+
     size = 256 * 1024
-    async with corral_client(go_server.connect_url, KEY, settings=settings), aiohttp.ClientSession() as http:
+    async with (
+        corral_client(go_server.connect_url, KEY, settings=settings, on_connect=instrument),
+        aiohttp.ClientSession() as http,
+    ):
         await go_server.wait_for_clients({KEY})
         async with http.get(go_server.proxy_url(KEY, target, f"hold?size={size}&seed=9")) as resp:
             first_half = await resp.content.readexactly(size // 2)
-            for _ in range(3):
-                await clock.advance(60.0)  # a SyncConnections naming the held connection
-            # A later request on the same tunnel is served after the syncs: Go read them by then.
+            for count in (1, 2, 3):
+                await clock.advance(60.0)
+                async with asyncio.timeout(10):
+                    while len(syncs) < count:
+                        sent.clear()
+                        await sent.wait()
+            # Each sync named the held connection, and only it.
+            assert len(syncs) == 3
+            assert len(syncs[0]) == 1
+            assert syncs[0] == syncs[1] == syncs[2]
+            # Go handles a sync in its read loop, concurrently with dials made by its HTTP handlers:
+            # a sync still in flight when the server opens a connection kills that new connection
+            # (remotedialer's own client has the same race). A ping written after the syncs is
+            # answered only once Go's read loop got past them: wait for its pong before dialing.
+            await sessions[0].transport.ping()
+            async with asyncio.timeout(10):
+                await pong.wait()
             async with http.get(go_server.proxy_url(KEY, target, "hello")) as hello:
                 assert await hello.text() == "hello"
             release.set()
