@@ -112,14 +112,14 @@ async def test_go_server_keeps_a_live_connection_that_corral_lists_in_sync_conne
 
 
 async def test_corral_client_lives_on_the_pongs_of_a_go_server(go_server: GoServer, http_target: str) -> None:
-    # The Go server never pings: only its pongs to our pings can extend our 1 s read deadline.
-    settings = SessionSettings(ping_interval_seconds=0.2, read_deadline_seconds=1.0)
+    # The Go server never pings: only its pongs to our pings can extend our 2 s read deadline.
+    settings = SessionSettings(ping_interval_seconds=0.2, read_deadline_seconds=2.0)
     async with (
         corral_client(go_server.connect_url, KEY, settings=settings) as client,
         aiohttp.ClientSession() as http,
     ):
         await go_server.wait_for_clients({KEY})
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(5.0)
         assert not client.task.done(), await client.outcome()
         async with http.get(go_server.proxy_url(KEY, http_target, "hello")) as resp:
             assert await resp.text() == "hello"
@@ -129,12 +129,12 @@ async def test_corral_client_lives_on_the_pongs_of_a_go_server(go_server: GoServ
 async def test_corral_server_lives_on_the_pings_of_a_go_client(
     start_go_client: ClientStarter, http_target: str
 ) -> None:
-    # rd-client pings every 5 s; a 7 s read deadline survives 15 s only if every ping counts.
-    async with corral_server(settings=SessionSettings(read_deadline_seconds=7.0)) as server:
+    # rd-client pings every 5 s; an 8 s read deadline survives 16 s only if every ping counts.
+    async with corral_server(settings=SessionSettings(read_deadline_seconds=8.0)) as server:
         client = await start_go_client(server.connect_url, "-id", KEY)
         await client.expect_line("connected ")
         await server.wait_for_session(KEY)
-        await asyncio.sleep(15.0)
+        await asyncio.sleep(16.0)
         assert server.disconnects == []
         assert client.proc.returncode is None
         host, port = http_target.split(":")
