@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from corral.controlplane.pki import CertificateAuthority
 from corral.errors import TunnelError
 from corral.tunnel.dialer import TunnelConnector, open_connection
 
 from ._corral_peers import CorralServer, corral_server
 from ._processes import PeerProcess
-from ._target import payload_sha256, payload_stream
+from ._target import payload_sha256, payload_stream, target_app
 from .conftest import ClientStarter
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -120,6 +124,38 @@ async def test_open_connection_carries_a_raw_http_exchange_through_go_client(
     writer.close()
     assert response.startswith(b"HTTP/1.1 200 OK\r\n")
     assert response.endswith(b"\r\n\r\nhello raw")
+
+
+@pytest.fixture
+async def https_target(tmp_path: Path) -> AsyncIterator[tuple[str, ssl.SSLContext]]:
+    """``host:port`` of the HTTP target behind TLS, and a client context trusting its CA only."""
+    authority = CertificateAuthority.create("interop test CA")
+    serving = authority.issue_serving("interop target", hosts=["127.0.0.1", "localhost"])
+    (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "tls.key").write_bytes(serving.key_pem)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = TestServer(target_app(), host="127.0.0.1")
+    await server.start_server(ssl=server_context)
+    try:
+        yield f"127.0.0.1:{server.port}", ssl.create_default_context(cadata=authority.cert_pem.decode())
+    finally:
+        await server.close()
+
+
+@pytest.mark.usefixtures("go_client")
+async def test_https_runs_end_to_end_through_go_client_with_certificates_checked_by_corral(
+    server: CorralServer, https_target: tuple[str, ssl.SSLContext]
+) -> None:
+    target, trusting = https_target
+    async with _tunnel_http(server) as http:
+        async with http.get(f"https://{target}/hello?n=tls", ssl=trusting) as resp:
+            assert await resp.text() == "hello tls"
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await http.get(f"https://{target}/hello")  # the system's CAs do not know this one
+        port = target.split(":")[1]
+        async with http.get(f"https://localhost:{port}/hello?n=name", ssl=trusting) as resp:
+            assert await resp.text() == "hello name"  # "localhost" went in the Connect frame
 
 
 async def test_a_failed_dial_on_the_go_side_reaches_corral_as_an_error_and_the_session_lives_on(
