@@ -158,6 +158,36 @@ async def test_https_runs_end_to_end_through_go_client_with_certificates_checked
             assert await resp.text() == "hello name"  # "localhost" went in the Connect frame
 
 
+async def test_a_corral_reader_that_stops_reading_pauses_the_go_sender_and_loses_nothing(
+    server: CorralServer, go_client: PeerProcess, http_target: str
+) -> None:
+    settings = server.manager.first(KEY).settings
+    size = 40 * 1024 * 1024
+    conn = await server.manager.dial(KEY, "tcp", http_target)
+    await conn.write(f"GET /bytes?size={size}&seed=12 HTTP/1.1\r\nHost: {http_target}\r\n\r\n".encode())
+    # Nobody reads: past max_buffer_bytes corral sends Pause; once Go has stopped, what is
+    # buffered stops growing (checked 200 ms apart, at most 50 times), far short of 40 MB.
+    readings = [-1]
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        readings.append(conn.buffered_bytes)
+        if readings[-1] == readings[-2] > settings.max_buffer_bytes:
+            break
+    assert readings[-1] == readings[-2] > settings.max_buffer_bytes, readings
+    assert readings[-1] < min(size, settings.hard_buffer_limit_bytes)
+    assert not conn.closed, conn.close_reason
+    received = bytearray()
+    async with asyncio.timeout(60):
+        while (end := received.find(b"\r\n\r\n")) < 0 or len(received) - end - 4 < size:
+            chunk = await conn.read(1 << 20)
+            assert chunk, f"connection ended after {len(received)} bytes: {conn.close_reason}"
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert hashlib.sha256(body).hexdigest() == payload_sha256(size, 12)
+    await conn.close()
+
+
 async def test_a_failed_dial_on_the_go_side_reaches_corral_as_an_error_and_the_session_lives_on(
     server: CorralServer, go_client: PeerProcess, http_target: str, unused_tcp_port: int
 ) -> None:
