@@ -133,7 +133,11 @@ def cache_root() -> Path:
 def go_modules_dir() -> Path:
     """The folder of wrapper Go modules: ``$CORRAL_GO_MODULES`` or ``fixtures/go`` of the source tree."""
     explicit = os.environ.get("CORRAL_GO_MODULES")
-    candidates = [Path(explicit)] if explicit else []
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise BuildError(f"CORRAL_GO_MODULES={explicit!r} is not a folder")
+        return Path(explicit)
+    candidates: list[Path] = []
     here = Path(__file__).resolve()
     candidates += [parent / "fixtures" / "go" for parent in here.parents]
     candidates.append(Path.cwd() / "fixtures" / "go")
@@ -147,10 +151,12 @@ def go_modules_dir() -> Path:
 
 
 def _module_digest(module_dir: Path) -> str:
+    """A digest of what a wrapper module builds from: go.mod, go.sum and its own Go sources."""
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        path = module_dir / name
+    sources = [module_dir / "go.mod", module_dir / "go.sum", *sorted(module_dir.rglob("*.go"))]
+    for path in sources:
         if path.is_file():
+            digest.update(str(path.relative_to(module_dir)).encode() + b"\0")
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -337,22 +343,22 @@ def _build(go: str, item: Component, *, progress: Progress | None) -> None:
         )
     except OSError as e:
         raise BuildError(f"cannot start {go!r}: {e}") from e
-    assert proc.stderr is not None
     ticker = _Ticker(lambda: report(item.name, done, total))
-    try:
-        for raw in proc.stderr:
-            line = raw.rstrip("\n")
-            if re.match(r"^[\w./-]+$", line):  # `go build -v` names each package it compiles
-                done += 1
-                report(item.name, done, max(total, done))
-            else:
-                stderr_tail = [*stderr_tail[-40:], line]
-        code = proc.wait()
-    finally:
-        ticker.stop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with proc:  # closes the pipe and reaps the process, also on an exception
+        try:
+            assert proc.stderr is not None
+            for raw in proc.stderr:
+                line = raw.rstrip("\n")
+                if re.match(r"^[\w./-]+$", line):  # `go build -v` names each package it compiles
+                    done += 1
+                    report(item.name, done, max(total, done))
+                else:
+                    stderr_tail = [*stderr_tail[-40:], line]
+            code = proc.wait()
+        finally:
+            ticker.stop()
+            if proc.poll() is None:
+                proc.kill()
     if code != 0:
         tmp_target.unlink(missing_ok=True)
         raise BuildError(_explain_failure(item, module_dir, "\n".join(stderr_tail)))
@@ -374,7 +380,7 @@ def _explain_failure(item: Component, module_dir: Path, stderr: str) -> str:
     last = lines[-1] if lines else "no output from go"
     module_problem = re.search(
         r"(unknown revision|no matching versions|invalid version|verifying module|"
-        r"dial tcp|connection refused|404 Not Found|410 Gone|missing go.sum entry)",
+        r"dial tcp|connection refused|404 Not Found|410 Gone|missing go.sum entry|GOPROXY=off)",
         stderr,
     )
     if module_problem:
