@@ -281,3 +281,71 @@ async def test_a_peer_that_ignores_pause_loses_the_connection_at_the_hard_limit(
         last = peer.drain()[-1]
         assert (last.type, last.conn_id) == (MessageType.ERROR, conn.conn_id)
         assert not session.closed
+
+
+async def test_a_peer_that_pauses_us_and_goes_quiet_is_nudged_with_resume_then_written_to_again():
+    async with session_with_raw_peer("server") as (session, peer, clock):
+        conn = await session.dial("tcp", "h:1")
+        await peer.send(msg.pause(conn.conn_id))
+        writer = asyncio.ensure_future(conn.write(b"upload"))
+        await clock.advance(0.4)
+        assert [m.type for m in peer.drain()] == [MessageType.CONNECT]
+        await clock.advance(0.1)
+        assert [m.type for m in peer.drain()][1:] == [MessageType.RESUME], "its own writes may be stuck"
+        assert not writer.done(), "we still wait: it may really be full"
+        await clock.advance(1.0)
+        await writer
+        assert [m.payload for m in peer.drain()][2:] == [b"upload"]
+
+
+async def test_a_paused_peer_that_keeps_sending_is_not_nudged():
+    async with session_with_raw_peer("server") as (session, peer, clock):
+        conn = await session.dial("tcp", "h:1")
+        await peer.send(msg.pause(conn.conn_id))
+        writer = asyncio.ensure_future(conn.write(b"upload"))
+        for _ in range(10):
+            await peer.send(msg.data(conn.conn_id, b"download"))
+            await conn.read()
+            await clock.advance(0.4)
+        assert MessageType.RESUME not in [m.type for m in peer.drain()]
+        assert not writer.done()
+        await peer.send(msg.resume(conn.conn_id))
+        await writer
+
+
+async def test_a_resume_not_followed_by_data_is_answered_once_to_wake_the_peers_writer():
+    async with session_with_raw_peer("server") as (session, peer, clock):
+        conn = await session.dial("tcp", "h:1")
+        await peer.send(msg.pause(conn.conn_id))
+        await peer.send(msg.resume(conn.conn_id))
+        await clock.advance(0.5)
+        await clock.advance(5)
+        assert [m.type for m in peer.drain()][1:] == [MessageType.RESUME]
+
+
+async def test_no_resume_is_sent_when_the_peers_data_follows_its_resume():
+    async with session_with_raw_peer("server") as (session, peer, clock):
+        conn = await session.dial("tcp", "h:1")
+        await peer.send(msg.pause(conn.conn_id))
+        await peer.send(msg.resume(conn.conn_id))
+        await peer.send(msg.data(conn.conn_id, b"flowing"))
+        await clock.advance(5)
+        assert [m.type for m in peer.drain()][1:] == []
+
+
+async def test_pause_is_repeated_while_a_peer_keeps_sending_past_the_limit():
+    settings = SessionSettings(
+        clock=FakeClock(), max_buffer_bytes=1000, resume_below_bytes=100, hard_buffer_limit_bytes=100_000
+    )
+    async with session_with_raw_peer("server", settings=settings) as (session, peer, _):
+        conn = await session.dial("tcp", "h:1")
+        for _ in range(10):
+            await peer.send(msg.data(conn.conn_id, b"z" * 50))
+        await peer.send(msg.data(conn.conn_id, b"z" * 600))
+        assert [m.type for m in peer.drain()][1:] == [MessageType.PAUSE]
+        await peer.send(msg.data(conn.conn_id, b"z" * 50))
+        assert [m.type for m in peer.drain()][2:] == [], "less than resume_below_bytes more: no new Pause"
+        await peer.send(msg.data(conn.conn_id, b"z" * 60))
+        assert [m.type for m in peer.drain()][2:] == [MessageType.PAUSE], (
+            "a peer that forgot our Pause hears it again"
+        )

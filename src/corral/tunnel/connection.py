@@ -43,6 +43,14 @@ class Connection:
         self._changed = _Signal()
         self._we_paused = False
         self._peer_paused = False
+        self._data_frames = 0
+        self._data_frames_at_pause = 0
+        self._stall_wait = session.settings.peer_stall_resume_seconds or 0.0
+        self._pause_sent_at_level = 0
+        self._nudged_peer = False
+        self._waking = False
+        self._resumes = 0
+        self._data_frames_at_resume = 0
         self._close_reason: str | None = None
 
     def __repr__(self) -> str:
@@ -73,6 +81,11 @@ class Connection:
         """Buffer incoming bytes; returns an error text when the peer overran the hard limit."""
         if self._close_reason is not None:
             return None
+        self._data_frames += 1
+        self._stall_wait = self.session.settings.peer_stall_resume_seconds or 0.0
+        if self._nudged_peer and self._peer_paused:
+            self._peer_paused = False  # its writes flow again: it has forgotten its pause
+            self._changed.notify()
         self._buffer += payload
         self._changed.notify()
         settings = self.session.settings
@@ -81,17 +94,53 @@ class Connection:
                 f"connection {self.conn_id}: peer ignored Pause, {len(self._buffer)} bytes buffered"
                 f" (limit {settings.hard_buffer_limit_bytes})"
             )
-        if len(self._buffer) > settings.max_buffer_bytes and not self._we_paused:
+        level = len(self._buffer)
+        if level > settings.max_buffer_bytes and (
+            not self._we_paused or level - self._pause_sent_at_level >= settings.resume_below_bytes
+        ):
+            # again while data keeps coming: remotedialer forgets our Pause when its own buffer drains
             self._we_paused = True
+            self._pause_sent_at_level = level
             self.session._send_nowait(msg.pause(self.conn_id))
         return None
 
     def _on_pause(self) -> None:
+        was_paused = self._peer_paused
         self._peer_paused = True
+        self._nudged_peer = False  # paused (again): its flag is set, whatever we sent before
+        self._data_frames_at_pause = self._data_frames
+        if not was_paused and self._stall_wait:
+            self.session._spawn(self._nudge_stuck_peer(), f"pause watch {self.conn_id}")
 
     def _on_resume(self) -> None:
         self._peer_paused = False
         self._changed.notify()
+        self._resumes += 1
+        self._data_frames_at_resume = self._data_frames
+        if self.session.settings.peer_stall_resume_seconds and not self._waking:
+            self._waking = True
+            self.session._spawn(self._wake_quiet_peer(), f"resume watch {self.conn_id}")
+
+    async def _wake_quiet_peer(self) -> None:
+        """Answer a peer's Resume with ours if its Data does not follow.
+
+        remotedialer (v0.6) clears its pause flag on its own Resume without waking the writer
+        that waits on it; that writer sleeps until the next Pause or Resume arrives. One Resume
+        from us (harmless to a peer that is not paused) wakes it.
+        """
+        settings = self.session.settings
+        try:
+            while self._close_reason is None:
+                resumes = self._resumes
+                await settings.clock.sleep(settings.peer_stall_resume_seconds or 0.0)
+                if resumes != self._resumes:
+                    continue  # a newer Resume: measure the quiet from it
+                quiet = self._data_frames == self._data_frames_at_resume
+                if quiet and not self._peer_paused and len(self._buffer) < settings.resume_below_bytes:
+                    await self.session._send_message(msg.resume(self.conn_id))
+                return
+        finally:
+            self._waking = False
 
     def _mark_closed(self, reason: str) -> None:
         """End the connection locally (no frame sent): readers drain the buffer, then see the end."""
@@ -132,6 +181,37 @@ class Connection:
             if self._close_reason is not None:
                 raise TunnelClosed(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
             await self.session._send_message(msg.data(self.conn_id, bytes(view[start : start + step])))
+
+    async def _nudge_stuck_peer(self) -> None:
+        """While the peer keeps us paused, nudge it out of its own pause if it is stuck there.
+
+        remotedialer (v0.6) keeps one ``paused`` flag per connection for both directions: once it
+        has paused us, its own writes wait too, until its receive buffer drains. When draining
+        needs those writes (an echo, any full-duplex exchange), it never resumes. So when the peer
+        has sent no Data for ``peer_stall_resume_seconds`` since pausing us and we hold little of
+        its data, we send Resume (which clears its flag and lets its writes go) and keep waiting;
+        we write again once its Data arrives, or after one more quiet period (it no longer knows
+        it paused us, so it would never send Resume). It pauses us again if it must. The quiet
+        period doubles, up to a minute, while the peer stays quiet.
+        """
+        settings = self.session.settings
+        while self._peer_paused and self._close_reason is None:
+            await settings.clock.sleep(self._stall_wait)
+            if not self._peer_paused or self._close_reason is not None:
+                return
+            if self._data_frames != self._data_frames_at_pause:
+                self._data_frames_at_pause = self._data_frames  # its writes flow: not stuck
+                continue
+            if len(self._buffer) >= settings.resume_below_bytes:
+                continue
+            self._stall_wait = min(self._stall_wait * 2, 60.0)
+            if self._nudged_peer:
+                self._peer_paused = False
+                self._changed.notify()
+                return
+            logger.debug("connection %s: peer quiet since pausing us; sending Resume", self.conn_id)
+            self._nudged_peer = True
+            await self.session._send_message(msg.resume(self.conn_id))
 
     async def close(self) -> None:
         """Close cleanly: the peer gets Error ``EOF``. Idempotent."""

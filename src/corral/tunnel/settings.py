@@ -26,6 +26,8 @@ class SessionSettings:
     """A read that drains the buffer below this sends Resume (MaxBuffer / 8)."""
     hard_buffer_limit_bytes: int = 16 * MIB
     """A peer that ignores Pause past this loses the connection (an Error frame is sent)."""
+    peer_stall_resume_seconds: float | None = 0.5
+    """Resume a peer that paused us and then went quiet this long (see `Connection`); None: never."""
     max_connections: int = 4096
     """Connections per session; a Connect beyond it is answered with Error, a dial raises."""
     max_pending_control_frames: int = 4096
