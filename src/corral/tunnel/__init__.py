@@ -12,6 +12,12 @@ files:
 * `corral.tunnel.websocket`: `tunnel_handler` (server) and `connect` / `TunnelClient` (agent);
 * `corral.tunnel.dialer`: `open_connection` and `TunnelConnector` (aiohttp through a session);
 * `corral.tunnel.testing`: `check_tunnel_semantics` and helpers (the public test kit).
+
+Where remotedialer is silent or peculiar: frames of unknown type are ignored (a malformed one
+ends the session); AddClient/RemoveClient are ignored (no server peers here); a connection whose
+peer overruns ``hard_buffer_limit_bytes`` despite Pause is closed with Error; Connects beyond
+``max_connections`` are answered with Error; the pause-flag quirks of remotedialer peers are
+worked around in `corral.tunnel.connection`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ that drains the buffer below ``resume_below_bytes`` sends Resume. A writer whose
 waits. Closing sends Error ``EOF``; an Error from the peer ends the connection with its text.
 There is no half-close in remotedialer, so neither is there here.
 
+remotedialer v0.6 keeps a single pause flag per connection for both directions, which lets a
+Go peer forget our Pause, stay stuck in its own, or leave its writer asleep after its own Resume.
+We therefore repeat Pause while its data keeps coming, nudge a peer that paused us and went
+quiet, and answer a Resume that no data follows (``peer_stall_resume_seconds``; None turns
+these off). Against a peer without that flaw they cost a few spare Resume frames.
+
 `Connection.as_streams` bridges the connection to asyncio streams through a socket pair, so
 anything that speaks asyncio (an HTTP client, TLS) can run over it unchanged.
 """
@@ -239,7 +245,11 @@ class Connection:
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         theirs.setblocking(False)
-        self.session._spawn(self._pump(ours), f"bridge {self.conn_id}")
+        task = self.session._spawn(self._pump(ours), f"bridge {self.conn_id}")
+        if task is None:
+            ours.close()
+        else:  # a task cancelled before its first step never runs its finally clause
+            task.add_done_callback(lambda _: ours.close())
         return theirs
 
     async def _pump(self, sock: socket.socket) -> None:

@@ -350,13 +350,15 @@ class Session:
 
     # -- tasks ------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Run a task owned by the session (cancelled when it closes); None if already closed."""
         if self._close_reason is not None:
             coro.close()
-            return
+            return None
         task = asyncio.get_running_loop().create_task(coro, name=f"tunnel {self.session_key}: {name}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
