@@ -94,3 +94,43 @@ async def test_an_unreachable_server_is_a_tunnel_error_naming_the_url():
 
     with pytest.raises(TunnelError, match=re.escape("ws://127.0.0.1:9/v3/connect")):
         await connect("ws://127.0.0.1:9/v3/connect", connect_authorizer=allow_all)
+
+
+async def test_a_text_message_on_the_websocket_ends_the_session(tunnel_server):
+    url, manager, _ = tunnel_server
+    closed = []
+    manager.on_disconnect = lambda key, session: closed.append(session.close_reason)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, headers={"X-API-Tunnel-Token": "good"}) as ws,
+    ):
+        await ws.send_str("hello")
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert closed == ["wrong websocket message type"]
+    assert not manager.has_session("c-1")
+
+
+async def test_frames_from_a_raw_websocket_peer_reach_the_session_byte_for_byte(tunnel_server):
+    from corral.tunnel import message as msg
+
+    url, manager, _ = tunnel_server
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, headers={"X-API-Tunnel-Token": "good"}, autoping=False) as ws,
+    ):
+        for _ in range(200):
+            if manager.has_session("c-1"):
+                break
+            await asyncio.sleep(0.01)
+        conn = await manager.dial("c-1", "tcp", "10.43.0.1:443")
+        connect = await asyncio.wait_for(ws.receive(), 10)
+        assert connect.type is aiohttp.WSMsgType.BINARY
+        assert (
+            connect.data[-len(b"\x04\x04\xb0\xea\x01tcp/10.43.0.1:443") :]
+            == b"\x04\x04\xb0\xea\x01tcp/10.43.0.1:443"
+        )
+        await ws.send_bytes(msg.encode(msg.data(conn.conn_id, b"from a hand-made frame")))
+        assert await asyncio.wait_for(conn.read(), 10) == b"from a hand-made frame"
+        await ws.send_bytes(msg.encode(msg.error(conn.conn_id, "EOF")))
+        assert await asyncio.wait_for(conn.read(), 10) == b""
