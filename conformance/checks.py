@@ -24,6 +24,7 @@ from corral.model import (
     Scenario,
     TunnelClosed,
     TunnelOpened,
+    fault_windows,
 )
 from corral.model.faults import link_target
 
@@ -104,7 +105,7 @@ def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]
     """
     events = list(trace)
     end = max((e.t for e in events), default=0.0)
-    windows = _fault_windows(events, end)
+    windows = fault_windows(events, end=end)
     server_region = scenario.management.region
     users = {user.name: user for user in scenario.users}
     clusters = {cluster.name: cluster for cluster in scenario.clusters}
@@ -149,7 +150,7 @@ def check_ace_during_server_outage(scenario: Scenario, trace: Iterable[Event]) -
     del scenario  # the trace says when the server was down
     events = list(trace)
     end = max((e.t for e in events), default=0.0)
-    outages = _fault_windows(events, end).get(("server-down", "server"), [])
+    outages = fault_windows(events, end=end).get(("server-down", "server"), [])
     violations = []
     for start, stop in outages:
         inside = [
@@ -267,30 +268,6 @@ def quantile_of(sorted_values: Sequence[float], percent: float) -> float:
     low = int(position)
     high = min(low + 1, len(sorted_values) - 1)
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def _fault_windows(events: Sequence[Event], end: float) -> dict[tuple[str, str], list[Interval]]:
-    """(fault, target) -> intervals during which it was applied; unlifted ones last to the end.
-
-    Overlapping faults on one target count as one window, from the first start to the last lift.
-    """
-    depth: dict[tuple[str, str], int] = {}
-    started: dict[tuple[str, str], float] = {}
-    windows: dict[tuple[str, str], list[Interval]] = {}
-    for item in events:
-        if not isinstance(item, FaultInjected):
-            continue
-        key = (item.fault, item.target)
-        if not item.lifted:
-            depth[key] = depth.get(key, 0) + 1
-            started.setdefault(key, item.t)
-        elif depth.get(key, 0) > 0:
-            depth[key] -= 1
-            if depth[key] == 0:
-                windows.setdefault(key, []).append((started.pop(key), item.t))
-    for key, start in started.items():
-        windows.setdefault(key, []).append((start, end))
-    return windows
 
 
 def _link_windows(

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from corral.model import FaultInjected, TunnelOpened
+from corral.model import TunnelOpened, fault_windows
 from sim.summary import Summariser
 
 MAX_TIMELINE_CLUSTERS = 20
@@ -31,25 +31,14 @@ def write_plots(summariser: Summariser, out: Path, *, title: str) -> list[Path]:
     ]
 
 
-def _fault_windows(faults: list[FaultInjected]) -> list[tuple[float, float, str]]:
-    """Shaded spans: overlapping faults on one target are one span."""
-    depth: dict[tuple[str, str], int] = {}
-    started: dict[tuple[str, str], float] = {}
-    windows = []
-    for fault in faults:
-        key = (fault.fault, fault.target)
-        if not fault.lifted:
-            depth[key] = depth.get(key, 0) + 1
-            started.setdefault(key, fault.t)
-        elif depth.get(key, 0) > 0:
-            depth[key] -= 1
-            if depth[key] == 0:
-                windows.append((started.pop(key), fault.t, f"{fault.fault} {fault.target}"))
-    return windows
-
-
 def _shade_faults(ax: Axes, summariser: Summariser) -> None:
-    for index, (start, end, label) in enumerate(_fault_windows(summariser.faults)):
+    windows = fault_windows(summariser.faults, end=summariser.last_t)
+    spans = sorted(
+        (start, end, f"{fault} {target}")
+        for (fault, target), found in windows.items()
+        for start, end in found
+    )
+    for index, (start, end, label) in enumerate(spans):
         ax.axvspan(start, end, color=f"C{(index + 3) % 10}", alpha=0.15, label=label)
 
 

@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from corral.errors import ConfigError
 from corral.model import (
     Event,
+    FaultInjected,
     RequestCompleted,
     TraceWriter,
     TunnelClosed,
     event_types,
+    fault_windows,
     parse_event,
     read_trace,
     write_trace,
@@ -98,3 +100,19 @@ def test_blank_lines_are_skipped_and_errors_name_the_line(tmp_path: Path) -> Non
         next(reader)
     write_trace(path, [ok])
     assert list(read_trace(path)) == [ok]
+
+
+def test_fault_windows_nest_overlapping_faults_and_run_unlifted_ones_to_the_end() -> None:
+    events = [
+        FaultInjected(t=1.0, fault="kill-cluster-agent", target="c1"),
+        FaultInjected(t=2.0, fault="kill-cluster-agent", target="c1"),
+        TunnelClosed(t=2.5, cluster="c1", agent="cluster-agent"),
+        FaultInjected(t=3.0, fault="kill-cluster-agent", target="c1", lifted=True),
+        FaultInjected(t=4.0, fault="kill-cluster-agent", target="c1", lifted=True),
+        FaultInjected(t=5.0, fault="server-down", target="server"),
+        FaultInjected(t=6.0, fault="latency", target="us-au", lifted=True),  # never applied: ignored
+    ]
+    assert fault_windows(events, end=9.0) == {
+        ("kill-cluster-agent", "c1"): [(1.0, 4.0)],
+        ("server-down", "server"): [(5.0, 9.0)],
+    }
