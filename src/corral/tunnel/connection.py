@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.errors import TunnelClosed
 from corral.tunnel import message as msg
-from corral.tunnel.memory import _Signal
+from corral.tunnel.transport import Signal
 
 if TYPE_CHECKING:
     from corral.tunnel.session import Session
@@ -46,7 +46,7 @@ class Connection:
         self.proto = proto
         self.address = address
         self._buffer = bytearray()
-        self._changed = _Signal()
+        self._changed = Signal()
         self._we_paused = False
         self._peer_paused = False
         self._data_frames = 0

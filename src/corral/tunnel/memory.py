@@ -9,25 +9,10 @@ them with a `FakeClock`, with no sockets and no real time.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
 from corral.errors import TunnelClosed
-from corral.tunnel.transport import Frame, FrameKind
-
-
-class _Signal:
-    """Wake every waiter once; waiters re-check their condition (a condition variable for one loop)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
+from corral.tunnel.transport import Frame, FrameKind, Signal
 
 
 class MemoryTransport:
@@ -39,7 +24,7 @@ class MemoryTransport:
         self._inbox: deque[Frame] = deque()
         self._queued_binary = 0
         self._max_queued = max_queued_frames
-        self._changed = _Signal()
+        self._changed = Signal()
         self._closed_reason: str | None = None
         self.frames_sent = 0
         self.pings_sent = 0
@@ -126,7 +111,7 @@ class MemoryStream:
         self.peer: MemoryStream | None = None
         self._buffer = bytearray()
         self._limit = limit_bytes
-        self._changed = _Signal()
+        self._changed = Signal()
         self._eof = False
         self.closed = False
 

@@ -25,10 +25,9 @@ from typing import Any, Literal
 from corral.errors import ProtocolError, TunnelClosed, TunnelError
 from corral.tunnel import message as msg
 from corral.tunnel.connection import Connection, pipe_until_either_ends
-from corral.tunnel.memory import _Signal
 from corral.tunnel.message import Message, MessageType, UnknownMessageType
 from corral.tunnel.settings import SessionSettings
-from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Stream, dial_local
+from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Signal, Stream, dial_local
 
 __all__ = ["ConnectAuthorizer", "Connection", "Session", "SessionSettings"]
 
@@ -70,10 +69,10 @@ class Session:
         self._next_conn_id = 1
         self._send_lock = asyncio.Lock()
         self._control: deque[Message] = deque()
-        self._control_signal = _Signal()
+        self._control_signal = Signal()
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_reason: str | None = None
-        self._closed_signal = _Signal()
+        self._closed_signal = Signal()
         self._serving = False
         self._last_keepalive = self.settings.clock.now()
         self.frames_received = 0

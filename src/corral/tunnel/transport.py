@@ -20,6 +20,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class Signal:
+    """Wake every waiter once; waiters re-check their condition (a condition variable for one loop)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 class FrameKind(enum.Enum):
     BINARY = "binary"
     TEXT = "text"
