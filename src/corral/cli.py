@@ -113,7 +113,11 @@ def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mo
         scenario = Scenario.load(scenario_path)
         options: dict[str, object] = {}
         if (provider or os.environ.get("CORRAL_PROVIDER") or "local") == "local":
-            options = {"detached": True, "etcd_mode": etcd_mode}
+            from corral.controlplane import build as builder
+
+            # Build first, with progress: on a fresh machine this takes minutes.
+            binaries = builder.ensure_built(builder.CONTROL_PLANE, progress=_ProgressLine())
+            options = {"detached": True, "etcd_mode": etcd_mode, "binaries": binaries}
         chosen = select_provider(provider, **options)
         cluster_set = chosen.up(scenario, run_dir, progress=lambda line: click.echo(line, err=True))
     except CorralError as e:
