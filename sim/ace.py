@@ -12,11 +12,9 @@ from typing import Any
 
 import simpy
 
-from corral.model import Cluster, RequestCompleted, User
+from corral.model import Cluster, User
+from sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
 from sim.world import World
-
-NO_RESPONSE = 0
-ERROR_BODY_BYTES = 200
 
 
 class ClusterEndpoint:
@@ -51,19 +49,13 @@ class ClusterEndpoint:
             yield env.timeout(
                 rtt / 2 + network.transfer_seconds(size_bytes if status == 200 else ERROR_BODY_BYTES)
             )
-        if not network.reachable(user.region, cluster.region):
-            status = NO_RESPONSE
-            remaining = start + world.calibration.network.client_timeout_seconds - env.now
-            if remaining > 0:
-                yield env.timeout(remaining)
-        world.recorder.emit(
-            RequestCompleted(
-                t=env.now,
-                path=path,
-                cluster=cluster.name,
-                user=user.name,
-                verb=verb,
-                status=status,
-                latency_seconds=env.now - start,
-            )
+        yield from complete(
+            world,
+            path=path,
+            user=user,
+            cluster=cluster,
+            verb=verb,
+            status=status,
+            start=start,
+            lost=not network.reachable(user.region, cluster.region),
         )

@@ -15,17 +15,15 @@ from typing import Any
 
 import simpy
 
-from corral.model import Cluster, ImpersonationAccountEnsured, RequestCompleted, User
+from corral.model import Cluster, ImpersonationAccountEnsured, User
 from sim.dialer import dial, wait_alive
+from sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
 from sim.tunnel import Session
 from sim.world import World
 
 REJECTED = 429
 BAD_GATEWAY = 502
 UNAVAILABLE = 503
-NO_RESPONSE = 0
-ERROR_BODY_BYTES = 200
-"""Size of a status body (429, small writes of the impersonation setup)."""
 
 
 class AuthProxy:
@@ -45,21 +43,16 @@ class AuthProxy:
         env, network, server = world.env, world.network, world.server
         start = env.now
         status = yield from self._serve(user, cluster, verb, size_bytes, z_api=z_api, z_auth=z_auth)
-        if status == NO_RESPONSE and not network.reachable(user.region, server.region):
-            # Nothing comes back over a cut link: the client gives up at its timeout.
-            remaining = start + world.calibration.network.client_timeout_seconds - env.now
-            if remaining > 0:
-                yield env.timeout(remaining)
-        world.recorder.emit(
-            RequestCompleted(
-                t=env.now,
-                path="proxy",
-                cluster=cluster.name,
-                user=user.name,
-                verb=verb,
-                status=status,
-                latency_seconds=env.now - start,
-            )
+        # Nothing comes back over a cut link: the client gives up at its timeout.
+        yield from complete(
+            world,
+            path="proxy",
+            user=user,
+            cluster=cluster,
+            verb=verb,
+            status=status,
+            start=start,
+            lost=status == NO_RESPONSE and not network.reachable(user.region, server.region),
         )
 
     def _serve(
