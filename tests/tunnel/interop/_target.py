@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 from aiohttp import web
 
 CHUNK_BYTES = 1 << 20
@@ -33,6 +34,16 @@ def payload_sha256(size: int, seed: int) -> str:
     for chunk in payload_chunks(size, seed):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+async def body_sha256(resp: aiohttp.ClientResponse) -> tuple[str, int]:
+    """The SHA-256 and size of a response body, read in chunks (bodies here reach 50 MB)."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 async def payload_stream(size: int, seed: int) -> AsyncIterator[bytes]:

@@ -23,7 +23,7 @@ from corral.tunnel.dialer import TunnelConnector, open_connection
 
 from ._corral_peers import CorralServer, corral_server
 from ._processes import PeerProcess
-from ._target import payload_sha256, payload_stream, target_app
+from ._target import body_sha256, payload_sha256, payload_stream, target_app
 from .conftest import ClientStarter
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -52,15 +52,6 @@ def _tunnel_http(server: CorralServer, **connector_args: int) -> aiohttp.ClientS
     return aiohttp.ClientSession(connector=TunnelConnector(server.manager, KEY, **connector_args))
 
 
-async def _sha256_of_body(resp: aiohttp.ClientResponse) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in resp.content.iter_chunked(1 << 16):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
 @pytest.mark.usefixtures("go_client")
 async def test_corral_server_sends_every_method_through_go_client(
     server: CorralServer, http_target: str
@@ -84,12 +75,12 @@ async def test_fifty_megabyte_bodies_stream_both_ways_through_go_client(
     async with _tunnel_http(server) as http:
         async with http.get(f"http://{http_target}/bytes?size={BIG}&seed=4") as resp:
             assert resp.status == 200
-            assert await _sha256_of_body(resp) == (payload_sha256(BIG, 4), BIG)
+            assert await body_sha256(resp) == (payload_sha256(BIG, 4), BIG)
         async with http.post(f"http://{http_target}/sha256", data=payload_stream(BIG, 5)) as resp:
             assert await resp.json() == {"sha256": payload_sha256(BIG, 5), "size": BIG, "method": "POST"}
         # Full duplex, kept under remotedialer's MaxBuffer (see test_go_server_corral_client.ECHO_BYTES).
         async with http.post(f"http://{http_target}/echo", data=payload_stream(ECHO_BYTES, 6)) as resp:
-            assert await _sha256_of_body(resp) == (payload_sha256(ECHO_BYTES, 6), ECHO_BYTES)
+            assert await body_sha256(resp) == (payload_sha256(ECHO_BYTES, 6), ECHO_BYTES)
 
 
 @pytest.mark.usefixtures("go_client")
@@ -103,7 +94,7 @@ async def test_hundred_concurrent_requests_through_go_client_each_get_their_own_
         async def fetch(seed: int) -> tuple[str, int]:
             async with http.get(f"http://{http_target}/bytes?size={size}&seed={seed}") as resp:
                 assert resp.status == 200
-                return await _sha256_of_body(resp)
+                return await body_sha256(resp)
 
         async with asyncio.timeout(120):
             results = await asyncio.gather(*(fetch(seed) for seed in range(100)))

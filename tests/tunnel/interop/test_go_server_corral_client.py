@@ -15,7 +15,7 @@ import pytest
 from corral.errors import TunnelError
 
 from ._corral_peers import corral_client
-from ._target import payload_sha256, payload_stream
+from ._target import body_sha256, payload_sha256, payload_stream
 from .conftest import GoBinaries, GoServer, start_go_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -27,15 +27,6 @@ ECHO_BYTES = 1024 * 1024
 per connection for both directions (back_pressure.go): a side that pauses its peer also blocks its
 own writes, so a full-duplex stream larger than its 2 MiB MaxBuffer can deadlock Go against Go
 too. Echoes stay below that; the 50 MB bodies go one way at a time."""
-
-
-async def _sha256_of_body(resp: aiohttp.ClientResponse) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in resp.content.iter_chunked(1 << 16):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
 
 
 async def test_go_server_sends_every_method_through_corral_client(
@@ -63,7 +54,7 @@ async def test_fifty_megabyte_bodies_stream_both_ways_through_corral_client(
         await go_server.wait_for_clients({KEY})
         async with http.get(go_server.proxy_url(KEY, http_target, f"bytes?size={BIG}&seed=1")) as resp:
             assert resp.status == 200
-            assert await _sha256_of_body(resp) == (payload_sha256(BIG, 1), BIG)
+            assert await body_sha256(resp) == (payload_sha256(BIG, 1), BIG)
         async with http.post(
             go_server.proxy_url(KEY, http_target, "sha256"), data=payload_stream(BIG, 2)
         ) as resp:
@@ -72,7 +63,7 @@ async def test_fifty_megabyte_bodies_stream_both_ways_through_corral_client(
         async with http.post(
             go_server.proxy_url(KEY, http_target, "echo"), data=payload_stream(ECHO_BYTES, 3)
         ) as resp:
-            assert await _sha256_of_body(resp) == (payload_sha256(ECHO_BYTES, 3), ECHO_BYTES)
+            assert await body_sha256(resp) == (payload_sha256(ECHO_BYTES, 3), ECHO_BYTES)
 
 
 async def test_hundred_concurrent_requests_through_corral_client_each_get_their_own_body(
@@ -88,7 +79,7 @@ async def test_hundred_concurrent_requests_through_corral_client_each_get_their_
                 go_server.proxy_url(KEY, http_target, f"bytes?size={size}&seed={seed}")
             ) as resp:
                 assert resp.status == 200
-                return await _sha256_of_body(resp)
+                return await body_sha256(resp)
 
         async with asyncio.timeout(120):
             results = await asyncio.gather(*(fetch(seed) for seed in range(100)))
