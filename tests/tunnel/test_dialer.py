@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from corral.controlplane.pki import CertificateAuthority
 from corral.errors import SessionNotFound
 from corral.tunnel.dialer import TunnelConnector, open_connection, tcp_address
 from corral.tunnel.manager import SessionManager
@@ -21,31 +16,15 @@ from corral.tunnel.testing import allow_all, memory_session_pair
 from corral.tunnel.transport import dial_local
 
 
-def _self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
+def _serving_certificate(tmp_path):
+    """A CA and a serving certificate for 127.0.0.1: (CA file, cert file, key file)."""
+    authority = CertificateAuthority.create("tunnel test CA")
+    serving = authority.issue_serving("kube-apiserver", hosts=["127.0.0.1"])
+    ca_file, cert_file, key_file = tmp_path / "ca.crt", tmp_path / "tls.crt", tmp_path / "tls.key"
+    ca_file.write_bytes(authority.cert_pem)
+    cert_file.write_bytes(serving.cert_pem)
+    key_file.write_bytes(serving.key_pem)
+    return ca_file, cert_file, key_file
 
 
 async def _start_app(ssl_context=None):
@@ -90,11 +69,11 @@ async def test_aiohttp_sends_http_through_the_tunnel_to_the_agents_side(tunnel):
 
 async def test_aiohttp_speaks_tls_end_to_end_through_the_tunnel(tunnel, tmp_path):
     manager, _ = tunnel
-    cert_file, key_file = _self_signed(tmp_path)
+    ca_file, cert_file, key_file = _serving_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert_file, key_file)
     runner, port = await _start_app(server_ctx)
-    trusting = ssl.create_default_context(cafile=str(cert_file))
+    trusting = ssl.create_default_context(cafile=str(ca_file))
     try:
         trusted = TunnelConnector(manager, "c-1", ssl=trusting)
         url = f"https://127.0.0.1:{port}/hello"
