@@ -8,7 +8,7 @@ import pytest
 
 from corral.controlplane.providers import ClusterSet
 from corral.errors import KubeAPIError
-from corral.k8s import KubeClient
+from corral.k8s import KubeClient, wait_for
 
 IMPERSONATOR_ROLE = {
     "metadata": {"name": "corral-test-impersonator"},
@@ -31,6 +31,12 @@ def impersonator_binding(admin: KubeClient) -> str:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "proxy-sa"}],
         },
     )
+    for resource in ("users", "groups"):
+        wait_for(
+            lambda resource=resource: admin.allows("proxy-sa", [], "impersonate", resource),
+            timeout_seconds=30,
+            what=f"the ClusterRoleBinding to let proxy-sa impersonate {resource}",
+        )
     return "proxy-sa"
 
 

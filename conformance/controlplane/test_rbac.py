@@ -6,22 +6,17 @@ import pytest
 
 from corral.controlplane.providers import ClusterSet
 from corral.errors import KubeAPIError
-from corral.k8s import KubeClient
+from corral.k8s import KubeClient, wait_for
 from fixtures.plugin import KubeClients
 
 
-def subject_access_review(admin: KubeClient, user: str, groups: list[str], namespace: str) -> bool:
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": user,
-            "groups": groups,
-            "resourceAttributes": {"verb": "list", "resource": "configmaps", "namespace": namespace},
-        },
-    }
-    answer = admin.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
-    return bool(answer["status"]["allowed"])
+def wait_until_allowed(admin: KubeClient, user: str, groups: list[str], namespace: str) -> None:
+    """RBAC authorizes from informer caches: a new binding takes effect a moment after it is created."""
+    wait_for(
+        lambda: admin.allows(user, groups, "list", "configmaps", namespace=namespace),
+        timeout_seconds=30,
+        what=f"a RoleBinding to let {user} list configmaps in {namespace}",
+    )
 
 
 def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
@@ -29,7 +24,7 @@ def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
 ) -> None:
     path = f"/api/v1/namespaces/{namespace}/configmaps"
     with cluster_set[cluster_name].client("carol", ["qa"]) as carol:
-        assert not subject_access_review(admin, "carol", ["qa"], namespace)
+        assert not admin.allows("carol", ["qa"], "list", "configmaps", namespace=namespace)
         with pytest.raises(KubeAPIError) as denied:
             carol.get(path)
         assert denied.value.status == 403
@@ -42,7 +37,7 @@ def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol"}],
             },
         )
-        assert subject_access_review(admin, "carol", ["qa"], namespace)
+        wait_until_allowed(admin, "carol", ["qa"], namespace)
         assert carol.get(path)["kind"] == "ConfigMapList"
 
 
@@ -57,6 +52,7 @@ def test_a_group_binding_allows_every_member_and_no_one_else(
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "devs"}],
         },
     )
+    wait_until_allowed(admin, "dave", ["devs"], namespace)
     dave = kube.as_user(cluster_name, "dave", ["devs"])
     erin = kube.as_user(cluster_name, "erin", ["ops"])
     assert dave.can_i("list", "configmaps", namespace=namespace)

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,20 +204,46 @@ class KubeClient:
         self, verb: str, resource: str, *, namespace: str = "", group: str = "", name: str = ""
     ) -> bool:
         """Ask the apiserver (SelfSubjectAccessReview) whether this identity may do something."""
-        attributes = {
-            "verb": verb,
-            "resource": resource,
-            "group": group,
-            "namespace": namespace,
-            "name": name,
-        }
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {k: v for k, v in attributes.items() if v}},
+            "spec": {"resourceAttributes": _resource_attributes(verb, resource, namespace, group, name)},
         }
         answer = self.create("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
         return bool(answer.get("status", {}).get("allowed", False))
+
+    def allows(
+        self,
+        user: str,
+        groups: Sequence[str],
+        verb: str,
+        resource: str,
+        *,
+        namespace: str = "",
+        group: str = "",
+        name: str = "",
+    ) -> bool:
+        """Ask the apiserver (SubjectAccessReview) whether another identity may do something.
+
+        RBAC authorizes from informer caches, so a new (Cluster)RoleBinding takes effect a moment after it
+        is created; poll this with `wait_for` before relying on a binding.
+        """
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": list(groups),
+                "resourceAttributes": _resource_attributes(verb, resource, namespace, group, name),
+            },
+        }
+        answer = self.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        return bool(answer.get("status", {}).get("allowed", False))
+
+
+def _resource_attributes(verb: str, resource: str, namespace: str, group: str, name: str) -> dict[str, str]:
+    attributes = {"verb": verb, "resource": resource, "group": group, "namespace": namespace, "name": name}
+    return {k: v for k, v in attributes.items() if v}
 
 
 def wait_for(
