@@ -115,6 +115,13 @@ def test_free_port_returns_a_port_that_can_be_bound_on_loopback() -> None:
     assert 0 < port < 65536
 
 
+def test_free_port_never_hands_out_a_port_twice_and_stays_below_the_ephemeral_range() -> None:
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(port < low for port in ports)
+
+
 def test_start_ticks_of_this_process_is_stable_and_absent_for_a_dead_pid() -> None:
     assert start_ticks(os.getpid()) == start_ticks(os.getpid())
     proc = subprocess.Popen([SLEEP, "0"])

@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -66,11 +67,51 @@ def is_same_process(record: ProcessRecord) -> bool:
     return start_ticks(record.pid) == record.start_ticks
 
 
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_LISTEN_PORT = 10000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+_port_random = random.Random()  # noqa: S311 -- spreads ports, guards nothing
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
+
+    The port is chosen below the kernel's ephemeral range where that range is known (Linux), so the
+    outgoing connections of the processes already started (an apiserver's to etcd, say) cannot take it
+    between this check and the listener's bind. Elsewhere the kernel picks.
+    """
+    ephemeral_low = _ephemeral_low()
+    with _handed_out_lock:
+        if ephemeral_low is not None and ephemeral_low - _LOWEST_LISTEN_PORT > 1000:
+            for _ in range(200):
+                port = _port_random.randrange(_LOWEST_LISTEN_PORT, ephemeral_low)
+                if port not in _handed_out and _bindable(port):
+                    _handed_out.add(port)
+                    return port
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def tail(path: Path, lines: int = 20) -> str:
