@@ -25,6 +25,11 @@ def corral(*args: str) -> list[str]:
     return [*command, *args]
 
 
+def run_corral(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    command = corral(*args)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
 def environment(bin_dir: Path) -> dict[str, str]:
     """Point the CLI at the session's binaries so it never builds anything itself."""
     env = {**os.environ, "CORRAL_BIN_DIR": str(bin_dir)}
@@ -38,14 +43,7 @@ def test_cluster_up_leaves_working_clusters_and_down_stops_every_process(
     bin_dir = _single_bin_dir(corral_binaries, tmp_path)
     env = environment(bin_dir)
     run_dir = tmp_path / "run"
-    up = subprocess.run(
-        corral("cluster", "up", "--scenario", str(SMOKE), "--dir", str(run_dir)),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
+    up = run_corral(env, "cluster", "up", "--scenario", str(SMOKE), "--dir", str(run_dir), timeout=180)
     assert up.returncode == 0, up.stderr
     records = read_state(run_dir)
     assert {r.role for r in records} == {"etcd", "kube-apiserver", "kube-controller-manager"}
@@ -54,14 +52,7 @@ def test_cluster_up_leaves_working_clusters_and_down_stops_every_process(
     with KubeClient(KubeConfig.load(run_dir / "kube_config_c-au.yml")) as client:
         assert len(client.get("/api/v1/nodes")["items"]) == 3
 
-    down = subprocess.run(
-        corral("cluster", "down", "--dir", str(run_dir)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    down = run_corral(env, "cluster", "down", "--dir", str(run_dir), timeout=120)
     assert down.returncode == 0, down.stderr
     assert not [r.name for r in records if is_same_process(r)]
 
@@ -72,8 +63,8 @@ def test_the_next_up_reaps_the_processes_of_a_killed_up_in_the_same_folder(
     bin_dir = _single_bin_dir(corral_binaries, tmp_path)
     env = environment(bin_dir)
     run_dir = tmp_path / "run"
-    command = corral("cluster", "up", "--scenario", str(SMOKE), "--dir", str(run_dir))
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = ("cluster", "up", "--scenario", str(SMOKE), "--dir", str(run_dir))
+    first = subprocess.Popen(corral(*up), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     left: list[ProcessRecord] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(left) < 3 and first.poll() is None:
@@ -84,7 +75,7 @@ def test_the_next_up_reaps_the_processes_of_a_killed_up_in_the_same_folder(
     left = read_state(run_dir)
     assert left, "the killed up recorded no process"
     try:
-        second = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, check=False)
+        second = run_corral(env, *up, timeout=180)
         assert second.returncode == 0, second.stderr
         assert not [r.name for r in left if is_same_process(r)]
         now = read_state(run_dir)
@@ -92,13 +83,7 @@ def test_the_next_up_reaps_the_processes_of_a_killed_up_in_the_same_folder(
         assert all(is_same_process(r) for r in now)
         assert {r.pid for r in now}.isdisjoint(r.pid for r in left)
     finally:
-        subprocess.run(
-            corral("cluster", "down", "--dir", str(run_dir)),
-            env=env,
-            timeout=120,
-            check=False,
-            capture_output=True,
-        )
+        run_corral(env, "cluster", "down", "--dir", str(run_dir), timeout=120)
     assert not [r.name for r in [*left, *read_state(run_dir)] if is_same_process(r)]
     assert json.loads((run_dir / "processes.json").read_text())["processes"] == []
 

@@ -10,6 +10,18 @@ from corral.k8s import KubeClient, wait_for
 from fixtures.plugin import KubeClients
 
 
+def bind_view(admin: KubeClient, namespace: str, name: str, kind: str, subject: str) -> None:
+    """Bind the built-in `view` ClusterRole in a namespace to one User or Group."""
+    admin.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}],
+        },
+    )
+
+
 def wait_until_allowed(admin: KubeClient, user: str, groups: list[str], namespace: str) -> None:
     """RBAC authorizes from informer caches: a new binding takes effect a moment after it is created."""
     wait_for(
@@ -29,14 +41,7 @@ def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
             carol.get(path)
         assert denied.value.status == 403
 
-        admin.create(
-            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
-            {
-                "metadata": {"name": "carol-view"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol"}],
-            },
-        )
+        bind_view(admin, namespace, "carol-view", "User", "carol")
         wait_until_allowed(admin, "carol", ["qa"], namespace)
         assert carol.get(path)["kind"] == "ConfigMapList"
 
@@ -44,14 +49,7 @@ def test_a_user_is_denied_until_a_rolebinding_allows_listing_configmaps(
 def test_a_group_binding_allows_every_member_and_no_one_else(
     kube: KubeClients, cluster_name: str, admin: KubeClient, namespace: str
 ) -> None:
-    admin.create(
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
-        {
-            "metadata": {"name": "devs-view"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "devs"}],
-        },
-    )
+    bind_view(admin, namespace, "devs-view", "Group", "devs")
     wait_until_allowed(admin, "dave", ["devs"], namespace)
     dave = kube.as_user(cluster_name, "dave", ["devs"])
     erin = kube.as_user(cluster_name, "erin", ["ops"])
