@@ -106,7 +106,7 @@ def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]
     events = list(trace)
     end = max((e.t for e in events), default=0.0)
     windows = fault_windows(events, end=end)
-    server_region = scenario.management.region
+    server_region = scenario.server.region
     users = {user.name: user for user in scenario.users}
     clusters = {cluster.name: cluster for cluster in scenario.clusters}
     no_tunnel = _no_tunnel_windows(events, end)

@@ -9,8 +9,9 @@ from corral.errors import ConfigError
 from corral.model.calibration import Calibration, ServiceTime
 from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
-from corral.model.scenario import AGENT_PROFILES, AgentProfile, Cluster, Node, Scenario, User
+from corral.model.scenario import Scenario
 from corral.model.server import Server
+from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
     Event,
