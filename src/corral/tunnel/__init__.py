@@ -22,7 +22,7 @@ worked around in `corral.tunnel.connection`.
 
 from __future__ import annotations
 
-from corral.errors import ProtocolError, SessionNotFound, TunnelClosed, TunnelError
+from corral.errors import ProtocolError, SessionNotFoundError, TunnelClosedError, TunnelError
 from corral.tunnel.clock import Clock, FakeClock, SystemClock
 from corral.tunnel.connection import Connection
 from corral.tunnel.dialer import TunnelConnector, open_connection
@@ -49,12 +49,12 @@ __all__ = [
     "ProtocolError",
     "Session",
     "SessionManager",
-    "SessionNotFound",
+    "SessionNotFoundError",
     "SessionSettings",
     "Stream",
     "SystemClock",
     "TunnelClient",
-    "TunnelClosed",
+    "TunnelClosedError",
     "TunnelConnector",
     "TunnelError",
     "WebSocketTransport",

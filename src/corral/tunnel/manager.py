@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from corral.errors import SessionNotFound
+from corral.errors import SessionNotFoundError
 from corral.model.trace import Event, TunnelClosed, TunnelOpened
 from corral.tunnel.connection import Connection
 from corral.tunnel.session import Session
@@ -93,11 +93,11 @@ class SessionManager:
         return sorted(self._sessions)
 
     def first(self, client_key: str) -> Session:
-        """The session dials for ``client_key`` go through; `SessionNotFound` if none."""
+        """The session dials for ``client_key`` go through; `SessionNotFoundError` if none."""
         for session in self._sessions.get(client_key, ()):
             if not session.closed:
                 return session
-        raise SessionNotFound(f"failed to find Session for client {client_key}")
+        raise SessionNotFoundError(f"failed to find Session for client {client_key}")
 
     async def dial(
         self, client_key: str, proto: str, address: str, *, timeout_seconds: float | None = None
