@@ -1,9 +1,9 @@
 """Checks on traces: pure functions of (scenario, trace) that return violations, never raise on bad luck.
 
-They read only shared trace events (`corral.model`), so the same check runs on a trace from the
-SimPy model, from the reference implementation or from a real Rancher measured by the load
-tooling. Fault windows come from the trace's `FaultInjected` events (what was actually done),
-topology (regions of users, clusters and the server) from the scenario.
+They read only shared trace events (`corral.model`), so the same check runs on any trace in that
+format: today the SimPy model's, later measured ones (corral's own components, a real Rancher).
+Fault windows come from the trace's `FaultInjected` events (what was actually done), topology
+(regions of users, clusters and the server) from the scenario.
 
     violations = check_all(scenario, read_trace("trace.jsonl"))
 

@@ -1,4 +1,4 @@
-"""The frame codec against remotedialer's wire format (vectors from rancher-reference.md §3.2)."""
+"""The frame codec against remotedialer's wire format (vectors from docs/rancher.md#wire-format)."""
 
 from __future__ import annotations
 

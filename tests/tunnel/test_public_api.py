@@ -1,4 +1,4 @@
-"""The public surface of corral.tunnel: the names the interop tests and the server build on."""
+"""The public surface of corral.tunnel: what the interop tests use, and a server or agent would build on."""
 
 from __future__ import annotations
 

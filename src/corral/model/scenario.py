@@ -1,9 +1,10 @@
-"""Scenario: what the world looks like, shared by the model, the real topology and the load runs.
+"""Scenario: what the world looks like, shared by the SimPy model, the control planes and the checks.
 
 A scenario file (YAML) has a topology (`topology`: regions, round-trip times, clusters, users) and
 the sections that refer to it: `server`, `workload`, `faults` and `expectations`, each read by its
 own module. The file is validated as a whole when loaded; any bad value ends in one `ConfigError`
 whose message locates it (``smoke.yaml: clusters[1].nodes: must not be empty``).
+docs/scenario.md describes every field.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Several sessions may share a client key (an agent reconnecting before its old session is gone,
 or several agents of one cluster); dials go through the *first* one still registered. The
 manager announces sessions through hooks and through the shared trace events `TunnelOpened` and
-`TunnelClosed`, so the proxy, the cluster controller and the checks see the same history.
+`TunnelClosed`, so whatever routes requests through the sessions and the trace checks see the
+same history.
 
 Client keys follow Rancher: ``<cluster>`` for a cluster agent, ``<cluster>:<node>`` for a node
 agent; the trace's ``agent`` field is ``cluster-agent`` or ``node-agent/<node>`` accordingly.
