@@ -1,9 +1,9 @@
 """Checks on traces: pure functions of (scenario, trace) that return violations, never raise on bad luck.
 
-They read only shared trace events (`corral.model`), so the same check runs on a trace from the
-SimPy model, from the reference implementation or from a real Rancher measured by the load
-tooling. Fault windows come from the trace's `FaultInjected` events (what was actually done),
-topology (regions of users, clusters and the server) from the scenario.
+They read only shared trace events (`corral.model`), so the same check runs on any trace in that
+format: today the SimPy model's, later measured ones (corral's own components, a real Rancher).
+Fault windows come from the trace's `FaultInjected` events (what was actually done), topology
+(regions of users, clusters and the server) from the scenario.
 
     violations = check_all(scenario, read_trace("trace.jsonl"))
 
@@ -106,7 +106,7 @@ def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]
     events = list(trace)
     end = max((e.t for e in events), default=0.0)
     windows = fault_windows(events, end=end)
-    server_region = scenario.management.region
+    server_region = scenario.server.region
     users = {user.name: user for user in scenario.users}
     clusters = {cluster.name: cluster for cluster in scenario.clusters}
     no_tunnel = _no_tunnel_windows(events, end)

@@ -1,14 +1,21 @@
 """The exception tree of corral, raised at its boundaries.
 
     CorralError
-    ├── ConfigError        bad scenario, calibration or settings (message: where, what, expected)
-    ├── BuildError         a Go-built binary could not be made (missing toolchain, module, compile)
-    ├── ControlPlaneError  a control-plane process did not start or stop as asked
-    ├── KubeAPIError       a Kubernetes API call failed (status, reason)
-    └── TunnelError        the remotedialer-compatible tunnel (see corral.tunnel)
-        ├── ProtocolError  a frame that does not follow remotedialer's wire format
-        ├── SessionNotFound no tunnel session for a client key
-        └── TunnelClosed   the session or connection ended (the reason is the message)
+    ├── ConfigError                   bad scenario, calibration or settings (message: where, what, expected)
+    ├── BuildError                    a Go-built binary could not be made (missing toolchain, module, compile)
+    ├── ControlPlaneError             a control-plane process did not start or stop as asked
+    ├── KubeAPIError                  a Kubernetes API call failed (status, reason)
+    └── TunnelError                   the remotedialer-compatible tunnel (see corral.tunnel)
+        ├── ProtocolError             a frame that does not follow remotedialer's wire format
+        │   └── UnknownMessageTypeError   a well-formed frame of a type remotedialer does not define
+        ├── SessionNotFoundError      no tunnel session for a client key
+        ├── TunnelClosedError         the session or connection ended (the reason is the message)
+        └── HandshakeError            the tunnel server refused the websocket handshake
+
+Every class ends in ``Error``, so none is confused with a trace event of the same subject
+(`corral.model.trace.TunnelClosed` is an event; `TunnelClosedError` is raised).
+`UnknownMessageTypeError` lives in `corral.tunnel.message` and `HandshakeError` in
+`corral.tunnel.websocket`, beside the code that raises them.
 
 Third-party errors are translated where they enter corral and chained with ``from``.
 Messages never include secrets (tokens, keys); they name the offending value otherwise.
@@ -50,9 +57,9 @@ class ProtocolError(TunnelError):
     """A tunnel frame is malformed: the message says which field and why."""
 
 
-class SessionNotFound(TunnelError):
+class SessionNotFoundError(TunnelError):
     """No tunnel session is registered for the client key that was asked for."""
 
 
-class TunnelClosed(TunnelError):
+class TunnelClosedError(TunnelError):
     """A tunnel session or one of its connections ended; the message gives the reason."""

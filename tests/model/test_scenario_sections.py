@@ -67,8 +67,8 @@ def changed(path: str, value: Any) -> dict[str, Any]:
 
 def test_every_section_is_read_into_typed_values() -> None:
     scenario = Scenario.from_dict(BASE, source="t.yaml")
-    assert scenario.management == Server(region="us", replicas=2, workers=8)
-    assert scenario.management.capacity == 16
+    assert scenario.server == Server(region="us", replicas=2, workers=8)
+    assert scenario.server.capacity == 16
     ace, proxy = scenario.workload
     assert [u.name for u in ace.select_users(scenario.users)] == ["alice"]
     assert [c.name for c in ace.select_clusters(scenario.clusters)] == ["c2"]
@@ -85,7 +85,7 @@ def test_every_section_is_read_into_typed_values() -> None:
 def test_a_scenario_without_the_new_sections_gets_defaults() -> None:
     data = {k: v for k, v in BASE.items() if k not in ("server", "workload", "faults", "expectations")}
     scenario = Scenario.from_dict(data, source="t.yaml")
-    assert scenario.management == Server(region="us")
+    assert scenario.server == Server(region="us")
     assert (scenario.workload, scenario.faults, scenario.expectations.empty) == ((), (), True)
 
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from corral.controlplane.pki import CertificateAuthority
-from corral.errors import SessionNotFound
+from corral.errors import SessionNotFoundError
 from corral.tunnel.dialer import TunnelConnector, open_connection, tcp_address
 from corral.tunnel.manager import SessionManager
 from corral.tunnel.testing import allow_all, memory_session_pair
@@ -110,7 +110,7 @@ async def test_open_connection_gives_asyncio_streams_to_an_address_on_the_agents
 
 
 async def test_dialing_a_key_without_a_session_raises_session_not_found():
-    with pytest.raises(SessionNotFound, match="c-nowhere"):
+    with pytest.raises(SessionNotFoundError, match="c-nowhere"):
         await open_connection(SessionManager(), "c-nowhere", "10.43.0.1", 443)
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from corral.errors import SessionNotFound
+from corral.errors import SessionNotFoundError
 from corral.model.trace import TunnelClosed, TunnelOpened
 from corral.tunnel.clock import settle
 from corral.tunnel.manager import SessionManager, trace_identity
@@ -50,7 +50,7 @@ async def test_has_session_follows_adds_and_removes():
 
 
 async def test_dialing_an_unknown_key_raises_session_not_found_naming_it():
-    with pytest.raises(SessionNotFound, match="failed to find Session for client c-404"):
+    with pytest.raises(SessionNotFoundError, match="failed to find Session for client c-404"):
         await SessionManager().dial("c-404", "tcp", "a:1")
 
 

@@ -1,4 +1,4 @@
-"""The frame codec against remotedialer's wire format (vectors from rancher-reference.md §3.2)."""
+"""The frame codec against remotedialer's wire format (vectors from docs/rancher.md#wire-format)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from corral.errors import ProtocolError, TunnelError
 from corral.tunnel import message as msg
-from corral.tunnel.message import Message, MessageType, UnknownMessageType, decode, encode
+from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError, decode, encode
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_malformed_frames_raise_a_precise_protocol_error(wire, reason):
 
 
 def test_unknown_types_raise_with_the_offending_value():
-    with pytest.raises(UnknownMessageType, match="unknown message type 9 on connection 2") as info:
+    with pytest.raises(UnknownMessageTypeError, match="unknown message type 9 on connection 2") as info:
         decode(bytes.fromhex("020412"))
     assert info.value.type_value == 9
 

@@ -1,4 +1,4 @@
-"""The public surface of corral.tunnel: the names the interop tests and the server build on."""
+"""The public surface of corral.tunnel: what the interop tests use, and a server or agent would build on."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 import pytest
 
 import corral.tunnel
+from tests._public_api import NO_PROBLEMS, all_problems
 
 CONTRACT = {
     "corral.tunnel.message": ["MessageType", "Message", "encode", "decode"],
@@ -26,8 +27,17 @@ def test_every_contract_name_is_importable_from_its_module(module):
 
 
 def test_the_package_exports_exactly_what_its_all_lists():
-    assert sorted(corral.tunnel.__all__) == sorted(set(corral.tunnel.__all__))
-    assert [name for name in corral.tunnel.__all__ if not hasattr(corral.tunnel, name)] == []
+    assert all_problems(corral.tunnel) == NO_PROBLEMS
+
+
+def test_the_error_classes_are_exported():
+    assert {
+        "TunnelError",
+        "ProtocolError",
+        "SessionNotFoundError",
+        "TunnelClosedError",
+        "HandshakeError",
+    } <= set(corral.tunnel.__all__)
 
 
 def test_message_types_keep_remotedialers_numbers():

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from corral.errors import TunnelClosed
+from corral.errors import TunnelClosedError
 from corral.tunnel import message as msg
 from corral.tunnel.clock import FakeClock, settle
 from corral.tunnel.memory import memory_pair
@@ -121,7 +121,7 @@ async def test_error_eof_closes_a_connection_cleanly_and_other_text_is_an_error(
         await peer.send(msg.error(broken.conn_id, "dial tcp b:1: connection refused"))
         assert await clean.read() == b"last words"
         assert await clean.read() == b""
-        with pytest.raises(TunnelClosed, match="connection refused"):
+        with pytest.raises(TunnelClosedError, match="connection refused"):
             await broken.read()
         assert session.conns == {}
 
@@ -136,7 +136,7 @@ async def test_closing_a_connection_sends_error_eof():
             (MessageType.DATA, b"bye"),
             (MessageType.ERROR, b"EOF"),
         ]
-        with pytest.raises(TunnelClosed):
+        with pytest.raises(TunnelClosedError):
             await conn.write(b"more")
 
 
@@ -224,7 +224,7 @@ async def test_closing_the_session_ends_every_connection_with_tunnel_disconnect(
         await session.close("bye")
         for conn in conns:
             assert conn.close_reason == "tunnel disconnect"
-        with pytest.raises(TunnelClosed, match="bye"):
+        with pytest.raises(TunnelClosedError, match="bye"):
             await session.dial("tcp", "h:9")
 
 
@@ -234,7 +234,7 @@ async def test_an_unclean_transport_end_closes_the_session_and_its_connections()
         await peer.transport.close("killed")
         await settle()
         assert session.closed
-        with pytest.raises(TunnelClosed, match="tunnel disconnect"):
+        with pytest.raises(TunnelClosedError, match="tunnel disconnect"):
             await conn.read()
 
 

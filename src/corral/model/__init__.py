@@ -1,7 +1,7 @@
 """The shared model of the world: scenarios in, traces out. Pure data, no I/O beyond files.
 
-`corral.model` is imported by every other part (the reference implementation, the SimPy model
-in `sim/`, the load runs and the conformance checks) and imports nothing of theirs. It re-exports
+`corral.model` is imported by every other part (the control-plane providers, the tunnel's trace
+events, the SimPy model in `sim/` and the conformance checks) and imports nothing of theirs. It re-exports
 `ConfigError`, the error its validation raises, so those parts need nothing else of corral.
 """
 
@@ -9,8 +9,9 @@ from corral.errors import ConfigError
 from corral.model.calibration import Calibration, ServiceTime
 from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
-from corral.model.scenario import AGENT_PROFILES, AgentProfile, Cluster, Node, Scenario, User
+from corral.model.scenario import Scenario
 from corral.model.server import Server
+from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
     Event,

@@ -2,8 +2,8 @@
 
 Kept apart from scenarios on purpose: a scenario says what the world looks like, a calibration
 says how fast each part of it works. The defaults below are educated guesses documented in
-``fixtures/calibration/default.yaml`` (which must equal them); measurements of the reference
-implementation replace them by writing another file.
+``fixtures/calibration/default.yaml`` (which must equal them); measurements (of a real Rancher, or
+of corral's own components once they exist) replace them by writing another file.
 
 Service times are lognormal, given by their median and the sigma of the underlying normal:
 ``median_seconds * exp(sigma * z)`` for a standard normal ``z``. Every key is optional; a missing
@@ -111,7 +111,7 @@ class KubeAPIAuthTimes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Protocol:
-    """Rancher's and remotedialer's constants (rancher-reference.md 3.3-4.2)."""
+    """Rancher's and remotedialer's constants (docs/rancher.md#model-calibration)."""
 
     ping_interval_seconds: float = 5.0
     read_deadline_seconds: float = 60.0

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from corral.model._fields import Field
-
-if TYPE_CHECKING:
-    from corral.model.scenario import Cluster
+from corral.model.topology import Cluster
 
 FaultKind = Literal["kill-cluster-agent", "kill-node-agent", "server-down", "latency", "partition"]
 FAULT_KINDS: tuple[FaultKind, ...] = (

@@ -1,6 +1,7 @@
-"""The management server's place and size in a scenario: region, replicas and workers per replica.
+"""The server's place and size in a scenario: region, replicas and workers per replica.
 
-The server is where the authentication proxy, the tunnel endpoint and the cluster controllers run.
+The server stands for Rancher's: where the authentication proxy, the tunnel endpoint and the
+cluster controllers run (the SimPy model simulates it; corral has no server of its own yet).
 Its region decides how far users and agents are from it; its workers bound how many requests it
 authenticates and rewrites at once (waiting on a downstream cluster does not hold a worker).
 
@@ -16,7 +17,7 @@ from corral.model._fields import Field
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Server:
-    """The Rancher-like management server."""
+    """Where the Rancher-like server runs and how many requests it handles at once."""
 
     region: str
     replicas: int = 1

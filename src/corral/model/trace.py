@@ -1,9 +1,10 @@
 """Trace: typed, past-tense events as JSON lines, the common output of every part of corral.
 
-The SimPy model, the reference implementation and the load runs all write the same events, so
-a check written once (a pure function of scenario and trace) runs on simulated and measured
-traces alike. Each line is one JSON object with ``"type"`` naming the event class and ``"t"``
-the time in seconds since the scenario started:
+The SimPy model writes them, the tunnel's session manager writes its `TunnelOpened` and
+`TunnelClosed`, and anything that measures a real system is to write the same events, so a check
+written once (a pure function of scenario and trace) runs on simulated and measured traces alike.
+Each line is one JSON object with ``"type"`` naming the event class and ``"t"`` the time in
+seconds since the scenario started:
 
     {"type": "TunnelOpened", "t": 0.41, "cluster": "c-us", "agent": "cluster-agent"}
 

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from corral.model._fields import Field
-
-if TYPE_CHECKING:
-    from corral.model.scenario import Cluster, User
+from corral.model.topology import Cluster, User
 
 AccessPath = Literal["proxy", "ace", "direct"]
 ACCESS_PATHS: tuple[AccessPath, ...] = ("proxy", "ace", "direct")

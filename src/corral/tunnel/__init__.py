@@ -1,8 +1,9 @@
 """remotedialer-compatible tunnel: frames, sessions, session manager, transports and dialer.
 
-Byte-compatible with rancher/remotedialer (rancher-reference.md §3): a corral agent can serve a
-Rancher server and a corral server can serve a Rancher agent. The modules follow remotedialer's
-files:
+Byte-compatible with rancher/remotedialer (docs/rancher.md#wire-format and the sections after it):
+corral's client end works with a Go remotedialer server and corral's server end with a Go client,
+as the interop tests show; it is the seam a corral server and agents are to be built on. The
+modules follow remotedialer's files:
 
 * `corral.tunnel.message`: `Message`, `MessageType`, `encode`, `decode` (pure, no I/O);
 * `corral.tunnel.session`: `Session`, `SessionSettings`; `corral.tunnel.connection`: `Connection`;
@@ -22,7 +23,7 @@ worked around in `corral.tunnel.connection`.
 
 from __future__ import annotations
 
-from corral.errors import ProtocolError, SessionNotFound, TunnelClosed, TunnelError
+from corral.errors import ProtocolError, SessionNotFoundError, TunnelClosedError, TunnelError
 from corral.tunnel.clock import Clock, FakeClock, SystemClock
 from corral.tunnel.connection import Connection
 from corral.tunnel.dialer import TunnelConnector, open_connection
@@ -49,12 +50,12 @@ __all__ = [
     "ProtocolError",
     "Session",
     "SessionManager",
-    "SessionNotFound",
+    "SessionNotFoundError",
     "SessionSettings",
     "Stream",
     "SystemClock",
     "TunnelClient",
-    "TunnelClosed",
+    "TunnelClosedError",
     "TunnelConnector",
     "TunnelError",
     "WebSocketTransport",

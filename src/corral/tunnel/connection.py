@@ -24,7 +24,7 @@ import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from corral.errors import TunnelClosed
+from corral.errors import TunnelClosedError
 from corral.tunnel import message as msg
 from corral.tunnel.transport import Signal
 
@@ -160,13 +160,13 @@ class Connection:
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all buffered if n < 0); b"" after a clean close.
 
-        Raises `TunnelClosed` once the buffer is drained if the connection ended with an error.
+        Raises `TunnelClosedError` once the buffer is drained if the connection ended with an error.
         """
         while not self._buffer:
             if self._close_reason is not None:
                 if self._close_reason == EOF_TEXT:
                     return b""
-                raise TunnelClosed(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
+                raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
             await self._changed.wait()
         size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
         chunk = bytes(self._buffer[:size])
@@ -185,7 +185,7 @@ class Connection:
             while self._peer_paused and self._close_reason is None:
                 await self._changed.wait()
             if self._close_reason is not None:
-                raise TunnelClosed(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
+                raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
             await self.session._send_message(msg.data(self.conn_id, bytes(view[start : start + step])))
 
     async def _nudge_stuck_peer(self) -> None:
@@ -292,5 +292,5 @@ async def pipe_until_either_ends(
             except asyncio.CancelledError:
                 if not task.cancelled():
                     raise
-            except (TunnelClosed, OSError) as exc:
+            except (TunnelClosedError, OSError) as exc:
                 logger.debug("%s ended: %s", what, exc)

@@ -38,7 +38,7 @@ async def open_connection(
     *,
     timeout_seconds: float | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """asyncio streams to ``host:port`` dialed by the agent of ``client_key`` (SessionNotFound if none)."""
+    """Streams to ``host:port`` dialed by the agent of ``client_key``; `SessionNotFoundError` if none."""
     conn = await manager.dial(client_key, "tcp", tcp_address(host, port), timeout_seconds=timeout_seconds)
     return await conn.as_streams()
 

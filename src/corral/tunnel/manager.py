@@ -3,7 +3,8 @@
 Several sessions may share a client key (an agent reconnecting before its old session is gone,
 or several agents of one cluster); dials go through the *first* one still registered. The
 manager announces sessions through hooks and through the shared trace events `TunnelOpened` and
-`TunnelClosed`, so the proxy, the cluster controller and the checks see the same history.
+`TunnelClosed`, so whatever routes requests through the sessions and the trace checks see the
+same history.
 
 Client keys follow Rancher: ``<cluster>`` for a cluster agent, ``<cluster>:<node>`` for a node
 agent; the trace's ``agent`` field is ``cluster-agent`` or ``node-agent/<node>`` accordingly.
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from corral.errors import SessionNotFound
+from corral.errors import SessionNotFoundError
 from corral.model.trace import Event, TunnelClosed, TunnelOpened
 from corral.tunnel.connection import Connection
 from corral.tunnel.session import Session
@@ -93,11 +94,11 @@ class SessionManager:
         return sorted(self._sessions)
 
     def first(self, client_key: str) -> Session:
-        """The session dials for ``client_key`` go through; `SessionNotFound` if none."""
+        """The session dials for ``client_key`` go through; `SessionNotFoundError` if none."""
         for session in self._sessions.get(client_key, ()):
             if not session.closed:
                 return session
-        raise SessionNotFound(f"failed to find Session for client {client_key}")
+        raise SessionNotFoundError(f"failed to find Session for client {client_key}")
 
     async def dial(
         self, client_key: str, proto: str, address: str, *, timeout_seconds: float | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from corral.errors import TunnelClosed
+from corral.errors import TunnelClosedError
 from corral.tunnel.transport import Frame, FrameKind, Signal
 
 
@@ -37,10 +37,10 @@ class MemoryTransport:
 
     def _peer(self) -> MemoryTransport:
         if self._closed_reason is not None:
-            raise TunnelClosed(f"memory transport {self.name} is closed: {self._closed_reason}")
+            raise TunnelClosedError(f"memory transport {self.name} is closed: {self._closed_reason}")
         assert self.peer is not None
         if self.peer._closed_reason is not None:
-            raise TunnelClosed(f"memory transport {self.name}: peer closed: {self.peer._closed_reason}")
+            raise TunnelClosedError(f"memory transport {self.name}: peer closed: {self.peer._closed_reason}")
         return self.peer
 
     def _deliver(self, frame: Frame) -> None:
@@ -68,9 +68,11 @@ class MemoryTransport:
     async def receive(self) -> Frame:
         while not self._inbox:
             if self._closed_reason is not None:
-                raise TunnelClosed(f"memory transport {self.name} is closed: {self._closed_reason}")
+                raise TunnelClosedError(f"memory transport {self.name} is closed: {self._closed_reason}")
             if self.peer is not None and self.peer._closed_reason is not None:
-                raise TunnelClosed(f"memory transport {self.name}: peer closed: {self.peer._closed_reason}")
+                raise TunnelClosedError(
+                    f"memory transport {self.name}: peer closed: {self.peer._closed_reason}"
+                )
             await self._changed.wait()
         frame = self._inbox.popleft()
         if frame.kind is FrameKind.BINARY:

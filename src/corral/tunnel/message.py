@@ -55,7 +55,7 @@ _READ_LIMITS = {
 }
 
 
-class UnknownMessageType(ProtocolError):
+class UnknownMessageTypeError(ProtocolError):
     """A well-formed header names a type remotedialer does not define (peers ignore such frames)."""
 
     def __init__(self, message: str, *, type_value: int, conn_id: int) -> None:
@@ -149,7 +149,7 @@ def decode(data: bytes) -> Message:
         mtype = MessageType(type_value)
     except ValueError:
         text = f"unknown message type {type_value} on connection {conn_id}"
-        raise UnknownMessageType(text, type_value=type_value, conn_id=conn_id) from None
+        raise UnknownMessageTypeError(text, type_value=type_value, conn_id=conn_id) from None
     deadline = LEGACY_DEADLINE_MS
     if mtype in _WITH_DEADLINE:
         deadline, pos = decode_varint(data, pos, "deadline")

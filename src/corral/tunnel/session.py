@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from corral.errors import ProtocolError, TunnelClosed, TunnelError
+from corral.errors import ProtocolError, TunnelClosedError, TunnelError
 from corral.tunnel import message as msg
 from corral.tunnel.connection import Connection, pipe_until_either_ends
-from corral.tunnel.message import Message, MessageType, UnknownMessageType
+from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError
 from corral.tunnel.settings import SessionSettings
 from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Signal, Stream, dial_local
 
@@ -121,7 +121,7 @@ class Session:
                     if failure is not None:
                         reason = failure
                         break
-        except TunnelClosed as exc:
+        except TunnelClosedError as exc:
             reason = str(exc)
         except asyncio.CancelledError:
             await self.close("session cancelled")
@@ -180,11 +180,11 @@ class Session:
         try:
             async with asyncio.timeout(timeout):
                 await self._send_message(msg.connect(conn.conn_id, proto, address))
-        except (TimeoutError, TunnelClosed) as exc:
+        except (TimeoutError, TunnelClosedError) as exc:
             self._forget(conn)
             conn._mark_closed(str(exc) or "connect timed out")
             text = f"dial {proto}/{address} through {self.client_key}: {exc or 'timed out'}"
-            raise TunnelClosed(text) from exc
+            raise TunnelClosedError(text) from exc
         return conn
 
     # -- frames in --------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class Session:
         """Handle one binary frame; returns a reason when the session must end."""
         try:
             message = msg.decode(data)
-        except UnknownMessageType as exc:
+        except UnknownMessageTypeError as exc:
             logger.debug("session %s: ignoring %s", self.session_key, exc)
             return None
         except ProtocolError as exc:
@@ -277,7 +277,7 @@ class Session:
     # -- frames out -------------------------------------------------------------------------
 
     async def _send_message(self, message: Message) -> None:
-        """Write one frame in order with every other writer; `TunnelClosed` once the session ended."""
+        """Write one frame in order with every other writer; `TunnelClosedError` once the session ended."""
         self._raise_if_closed()
         frame = msg.encode(message)
         async with self._send_lock:
@@ -288,7 +288,7 @@ class Session:
         try:
             async with asyncio.timeout(self.settings.send_error_timeout_seconds):
                 await self._send_message(msg.error(conn_id, text))
-        except (TunnelClosed, TimeoutError) as exc:
+        except (TunnelClosedError, TimeoutError) as exc:
             logger.debug("could not send Error for connection %s: %s", conn_id, exc)
 
     def _send_nowait(self, message: Message) -> None:
@@ -307,12 +307,12 @@ class Session:
                 await self._control_signal.wait()
             try:
                 await self._send_message(self._control.popleft())
-            except TunnelClosed:
+            except TunnelClosedError:
                 return
 
     def _raise_if_closed(self) -> None:
         if self._close_reason is not None:
-            raise TunnelClosed(f"session {self.client_key}/{self.session_key}: {self._close_reason}")
+            raise TunnelClosedError(f"session {self.client_key}/{self.session_key}: {self._close_reason}")
 
     def _forget(self, conn: Connection) -> None:
         if self.conns.get(conn.conn_id) is conn:
@@ -335,7 +335,7 @@ class Session:
             await self.settings.clock.sleep(self.settings.ping_interval_seconds)
             try:
                 await self.transport.ping()
-            except TunnelClosed as exc:
+            except TunnelClosedError as exc:
                 logger.debug("ping failed on session %s: %s", self.session_key, exc)
                 return
 
@@ -344,7 +344,7 @@ class Session:
             await self.settings.clock.sleep(self.settings.sync_interval_seconds)
             try:
                 await self._send_message(msg.sync_connections(list(self.conns)))
-            except TunnelClosed:
+            except TunnelClosedError:
                 return
 
     # -- tasks ------------------------------------------------------------------------------

@@ -315,7 +315,7 @@ async def _check_close_from_each_side(make_pair: MakePair) -> None:
         await sink.close()
         await wait_until(lambda: sink.conn_id not in client.conns, "client forgets a closed connection")
         await wait_until(lambda: len(dialer.received.get("sink", b"")) == 1000, "data before close arrives")
-        await _error_of(sink.write(b"late"), "writing to a closed connection must raise TunnelClosed")
+        await _error_of(sink.write(b"late"), "writing to a closed connection must raise TunnelClosedError")
     await dialer.aclose()
 
 

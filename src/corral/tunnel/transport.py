@@ -50,7 +50,7 @@ class Frame:
 
 
 class FrameTransport(Protocol):
-    """Frames in, frames out. `receive` raises `TunnelClosed` once the transport has ended."""
+    """Frames in, frames out. `receive` raises `TunnelClosedError` once the transport has ended."""
 
     async def send(self, frame: bytes) -> None:
         """Send one binary message; waits while the transport's outgoing buffer is full."""
@@ -62,7 +62,7 @@ class FrameTransport(Protocol):
         """Send a ping control frame."""
 
     async def close(self, reason: str = "") -> None:
-        """End the transport; the peer's `receive` then raises `TunnelClosed`."""
+        """End the transport; the peer's `receive` then raises `TunnelClosedError`."""
 
 
 class Stream(Protocol):

@@ -23,7 +23,7 @@ from types import TracebackType
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from corral.errors import TunnelClosed, TunnelError
+from corral.errors import TunnelClosedError, TunnelError
 from corral.tunnel.manager import SessionManager
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import MIB, SessionSettings
@@ -69,17 +69,17 @@ class WebSocketTransport:
 
     async def send(self, frame: bytes) -> None:
         if self.ws.closed:
-            raise TunnelClosed("websocket is closed")
+            raise TunnelClosedError("websocket is closed")
         try:
             await self.ws.send_bytes(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-            raise TunnelClosed(f"websocket send failed: {exc}") from exc
+            raise TunnelClosedError(f"websocket send failed: {exc}") from exc
 
     async def ping(self) -> None:
         try:
             await self.ws.ping()
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-            raise TunnelClosed(f"websocket ping failed: {exc}") from exc
+            raise TunnelClosedError(f"websocket ping failed: {exc}") from exc
 
     async def receive(self) -> Frame:
         message = await self.ws.receive()
@@ -94,9 +94,9 @@ class WebSocketTransport:
         if kind is WSMsgType.PONG:
             return Frame(FrameKind.PONG)
         if kind is WSMsgType.ERROR:
-            raise TunnelClosed(f"websocket error: {message.data}")
+            raise TunnelClosedError(f"websocket error: {message.data}")
         code = self.ws.close_code
-        raise TunnelClosed(f"websocket closed by peer (code {code})" if code else "websocket closed")
+        raise TunnelClosedError(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
     async def close(self, reason: str = "") -> None:
         if self._pong is not None:

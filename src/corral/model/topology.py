@@ -1,0 +1,196 @@
+"""Topology: the regions and their round-trip times, the downstream clusters and their nodes, the users.
+
+The parts of a scenario that everything else refers to: the workload selects users and clusters,
+faults target clusters, nodes and links, the server sits in a region. This module depends on none
+of those sections, so each of them (and `scenario`, which reads them all) can import it.
+
+    regions: [us, au]
+    rtt_ms:                      # one direction per pair is enough; the matrix is symmetric
+      us: {au: 150}
+    clusters:
+      - name: c-us
+        region: us
+        agent: rke2              # rke2: cluster agent only; rke1: node agents as fallback
+        nodes:
+          - {name: c-us-cp, roles: [controlplane, etcd]}
+          - {name: c-us-w1, roles: [worker]}
+    users:
+      - {name: alice, region: au, groups: [devs]}
+
+Large fleets are written compactly: a cluster or user entry with ``count`` is a generator whose
+``name`` holds ``{i}`` (1-based, optionally zero-padded as ``{i:04d}``); node entries inside may use
+``{cluster}`` and ``{i}`` and their own ``count``. Generated items are validated like written ones.
+
+    clusters:
+      - {name: "c-au-{i:04d}", count: 700, region: au, agent: rke1,
+         nodes: [{name: "{cluster}-cp", roles: [controlplane, etcd]},
+                 {name: "{cluster}-w{i}", count: 9, roles: [worker]}]}
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from corral.model._fields import Field
+
+AgentProfile = Literal["rke1", "rke2"]
+AGENT_PROFILES: tuple[AgentProfile, ...] = ("rke1", "rke2")
+NODE_ROLES = ("controlplane", "etcd", "worker")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """A (virtual) node of a downstream cluster: a Node object and, for rke1, a node agent."""
+
+    name: str
+    roles: tuple[str, ...]
+
+    @property
+    def is_control_plane(self) -> bool:
+        return "controlplane" in self.roles
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    """A downstream cluster: one kube-apiserver, its nodes and its agent profile."""
+
+    name: str
+    region: str
+    agent: AgentProfile = "rke2"
+    nodes: tuple[Node, ...]
+
+    @property
+    def control_plane_nodes(self) -> tuple[Node, ...]:
+        return tuple(node for node in self.nodes if node.is_control_plane)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """A user of the management server, with the region their requests start from."""
+
+    name: str
+    region: str
+    groups: tuple[str, ...] = ()
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::0(\d)d)?\}")
+
+
+def _generate(entries: list[Field], what: str) -> list[tuple[Field, str]]:
+    """Expand entries with `count` into one (entry, name) pair per generated item."""
+    out = []
+    for item in entries:
+        name_field = item.get("name")
+        if not item.has("count"):
+            out.append((item, name_field.string(dns_label=True)))
+            continue
+        count = item.get("count").integer(min=1, max=1_000_000)
+        pattern = name_field.string()
+        if "{i" not in pattern:
+            name_field.fail(f"with count, the {what} name needs the placeholder {{i}}, got {pattern!r}")
+        for index in range(1, count + 1):
+            out.append((item, _expand(name_field, pattern, {"i": index})))
+    return out
+
+
+def _expand(node: Field, pattern: str, values: Mapping[str, object]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        key, width = match.group(1), match.group(2)
+        if key not in values:
+            node.fail(f"unknown placeholder {{{key}}} (known: {', '.join('{' + k + '}' for k in values)})")
+        value = values[key]
+        return f"{value:0{width}d}" if width and isinstance(value, int) else str(value)
+
+    name = _PLACEHOLDER.sub(replace, pattern)
+    return Field(name, source=node.source, path=node.path).string(dns_label=True)
+
+
+def read_regions(node: Field) -> tuple[str, ...]:
+    items = node.sequence(nonempty=True)
+    names = tuple(item.string(dns_label=True) for item in items)
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            items[index].fail(f"duplicate region {name!r}")
+    return names
+
+
+def read_rtt(node: Field, regions: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    given: dict[tuple[str, str], tuple[float, str]] = {}
+    for a, row in node.items():
+        if a not in regions:
+            row.fail(f"unknown region {a!r} (regions: {', '.join(regions)})")
+        for b, cell in row.items():
+            if b not in regions:
+                cell.fail(f"unknown region {b!r} (regions: {', '.join(regions)})")
+            given[(a, b)] = (cell.number(ge=0.0), cell.path)
+    rtt: dict[tuple[str, str], float] = {}
+    for a, b in itertools.product(regions, repeat=2):
+        forward, backward = given.get((a, b)), given.get((b, a))
+        if forward and backward and forward[0] != backward[0]:
+            Field(None, source=node.source, path=backward[1]).fail(
+                f"must equal {forward[1]} ({forward[0]:g}), the matrix is symmetric; got {backward[0]:g}"
+            )
+        chosen = forward or backward
+        if chosen is None:
+            if a == b:
+                rtt[(a, b)] = 0.0
+                continue
+            node.fail(f"missing round-trip time between {a!r} and {b!r}")
+        rtt[(a, b)] = chosen[0]
+    return rtt
+
+
+def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
+    items = node.sequence(nonempty=True)
+    clusters = []
+    seen: dict[str, str] = {}
+    all_nodes: dict[str, str] = {}
+    for item, name in _generate(items, "cluster"):
+        item.only("name", "count", "region", "agent", "nodes")
+        if name in seen:
+            item.get("name").fail(f"duplicate cluster {name!r} (first at {seen[name]})")
+        seen[name] = item.path
+        region = item.get("region").string(choices=regions)
+        agent: AgentProfile = item.get("agent", "rke2").string(choices=AGENT_PROFILES)  # type: ignore[assignment]
+        node_items = item.get("nodes").sequence(nonempty=True)
+        nodes = []
+        for node_item in node_items:
+            node_item.only("name", "count", "roles")
+            node_name_field = node_item.get("name")
+            count = node_item.get("count", 1).integer(min=1, max=10_000) if node_item.has("count") else 0
+            pattern = node_name_field.string()
+            if count and "{i" not in pattern:
+                node_name_field.fail(f"with count, a node name needs the placeholder {{i}}, got {pattern!r}")
+            roles = tuple(dict.fromkeys(node_item.get("roles").strings(nonempty=True, choices=NODE_ROLES)))
+            for index in range(1, max(count, 1) + 1):
+                node_name = _expand(node_name_field, pattern, {"cluster": name, "i": index})
+                if node_name in all_nodes:
+                    node_name_field.fail(f"duplicate node {node_name!r} (first at {all_nodes[node_name]})")
+                all_nodes[node_name] = node_name_field.path
+                nodes.append(Node(name=node_name, roles=roles))
+        if not any(n.is_control_plane for n in nodes):
+            item.get("nodes").fail("needs at least one node with role controlplane")
+        clusters.append(Cluster(name=name, region=region, agent=agent, nodes=tuple(nodes)))
+    return tuple(clusters)
+
+
+def read_users(node: Field, regions: tuple[str, ...]) -> tuple[User, ...]:
+    users = []
+    seen: dict[str, str] = {}
+    for item, name in _generate(node.sequence(), "user"):
+        item.only("name", "count", "region", "groups")
+        if name in seen:
+            item.get("name").fail(f"duplicate user {name!r} (first at {seen[name]})")
+        seen[name] = item.path
+        users.append(
+            User(
+                name=name,
+                region=item.get("region").string(choices=regions),
+                groups=item.get("groups", []).strings(),
+            )
+        )
+    return tuple(users)
