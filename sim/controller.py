@@ -1,9 +1,9 @@
 """The cluster controller's health tick: every 15 s, the Connected condition of every cluster.
 
 Connected comes from a ping through the cluster agent's (Steve) tunnel, so it is False while only
-node agents are connected, even though the proxy still works through them (rancher-reference
-4.2). One process ticks for the whole fleet, as the real controller does; a change of the
-condition is a `ClusterConditionChanged` event.
+node agents are connected, even though the proxy still works through them (docs/rancher.md,
+"Health and the Connected condition"). One process ticks for the whole fleet, as the real
+controller does; a change of the condition is a `ClusterConditionChanged` event.
 """
 
 from __future__ import annotations

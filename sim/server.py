@@ -16,7 +16,7 @@ class ManagementServer:
     """The server process(es) of the scenario's `server` section."""
 
     def __init__(self, world: World) -> None:
-        spec = world.scenario.management
+        spec = world.scenario.server
         self._world = world
         self.region = spec.region
         self.up = True

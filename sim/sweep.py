@@ -90,10 +90,10 @@ def apply_point(scenario: Scenario, point: dict[str, str]) -> tuple[Scenario, in
             if value not in scenario.regions:
                 raise ConfigError(f"{where}: unknown region (regions: {', '.join(scenario.regions)})")
             scenario = dataclasses.replace(
-                scenario, server=dataclasses.replace(scenario.management, region=value)
+                scenario, server=dataclasses.replace(scenario.server, region=value)
             )
         elif name == "server_workers":
-            server: Server = dataclasses.replace(scenario.management, workers=_int(value, where, minimum=1))
+            server: Server = dataclasses.replace(scenario.server, workers=_int(value, where, minimum=1))
             scenario = dataclasses.replace(scenario, server=server)
     return scenario, seed
 
