@@ -48,7 +48,7 @@ def conformance(session: nox.Session) -> None:
     """Build the control plane if needed, then run the suites against real kube-apiservers."""
     install(session, "test")
     session.run("corral", "build", "--all")
-    session.run("pytest", "conformance", *session.posargs)
+    session.run("pytest", "conformance", "--with-clusters", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

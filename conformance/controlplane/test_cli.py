@@ -1,4 +1,7 @@
-"""`corral cluster up` leaves clusters running after it exits; `down` and the next `up` stop them."""
+"""`corral cluster up` leaves clusters running after it exits; `down` and the next `up` stop them.
+
+These run the local provider's processes whatever the session's provider is: `local_only`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from corral.bundled import scenario_path
 from corral.controlplane import build
 from corral.controlplane.processes import ProcessRecord, is_same_process, read_state
 from corral.k8s import KubeClient, KubeConfig
 
-SMOKE = Path(__file__).parents[2] / "fixtures" / "scenarios" / "smoke.yaml"
+SMOKE = scenario_path("smoke")
+
+pytestmark = pytest.mark.local_only
 
 
 def corral(*args: str) -> list[str]:

@@ -1,4 +1,9 @@
-"""Impersonation: headers work for a principal that holds `impersonate`, and are refused otherwise."""
+"""Impersonation: headers work for a principal that holds `impersonate`, and are refused otherwise.
+
+Each principal needs credentials of its own (client certificates the local provider mints); other
+providers act as a user by impersonating it with the admin's credentials, which these headers
+would replace: `local_only`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import pytest
 from corral.controlplane.providers import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
+
+pytestmark = pytest.mark.local_only
 
 IMPERSONATOR_ROLE = {
     "metadata": {"name": "corral-test-impersonator"},

@@ -23,15 +23,18 @@ def kubectl(binaries: build.Built, kubeconfig: Path, *args: str) -> subprocess.C
     )
 
 
-def test_kubectl_lists_namespaces_and_the_scenario_nodes_with_the_admin_kubeconfig(
+def test_kubectl_lists_namespaces_and_the_nodes_the_api_reports_with_the_admin_kubeconfig(
     corral_binaries: build.Built, cluster_set: ClusterSet
 ) -> None:
     for handle in cluster_set:
+        with handle.client() as client:
+            api_nodes = [node["metadata"]["name"] for node in client.get("/api/v1/nodes")["items"]]
         namespaces = kubectl(corral_binaries, handle.kubeconfig, "get", "ns", "-o", "name")
         assert namespaces.returncode == 0, namespaces.stderr
         assert "namespace/kube-system" in namespaces.stdout.split()
         nodes = kubectl(corral_binaries, handle.kubeconfig, "get", "nodes", "-o", "name")
-        assert sorted(nodes.stdout.split()) == sorted(f"node/{n}" for n in handle.nodes)
+        assert nodes.returncode == 0, nodes.stderr
+        assert sorted(nodes.stdout.split()) == sorted(f"node/{name}" for name in api_nodes)
 
 
 def test_kubectl_auth_can_i_answers_for_a_minted_user_kubeconfig(

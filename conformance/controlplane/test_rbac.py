@@ -7,7 +7,7 @@ import pytest
 from corral.controlplane.providers import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
-from fixtures.plugin import KubeClients
+from corral.pytest_plugin import KubeClients
 
 
 def bind_view(admin: KubeClient, namespace: str, name: str, kind: str, subject: str) -> None:

@@ -1,7 +1,7 @@
 """A token webhook configured on an apiserver receives v1 TokenReviews and decides authentication.
 
 The apiserver accepts both an https webhook URL (CA from the webhook kubeconfig) and a plain
-http one on loopback; both are exercised.
+http one on loopback; both are exercised. Only the local provider configures webhooks: `local_only`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ SCENARIO = Scenario.from_dict(
         ],
     }
 )
+
+pytestmark = pytest.mark.local_only
 
 
 @pytest.fixture(params=["https", "http"])

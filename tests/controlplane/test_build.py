@@ -53,6 +53,29 @@ def test_a_component_is_built_into_the_versioned_cache_and_reused(modules: Path,
     assert binary.stat().st_mtime_ns == first_mtime
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_build_writes_nothing_into_the_module_folder(modules: Path) -> None:
+    """The modules may sit in an installed, read-only package: outputs go to the cache only."""
+    before = snapshot(modules)
+    build.ensure_built([HELLO])
+    assert snapshot(modules) == before
+
+
+def test_the_packaged_modules_are_found_without_a_checkout_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CORRAL_GO_MODULES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    folder = build.go_modules_dir()
+    assert folder == Path(build.__file__).parent / "go"
+    for item in build.COMPONENTS:
+        assert (folder / item.module / "go.mod").is_file(), item.module
+        assert (folder / item.module / "go.sum").is_file(), item.module
+
+
 def test_changing_a_go_source_of_the_module_rebuilds_it(modules: Path) -> None:
     binary = build.ensure_built([HELLO])[HELLO]
     (modules / "main.go").write_text(MAIN.format(text="two"))

@@ -1,9 +1,10 @@
 """Build the Go binaries corral runs (Kubernetes, etcd, toxiproxy, Go peers) from pinned modules.
 
-Each wrapper Go module under ``fixtures/go/<module>/`` pins one upstream release; this module
-builds its commands into a cache keyed by the module and its version
-(``~/.cache/corral/bin/<module>/<version>/``), reuses what is there, holds a file lock so two
-processes never build at once, and reports progress as packages compiled out of the total.
+Each wrapper Go module under ``corral/controlplane/go/<module>/`` (package data, so an installed
+wheel carries them too) pins one upstream release; this module builds its commands into a cache
+keyed by the module and its version (``~/.cache/corral/bin/<module>/<version>/``), reuses what is
+there, holds a file lock so two processes never build at once, and reports progress as packages
+compiled out of the total. Builds only read the module folders: outputs go to the cache.
 Go's own module and build caches make a rebuild after a cache wipe take seconds, not minutes.
 
 Set ``CORRAL_BIN_DIR`` to use binaries from a folder instead of building them, and
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import filelock
@@ -53,7 +55,7 @@ class Component:
     """One binary: which wrapper module builds it, from which package, under which name."""
 
     name: str
-    module: str  # folder under fixtures/go/
+    module: str  # folder under go_modules_dir()
     package: str
     version: str
     ldflags: str = ""
@@ -95,13 +97,13 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         name="remotedialer-server",
         module="remotedialer",
-        package="corral.local/fixtures/remotedialer/cmd/rd-server",
+        package="corral.local/remotedialer-harness/cmd/rd-server",
         version="v0.6.1",
     ),
     Component(
         name="remotedialer-client",
         module="remotedialer",
-        package="corral.local/fixtures/remotedialer/cmd/rd-client",
+        package="corral.local/remotedialer-harness/cmd/rd-client",
         version="v0.6.1",
     ),
 )
@@ -131,23 +133,19 @@ def cache_root() -> Path:
 
 
 def go_modules_dir() -> Path:
-    """The folder of wrapper Go modules: ``$CORRAL_GO_MODULES`` or ``fixtures/go`` of the source tree."""
+    """The folder of wrapper Go modules: ``$CORRAL_GO_MODULES`` or the ``go/`` folder of this package."""
     explicit = os.environ.get("CORRAL_GO_MODULES")
     if explicit:
         if not Path(explicit).is_dir():
             raise BuildError(f"CORRAL_GO_MODULES={explicit!r} is not a folder")
         return Path(explicit)
-    candidates: list[Path] = []
-    here = Path(__file__).resolve()
-    candidates += [parent / "fixtures" / "go" for parent in here.parents]
-    candidates.append(Path.cwd() / "fixtures" / "go")
-    for candidate in candidates:
-        if (candidate / "kubernetes" / "go.mod").is_file():
-            return candidate
-    raise BuildError(
-        "cannot find corral's wrapper Go modules (fixtures/go/*/go.mod): run from a corral "
-        "checkout or set CORRAL_GO_MODULES to its fixtures/go folder"
-    )
+    folder = resources.files("corral.controlplane") / "go"
+    if not isinstance(folder, Path) or not (folder / "kubernetes" / "go.mod").is_file():
+        raise BuildError(
+            f"corral's wrapper Go modules are missing from its package ({folder}/*/go.mod): "
+            "reinstall corral, or set CORRAL_GO_MODULES to a folder of wrapper modules"
+        )
+    return folder
 
 
 def _module_digest(module_dir: Path) -> str:
@@ -194,8 +192,9 @@ def go_version(go: str) -> tuple[int, int]:
 
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
-    # Static binaries as upstream builds them; never let `go` fetch another toolchain.
-    env.update(CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-buildvcs=false")
+    # Static binaries as upstream builds them; never let `go` fetch another toolchain, and never
+    # let it touch go.mod or go.sum (the modules may sit in a read-only installed package).
+    env.update(CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-buildvcs=false -mod=readonly")
     return env
 
 
