@@ -24,8 +24,8 @@ from corral.model import (
     TunnelClosed,
     TunnelOpened,
 )
-from sim.build import Simulation
-from sim.recorder import Recorder
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
 
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from conformance.checks import check_no_success_while_paths_down
 from corral.model import Event, RequestCompleted, Scenario
-from sim.build import Simulation
-from sim.recorder import Recorder
-from sim.run import run_scenario
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
+from corral.sim.run import run_scenario
 
 VERB_MIX = st.lists(
     st.fixed_dictionaries(

@@ -1,7 +1,7 @@
 """The shared model of the world: scenarios in, traces out. Pure data, no I/O beyond files.
 
 `corral.model` is imported by every other part (the reference implementation, the SimPy model
-in `sim/`, the load runs and the conformance checks) and imports nothing of theirs. It re-exports
+in `corral.sim`, the load runs and the conformance checks) and imports nothing of theirs. It re-exports
 `ConfigError`, the error its validation raises, so those parts need nothing else of corral.
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from corral.model import TunnelOpened, fault_windows
-from sim.summary import Summariser
+from corral.sim.summary import Summariser
 
 MAX_TIMELINE_CLUSTERS = 20
 

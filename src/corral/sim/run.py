@@ -15,9 +15,9 @@ from typing import Any
 from tqdm import tqdm
 
 from corral.model import Calibration, Scenario, TraceWriter
-from sim.build import Simulation
-from sim.recorder import Recorder
-from sim.summary import Summariser
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
+from corral.sim.summary import Summariser
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def run_scenario(
         }
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
         if plots:
-            from sim.plots import write_plots
+            from corral.sim.plots import write_plots
 
             write_plots(summariser, out, title=scenario.name)
     return result
