@@ -11,6 +11,7 @@ from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
 from corral.model.scenario import AGENT_PROFILES, AgentProfile, Cluster, Node, Scenario, User
 from corral.model.server import Server
+from corral.model.stats import Summariser, availability, fault_windows, quantile, succeeded, summarise
 from corral.model.trace import (
     ClusterConditionChanged,
     Event,
@@ -24,7 +25,6 @@ from corral.model.trace import (
     TunnelOpened,
     event,
     event_types,
-    fault_windows,
     parse_event,
     parse_trace,
     read_trace,
@@ -56,6 +56,7 @@ __all__ = [
     "Scenario",
     "Server",
     "ServiceTime",
+    "Summariser",
     "TokenReviewed",
     "TraceWriter",
     "TunnelClosed",
@@ -63,11 +64,15 @@ __all__ = [
     "User",
     "Verb",
     "WorkloadEntry",
+    "availability",
     "event",
     "event_types",
     "fault_windows",
     "parse_event",
     "parse_trace",
+    "quantile",
     "read_trace",
+    "succeeded",
+    "summarise",
     "write_trace",
 ]

@@ -14,10 +14,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from corral.model import Calibration, Scenario, TraceWriter
+from corral.model import Calibration, Scenario, Summariser, TraceWriter
 from corral.sim.build import Simulation
 from corral.sim.recorder import Recorder
-from corral.sim.summary import Summariser
 
 
 @dataclass(frozen=True, slots=True)
