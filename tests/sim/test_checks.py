@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import (
+from corral.checks import (
     check_ace_during_server_outage,
     check_all,
     check_failover_within,

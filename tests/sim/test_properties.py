@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance.checks import check_no_success_while_paths_down
+from corral.checks import check_no_success_while_paths_down
 from corral.model import Event, RequestCompleted, Scenario
 from corral.sim.build import Simulation
 from corral.sim.recorder import Recorder

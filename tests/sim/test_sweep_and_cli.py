@@ -219,13 +219,15 @@ class Block(importlib.abc.MetaPathFinder):
         if name.partition(".")[0] in BLOCKED:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Block())
-import corral, corral.model
+import corral, corral.model, corral.checks
 from corral.cli import main
 main(sys.argv[1:], prog_name="corral")
 """
 
 
-def test_corral_and_its_help_work_without_the_sim_extra_and_sim_says_what_is_missing(tmp_path: Path) -> None:
+def test_corral_its_checks_and_its_help_work_without_the_sim_extra_and_sim_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
     def corral(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", _WITHOUT_SIM_EXTRA, *args],

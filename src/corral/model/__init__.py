@@ -1,8 +1,9 @@
 """The shared model of the world: scenarios in, traces out. Pure data, no I/O beyond files.
 
 `corral.model` is imported by every other part (the reference implementation, the SimPy model
-in `corral.sim`, the load runs and the conformance checks) and imports nothing of theirs. It re-exports
-`ConfigError`, the error its validation raises, so those parts need nothing else of corral.
+in `corral.sim`, the load runs and the trace checks in `corral.checks`) and imports nothing of
+theirs. It re-exports `ConfigError`, the error its validation raises, so those parts need
+nothing else of corral.
 """
 
 from corral.errors import ConfigError
