@@ -142,6 +142,11 @@ def test_the_run_command_writes_trace_summary_and_plots(tmp_path: Path) -> None:
     assert summary["events"]["RequestCompleted"] == summary["paths"]["proxy"]["requests"]
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     assert len(lines) == summary["trace_events"]
+    # SimPy's own bookkeeping is how the run went, not what the model says: run.json only.
+    run_info = json.loads((tmp_path / "run.json").read_text())
+    assert run_info["events_processed"] > len(lines)
+    assert {"wall_seconds", "events_per_second"} <= set(run_info)
+    assert not {"events_processed", "wall_seconds", "events_per_second"} & set(summary)
 
 
 def test_the_run_command_reports_an_invalid_scenario_in_one_located_line(tmp_path: Path) -> None:
