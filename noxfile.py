@@ -1,7 +1,8 @@
 """corral's automation: `nox` runs lint, the fast tests and the conformance suites.
 
-Dependencies come from pyproject.toml's dependency groups; extra arguments after ``--`` go to
-the tool a session runs (for example ``nox -s tests -- -k scenario``).
+Dependencies come from pyproject.toml: the package's extras (``sim`` for the SimPy model, so what
+users install is what is tested) and dependency groups for the tools; extra arguments after ``--``
+go to the tool a session runs (for example ``nox -s tests -- -k scenario``).
 """
 
 from __future__ import annotations
@@ -21,25 +22,26 @@ PYTHON = "3.11"
 DEMO_DIR = "runs/smoke"
 
 
-def install(session: nox.Session, *groups: str) -> None:
-    """Install corral (editable) and the named dependency groups."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+def install(session: nox.Session, *groups: str, extras: str = "") -> None:
+    """Install corral (editable, with `extras` such as ``"sim"``) and the named dependency groups."""
+    target = f".[{extras}]" if extras else "."
+    session.install("-e", target, *nox.project.dependency_groups(PYPROJECT, *groups))
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff, mypy (strict on src/) and the import-linter layer contracts."""
-    install(session, "lint", "test", "sim")
+    install(session, "lint", "test", extras="sim")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "src", "sim")
+    session.run("mypy", "src")
     session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Fast unit and property tests (loopback only, no control plane)."""
-    install(session, "test", "sim")
+    install(session, "test", extras="sim")
     session.run("pytest", "tests", *session.posargs)
 
 
@@ -70,7 +72,7 @@ def down(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each a script under benchmarks/; results land in reports/bench/."""
-    install(session, "test", "sim")
+    install(session, "test", extras="sim")
     session.run("corral", "build", "--all")
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
     selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
@@ -89,7 +91,7 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def sim(session: nox.Session) -> None:
     """The SimPy model on the small scenarios: golden summaries, then runs with plots into reports/."""
-    install(session, "test", "sim")
+    install(session, "test", extras="sim")
     session.run("pytest", "tests/sim/test_golden.py", *session.posargs)
     for name in (
         "smoke",
@@ -100,4 +102,4 @@ def sim(session: nox.Session) -> None:
         "link-partition",
     ):
         scenario, out = f"fixtures/scenarios/{name}.yaml", f"reports/{name}/sim-seed1"
-        session.run("python", "-m", "sim", "run", scenario, "--seed", "1", "--out", out)
+        session.run("corral", "sim", "run", scenario, "--seed", "1", "--out", out)

@@ -25,14 +25,12 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import simpy
+
+from corral.model import Scenario
+from corral.sim.run import run_scenario
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import simpy  # noqa: E402
-
-from corral.model import Scenario  # noqa: E402
-from sim.run import run_scenario  # noqa: E402
-
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 OUT = ROOT / "reports" / "bench"
 FLEET_TARGET_SECONDS = 60.0
@@ -97,7 +95,7 @@ def profile_fleet(path: Path) -> None:
 
 _PARTS = (
     ("/simpy/", "simpy kernel"),
-    ("/sim/", "model"),
+    ("/corral/sim/", "model"),
     ("corral/model/trace", "trace writing (json)"),
     ("json", "trace writing (json)"),
     ("dataclasses", "trace writing (json)"),

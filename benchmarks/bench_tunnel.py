@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.model.stats import quantile
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "bench" / "tunnel.json"
 CLIENT_KEY = "bench-agent"
@@ -351,11 +353,6 @@ async def connect_round_trip_ms(address: str, *, count: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def measure(address: str) -> dict[str, float]:
     await throughput_mb_per_second(address, connections=1, each_bytes=4 * 1024 * 1024)  # warm-up
     single = await throughput_mb_per_second(address, connections=1, each_bytes=SINGLE_BYTES)
@@ -366,10 +363,10 @@ async def measure(address: str) -> dict[str, float]:
     return {
         "throughput_1_conn_mb_s": round(single, 1),
         f"throughput_{PARALLEL}_conn_mb_s": round(parallel, 1),
-        "round_trip_p50_ms": round(_percentile(trips, 0.50), 3),
-        "round_trip_p95_ms": round(_percentile(trips, 0.95), 3),
-        "connect_round_trip_p50_ms": round(_percentile(connects, 0.50), 3),
-        "connect_round_trip_p95_ms": round(_percentile(connects, 0.95), 3),
+        "round_trip_p50_ms": round(quantile(trips, 50), 3),
+        "round_trip_p95_ms": round(quantile(trips, 95), 3),
+        "connect_round_trip_p50_ms": round(quantile(connects, 50), 3),
+        "connect_round_trip_p95_ms": round(quantile(connects, 95), 3),
     }
 
 

@@ -6,11 +6,16 @@ from types import ModuleType
 
 
 def public_names(package: ModuleType) -> set[str]:
-    """Names a package binds without a leading underscore, except its own submodules and __future__ flags."""
+    """Names a package binds without a leading underscore, except its own submodules and __future__ flags.
+
+    Only identifiers count: pytest's assertion rewriting binds helpers such as ``@py_builtins`` in
+    the modules of a distribution that provides a pytest plugin, and those are no names of ours.
+    """
     return {
         name
         for name, value in vars(package).items()
-        if not name.startswith("_")
+        if name.isidentifier()
+        and not name.startswith("_")
         and not isinstance(value, __future__._Feature)
         and not (isinstance(value, ModuleType) and value.__name__.startswith(package.__name__ + "."))
     }

@@ -150,3 +150,28 @@ def cluster_down(run_dir: Path, provider: str | None) -> None:
     except CorralError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"stopped the clusters of {run_dir}", err=True)
+
+
+# -- the SimPy model ------------------------------------------------------------------------------
+
+
+class _SimGroup(click.Group):
+    """`corral sim`: the commands of `corral.sim.cli`, imported only when this group is used.
+
+    They are defined once there (``python -m corral.sim`` runs the same ones); importing them late
+    keeps ``corral --help`` fast and working without the ``sim`` extra.
+    """
+
+    def _commands(self) -> click.Group:
+        from corral.sim.cli import main as sim_main
+
+        return sim_main
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._commands().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._commands().get_command(ctx, cmd_name)
+
+
+main.add_command(_SimGroup("sim", help="Run the SimPy model on a scenario, or on a grid of variants of it."))

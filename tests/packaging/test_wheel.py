@@ -195,8 +195,6 @@ def test_the_installed_plugin_serves_a_suite_outside_the_checkout(installed: Ins
 
 
 def test_the_installed_cli_runs_the_model_on_the_bundled_smoke_scenario(installed: Installed) -> None:
-    if installed.run(installed.bin("corral"), "sim", "--help").returncode != 0:
-        pytest.skip("this corral has no `corral sim` command yet")
     smoke = check(
         installed.run(
             installed.bin("python"), "-c", "from corral.bundled import scenario_path; print(scenario_path())"

@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import (
+from corral.checks import (
     check_ace_during_server_outage,
     check_all,
     check_failover_within,
     check_no_success_while_paths_down,
     check_slos,
-    quantile_of,
 )
 from corral.model import (
     Event,
@@ -24,8 +23,8 @@ from corral.model import (
     TunnelClosed,
     TunnelOpened,
 )
-from sim.build import Simulation
-from sim.recorder import Recorder
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
 
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
 
@@ -178,13 +177,6 @@ def test_slos_are_checked_per_path(scenario: Scenario) -> None:
 def test_an_slo_on_a_path_without_requests_is_a_violation(scenario: Scenario) -> None:
     messages = [v.message for v in check_slos(scenario, [])]
     assert messages == ["ace p95: no succeeded request to measure", "proxy: no request to measure"]
-
-
-def test_quantiles_interpolate_like_numpy() -> None:
-    values = [1.0, 2.0, 3.0, 4.0]
-    assert quantile_of(values, 50) == 2.5
-    assert quantile_of(values, 95) == pytest.approx(3.85)
-    assert quantile_of([7.0], 99) == 7.0
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from corral.model import Scenario
-from sim.run import run_scenario
+from corral.sim.run import run_scenario
 
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
 GOLDEN = Path(__file__).parent / "golden"

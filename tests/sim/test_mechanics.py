@@ -18,9 +18,9 @@ from corral.model import (
     TunnelClosed,
     TunnelOpened,
 )
-from sim.apiserver import PriorityLevel
-from sim.build import Simulation
-from sim.recorder import Recorder
+from corral.sim.apiserver import PriorityLevel
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
 
 RTT_MS = 90.0
 

@@ -1,9 +1,11 @@
-"""Sweeps (local processes, inline, Dask) and the `python -m sim` command line."""
+"""Sweeps (local processes, inline, Dask) and the `corral sim` command line."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,8 @@ from click.testing import CliRunner
 
 from corral.errors import ConfigError
 from corral.model import Scenario
-from sim.__main__ import main
-from sim.sweep import apply_point, parse_grid, run_sweep
+from corral.sim.cli import main
+from corral.sim.sweep import apply_point, parse_grid, run_sweep
 
 SCENARIOS = Path(__file__).parents[2] / "fixtures" / "scenarios"
 
@@ -140,6 +142,11 @@ def test_the_run_command_writes_trace_summary_and_plots(tmp_path: Path) -> None:
     assert summary["events"]["RequestCompleted"] == summary["paths"]["proxy"]["requests"]
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     assert len(lines) == summary["trace_events"]
+    # SimPy's own bookkeeping is how the run went, not what the model says: run.json only.
+    run_info = json.loads((tmp_path / "run.json").read_text())
+    assert run_info["events_processed"] > len(lines)
+    assert {"wall_seconds", "events_per_second"} <= set(run_info)
+    assert not {"events_processed", "wall_seconds", "events_per_second"} & set(summary)
 
 
 def test_the_run_command_reports_an_invalid_scenario_in_one_located_line(tmp_path: Path) -> None:
@@ -187,3 +194,64 @@ def test_the_sweep_command_writes_the_csv(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert len(_rows(tmp_path / "sweep.csv")) == 2
+
+
+def test_corral_sim_runs_the_same_commands_as_python_m_corral_sim(tmp_path: Path) -> None:
+    from corral.cli import main as corral_main
+
+    args = [str(SCENARIOS / "smoke.yaml"), "--seed", "3", "--no-plots", "--no-trace"]
+    first = CliRunner().invoke(corral_main, ["sim", "run", *args, "--out", str(tmp_path / "a")])
+    second = subprocess.run(
+        [sys.executable, "-m", "corral.sim", "run", *args, "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert first.exit_code == 0, first.output
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["run.json", "summary.json"]
+    summaries = [(tmp_path / name / "summary.json").read_text() for name in ("a", "b")]
+    assert summaries[0] == summaries[1]
+    assert json.loads(summaries[0])["seed"] == 3
+
+
+_WITHOUT_SIM_EXTRA = """
+import importlib.abc, sys
+BLOCKED = {"simpy", "numpy", "matplotlib", "dask", "distributed", "tqdm"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+import corral, corral.model, corral.checks
+from corral.cli import main
+main(sys.argv[1:], prog_name="corral")
+"""
+
+
+def test_corral_its_checks_and_its_help_work_without_the_sim_extra_and_sim_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _WITHOUT_SIM_EXTRA, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    helped = corral("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "sim " in helped.stdout
+    assert "build " in helped.stdout
+    listed = corral("sim", "--help")
+    assert listed.returncode == 0, listed.stderr
+    assert "run " in listed.stdout
+    assert "sweep " in listed.stdout
+    refused = corral("sim", "run", str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "out"))
+    assert refused.returncode == 1
+    assert "needs the 'sim' extra (pip install 'corral[sim]'); missing: simpy, numpy" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "out").exists()

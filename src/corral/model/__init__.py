@@ -1,8 +1,9 @@
 """The shared model of the world: scenarios in, traces out. Pure data, no I/O beyond files.
 
-`corral.model` is imported by every other part (the control-plane providers, the tunnel's trace
-events, the SimPy model in `sim/` and the conformance checks) and imports nothing of theirs. It re-exports
-`ConfigError`, the error its validation raises, so those parts need nothing else of corral.
+`corral.model` is imported by every other part (the control-plane providers, the tunnel's trace events,
+the SimPy model in `corral.sim`, the load runs and the trace checks in `corral.checks`) and imports nothing of
+theirs. It re-exports `ConfigError`, the error its validation raises, so those parts need
+nothing else of corral.
 """
 
 from corral.errors import ConfigError
@@ -11,6 +12,7 @@ from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
 from corral.model.scenario import Scenario
 from corral.model.server import Server
+from corral.model.stats import Summariser, availability, fault_windows, quantile, succeeded, summarise
 from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
@@ -25,7 +27,6 @@ from corral.model.trace import (
     TunnelOpened,
     event,
     event_types,
-    fault_windows,
     parse_event,
     parse_trace,
     read_trace,
@@ -57,6 +58,7 @@ __all__ = [
     "Scenario",
     "Server",
     "ServiceTime",
+    "Summariser",
     "TokenReviewed",
     "TraceWriter",
     "TunnelClosed",
@@ -64,11 +66,15 @@ __all__ = [
     "User",
     "Verb",
     "WorkloadEntry",
+    "availability",
     "event",
     "event_types",
     "fault_windows",
     "parse_event",
     "parse_trace",
+    "quantile",
     "read_trace",
+    "succeeded",
+    "summarise",
     "write_trace",
 ]

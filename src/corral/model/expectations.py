@@ -5,7 +5,7 @@
       availability: {ace: 1.0, proxy: 0.95}          # successful / all requests, per access path
       failover_max_seconds: 30                       # agent lost -> cluster reachable again
 
-`conformance/checks.py` turns each one into violations; the model and the measured system are
+`corral.checks` turns each one into violations; the model and the measured system are
 held to the same numbers.
 """
 

@@ -144,31 +144,6 @@ class FaultInjected(Event):
     lifted: bool = False
 
 
-def fault_windows(events: Iterable[Event], *, end: float) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """(fault, target) -> the intervals during which it was applied, from `FaultInjected` events.
-
-    Overlapping faults on one target count as one window, from the first start to the last lift;
-    a fault still applied at the end of the trace lasts until ``end``.
-    """
-    depth: dict[tuple[str, str], int] = {}
-    started: dict[tuple[str, str], float] = {}
-    windows: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for item in events:
-        if not isinstance(item, FaultInjected):
-            continue
-        key = (item.fault, item.target)
-        if not item.lifted:
-            depth[key] = depth.get(key, 0) + 1
-            started.setdefault(key, item.t)
-        elif depth.get(key, 0) > 0:
-            depth[key] -= 1
-            if depth[key] == 0:
-                windows.setdefault(key, []).append((started.pop(key), item.t))
-    for key, start in started.items():
-        windows.setdefault(key, []).append((start, end))
-    return windows
-
-
 # -- reading and writing ----------------------------------------------------------------------
 
 

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 import simpy
 
 from corral.model import Calibration, Scenario
-from sim.network import Network
-from sim.recorder import Recorder
-from sim.rng import Streams
+from corral.sim.network import Network
+from corral.sim.recorder import Recorder
+from corral.sim.rng import Streams
 
 if TYPE_CHECKING:
-    from sim.apiserver import APIServer
-    from sim.server import ManagementServer
-    from sim.tunnel import Agent, SessionManager
-    from sim.webhook import TokenReviewWebhook
+    from corral.sim.apiserver import APIServer
+    from corral.sim.server import ManagementServer
+    from corral.sim.tunnel import Agent, SessionManager
+    from corral.sim.webhook import TokenReviewWebhook
 
 
 @dataclass(eq=False, kw_only=True)

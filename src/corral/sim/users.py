@@ -17,9 +17,9 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster, WorkloadEntry
-from sim.ace import ClusterEndpoint
-from sim.proxy import AuthProxy
-from sim.world import World
+from corral.sim.ace import ClusterEndpoint
+from corral.sim.proxy import AuthProxy
+from corral.sim.world import World
 
 
 class Users:

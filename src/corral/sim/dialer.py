@@ -13,8 +13,8 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster
-from sim.tunnel import Session
-from sim.world import World
+from corral.sim.tunnel import Session
+from corral.sim.world import World
 
 
 def dial(world: World, cluster: Cluster) -> Generator[simpy.Event, Any, Session | None]:

@@ -13,8 +13,8 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster, User
-from sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
-from sim.world import World
+from corral.sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
+from corral.sim.world import World
 
 
 class ClusterEndpoint:

@@ -13,7 +13,7 @@ from typing import Any
 import simpy
 
 from corral.model import Calibration, TokenReviewed
-from sim.recorder import Recorder
+from corral.sim.recorder import Recorder
 
 
 class TokenReviewWebhook:

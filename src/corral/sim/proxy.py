@@ -16,10 +16,10 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster, ImpersonationAccountEnsured, User
-from sim.dialer import dial, wait_alive
-from sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
-from sim.tunnel import Session
-from sim.world import World
+from corral.sim.dialer import dial, wait_alive
+from corral.sim.request import ERROR_BODY_BYTES, NO_RESPONSE, complete
+from corral.sim.tunnel import Session
+from corral.sim.world import World
 
 REJECTED = 429
 BAD_GATEWAY = 502

@@ -12,7 +12,7 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster, RequestCompleted, User
-from sim.world import World
+from corral.sim.world import World
 
 NO_RESPONSE = 0
 ERROR_BODY_BYTES = 200

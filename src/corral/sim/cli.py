@@ -1,13 +1,16 @@
-"""Command line of the SimPy model: ``python -m sim run|sweep``.
+"""Command line of the SimPy model: ``corral sim run|sweep`` (or ``python -m corral.sim run|sweep``).
 
-    python -m sim run fixtures/scenarios/alice-au.yaml --seed 1 --out reports/alice-au/sim-1
-    python -m sim sweep fixtures/scenarios/alice-au.yaml --grid rtt_ms=50,150,300 --out reports/sweep
+    corral sim run fixtures/scenarios/alice-au.yaml --seed 1 --out reports/alice-au/sim-1
+    corral sim sweep fixtures/scenarios/alice-au.yaml --grid rtt_ms=50,150,300 --out reports/sweep
 
-A thin layer: it validates its flags and calls `sim.run.run_scenario` / `sim.sweep.run_sweep`.
+A thin layer: it validates its flags and calls `corral.sim.run.run_scenario` /
+`corral.sim.sweep.run_sweep`. Importing it loads neither SimPy nor the plotting stack, so
+``corral --help`` works without the ``sim`` extra; a command run without it says what is missing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,6 +18,25 @@ from pathlib import Path
 import click
 
 from corral.model import Calibration, ConfigError, Scenario
+
+SIM_EXTRA_MODULES = ("simpy", "numpy", "matplotlib", "tqdm", "dask", "distributed")
+
+
+def _require_extra() -> None:
+    """Fail with one sentence when a package of the ``sim`` extra is not installed."""
+    missing = [name for name in SIM_EXTRA_MODULES if not _installed(name)]
+    if missing:
+        raise click.ClickException(
+            "the SimPy model needs the 'sim' extra (pip install 'corral[sim]'); "
+            f"missing: {', '.join(missing)}"
+        )
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or blocked package counts as missing
+        return False
 
 
 def _load(scenario: Path, calibration: Path | None) -> tuple[Scenario, Calibration]:
@@ -32,7 +54,7 @@ _calibration_option = click.option(
 )
 
 
-@click.group()
+@click.group("sim")
 def main() -> None:
     """corral's SimPy model of Rancher-style multi-cluster management."""
 
@@ -58,7 +80,8 @@ def run(
     progress: bool | None,
 ) -> None:
     """Simulate SCENARIO; write trace.jsonl, summary.json, run.json and plots to --out."""
-    from sim.run import run_scenario
+    _require_extra()
+    from corral.sim.run import run_scenario
 
     loaded, calib = _load(scenario, calibration)
     show = sys.stderr.isatty() if progress is None else progress
@@ -100,9 +123,10 @@ def sweep(
     scheduler: str | None,
 ) -> None:
     """Run SCENARIO at every point of the grid; write sweep.csv and sweep.png to --out."""
+    _require_extra()
     from tqdm import tqdm
 
-    from sim.sweep import parse_grid, points, run_sweep
+    from corral.sim.sweep import parse_grid, points, run_sweep
 
     loaded, calib = _load(scenario, calibration)
     try:
@@ -121,7 +145,3 @@ def sweep(
     except ConfigError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"{len(rows)} runs; {out / 'sweep.csv'}, {out / 'sweep.png'}")
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import simpy
 
-from sim.world import World
+from corral.sim.world import World
 
 
 class ManagementServer:

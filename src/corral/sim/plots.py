@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from corral.model import TunnelOpened, fault_windows
-from sim.summary import Summariser
+from corral.model import Summariser, TunnelOpened, fault_windows
 
 MAX_TIMELINE_CLUSTERS = 20
 

@@ -182,7 +182,7 @@ def run_point(
     scenario: Scenario, point: dict[str, str], seed: int, calibration: Calibration | None
 ) -> dict[str, Any]:
     """Run one grid point and flatten its summary into a CSV row."""
-    from sim.run import run_scenario
+    from corral.sim.run import run_scenario
 
     changed, point_seed = apply_point(scenario, point)
     result = run_scenario(changed, seed=seed if point_seed is None else point_seed, calibration=calibration)
@@ -235,7 +235,7 @@ def run_sweep(
                     on_done(len(rows))
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(rows, out / "sweep.csv")
-    from sim.sweep_plot import plot_sweep
+    from corral.sim.sweep_plot import plot_sweep
 
     plot_sweep(rows, [name for name, _ in grid], out / "sweep.png", title=f"{scenario.name} sweep")
     return rows

@@ -14,7 +14,7 @@ from typing import Any
 import simpy
 
 from corral.model import ClusterConditionChanged
-from sim.world import World
+from corral.sim.world import World
 
 
 class HealthSyncer:

@@ -1,7 +1,8 @@
 """Run a scenario to an output folder: trace.jsonl, summary.json, run.json and PNG plots.
 
-`summary.json` holds only what the model determines (same seed, same file), which is what the
-golden tests compare; wall-clock numbers (events per second) go to `run.json`.
+`summary.json` holds only the model's results (same scenario, calibration and seed, same file),
+which is what the golden tests compare. How the run went on this machine goes to `run.json`: wall
+time, and the SimPy events processed (a count of SimPy's internals, not of the model) per second.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from corral.model import Calibration, Scenario, TraceWriter
-from sim.build import Simulation
-from sim.recorder import Recorder
-from sim.summary import Summariser
+from corral.model import Calibration, Scenario, Summariser, TraceWriter
+from corral.sim.build import Simulation
+from corral.sim.recorder import Recorder
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
+    """What a run produced: the model's summary, and how the run went (not part of the summary)."""
+
     summary: dict[str, Any]
     wall_seconds: float
     events_processed: int
+    """SimPy events the environment processed: depends on SimPy's internals, so run metadata only."""
 
     @property
     def events_per_second(self) -> float:
@@ -66,7 +69,6 @@ def run_scenario(
         scenario=scenario.name,
         seed=seed,
         simulated_seconds=simulation.end_seconds,
-        events_processed=simulation.env.processed,
         trace_events=recorder.count,
     )
     result = RunResult(summary=summary, wall_seconds=wall, events_processed=simulation.env.processed)
@@ -84,7 +86,7 @@ def run_scenario(
         }
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
         if plots:
-            from sim.plots import write_plots
+            from corral.sim.plots import write_plots
 
             write_plots(summariser, out, title=scenario.name)
     return result

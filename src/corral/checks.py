@@ -7,8 +7,8 @@ Fault windows come from the trace's `FaultInjected` events (what was actually do
 
     violations = check_all(scenario, read_trace("trace.jsonl"))
 
-A request "succeeded" when it got a 2xx or 3xx status; latency quantiles are taken over succeeded
-requests (linear interpolation, as numpy's default).
+Success, availability and quantiles are those of `corral.model.stats`: a request succeeded with a
+2xx or 3xx status, and latency quantiles are taken over succeeded requests.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from corral.model import (
     FaultInjected,
     RequestCompleted,
     Scenario,
+    Summariser,
     TunnelClosed,
     TunnelOpened,
+    availability,
     fault_windows,
+    quantile,
+    succeeded,
 )
 from corral.model.faults import link_target
 
@@ -44,10 +48,6 @@ class Violation:
     def __str__(self) -> str:
         when = f" at t={self.t:.3f}s" if self.t is not None else ""
         return f"{self.check}{when}: {self.message}"
-
-
-def succeeded(status: int) -> bool:
-    return 200 <= status < 400
 
 
 # -- failover -----------------------------------------------------------------------------------
@@ -190,45 +190,36 @@ def check_slos(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
     expect = scenario.expectations
     if expect.empty:
         return []
-    latencies: dict[str, list[float]] = {}
-    totals: dict[str, int] = {}
-    failovers: list[FailoverCompleted] = []
+    summariser = Summariser()
     for item in trace:
-        if isinstance(item, RequestCompleted):
-            totals[item.path] = totals.get(item.path, 0) + 1
-            if succeeded(item.status):
-                latencies.setdefault(item.path, []).append(item.latency_seconds)
-        elif isinstance(item, FailoverCompleted):
-            failovers.append(item)
+        summariser.add(item)
     violations = []
-    for quantile, bounds in sorted(expect.latency_seconds.items()):
+    for name, bounds in sorted(expect.latency_seconds.items()):
         for path, bound in sorted(bounds.items()):
-            values = sorted(latencies.get(path, []))
+            values = summariser.latencies.get(path, [])
             if not values:
-                violations.append(
-                    Violation("slo-latency", f"{path} {quantile}: no succeeded request to measure")
-                )
+                violations.append(Violation("slo-latency", f"{path} {name}: no succeeded request to measure"))
                 continue
-            value = quantile_of(values, float(quantile[1:]))
+            value = quantile(values, float(name[1:]))
             if value > bound:
                 violations.append(
                     Violation(
                         "slo-latency",
-                        f"{path} {quantile} latency {value:.4f} s exceeds {bound:g} s "
-                        f"({len(values)} requests)",
+                        f"{path} {name} latency {value:.4f} s exceeds {bound:g} s ({len(values)} requests)",
                     )
                 )
     for path, floor in sorted(expect.availability.items()):
-        total = totals.get(path, 0)
+        total = summariser.totals[path]
         if not total:
             violations.append(Violation("slo-availability", f"{path}: no request to measure"))
             continue
-        served = len(latencies.get(path, []))
-        if served / total < floor:
+        served = len(summariser.latencies.get(path, []))
+        fraction = availability(served, total)
+        if fraction < floor:
             violations.append(
                 Violation(
                     "slo-availability",
-                    f"{path} availability {served / total:.4f} ({served}/{total}) is below {floor:g}",
+                    f"{path} availability {fraction:.4f} ({served}/{total}) is below {floor:g}",
                 )
             )
     limit = expect.failover_max_seconds
@@ -240,7 +231,7 @@ def check_slos(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
                 f"more than {limit:g} s",
                 f.t,
             )
-            for f in failovers
+            for f in summariser.failovers
             if f.duration_seconds > limit + EPSILON
         ]
     return violations
@@ -258,16 +249,6 @@ def check_all(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def quantile_of(sorted_values: Sequence[float], percent: float) -> float:
-    """The `percent` quantile of sorted values, interpolated linearly (numpy's default)."""
-    if not sorted_values:
-        raise ValueError("quantile of no values")
-    position = (len(sorted_values) - 1) * percent / 100.0
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def _link_windows(

@@ -20,7 +20,7 @@ from typing import Any
 import simpy
 
 from corral.model import Cluster, FailoverCompleted, TunnelClosed, TunnelOpened
-from sim.world import World
+from corral.sim.world import World
 
 CLUSTER_AGENT = "cluster-agent"
 

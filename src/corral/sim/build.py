@@ -13,19 +13,19 @@ from typing import Any
 import simpy
 
 from corral.model import Calibration, Scenario
-from sim.ace import ClusterEndpoint
-from sim.apiserver import APIServer
-from sim.controller import HealthSyncer
-from sim.faults import schedule_faults
-from sim.network import Network
-from sim.proxy import AuthProxy
-from sim.recorder import Recorder
-from sim.rng import Streams
-from sim.server import ManagementServer
-from sim.tunnel import Agent, SessionManager
-from sim.users import Users
-from sim.webhook import TokenReviewWebhook
-from sim.world import World
+from corral.sim.ace import ClusterEndpoint
+from corral.sim.apiserver import APIServer
+from corral.sim.controller import HealthSyncer
+from corral.sim.faults import schedule_faults
+from corral.sim.network import Network
+from corral.sim.proxy import AuthProxy
+from corral.sim.recorder import Recorder
+from corral.sim.rng import Streams
+from corral.sim.server import ManagementServer
+from corral.sim.tunnel import Agent, SessionManager
+from corral.sim.users import Users
+from corral.sim.webhook import TokenReviewWebhook
+from corral.sim.world import World
 
 AGENT_START_SPREAD_SECONDS = 2.0
 """Agents start spread over the first seconds, as pods do after an install."""

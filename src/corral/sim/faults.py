@@ -15,7 +15,7 @@ from typing import Any
 import simpy
 
 from corral.model import Fault, FaultInjected
-from sim.world import World
+from corral.sim.world import World
 
 
 def schedule_faults(world: World) -> None:
