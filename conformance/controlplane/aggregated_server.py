@@ -46,6 +46,9 @@ class AggregatedServer:
     ca_pem: bytes = b""
     calls: list[Call] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    """Client certificate names that are not allowed front proxies."""
+    handshake_errors: list[str] = field(default_factory=list)
+    """Why TLS handshakes failed (no client certificate, one of another CA)."""
 
     def calls_to(self, path: str) -> list[Call]:
         return [call for call in self.calls if call.path == path]
@@ -112,6 +115,20 @@ def serve(
     server_state = AggregatedServer(group=group, version=version)
 
     class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            # The TLS handshake runs here, in the connection's thread, so a refused one is recorded.
+            self.handshake_error = ""
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                self.handshake_error = str(getattr(e, "reason", None) or e)
+                server_state.handshake_errors.append(self.handshake_error)
+            super().setup()
+
+        def handle(self) -> None:
+            if not self.handshake_error:
+                super().handle()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             name = _common_name(self.connection.getpeercert())
@@ -158,7 +175,7 @@ def serve(
     context.verify_mode = ssl.CERT_REQUIRED
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     server_state.port = int(server.server_address[1])
     server_state.ca_pem = ca.cert_pem
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
