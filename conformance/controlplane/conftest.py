@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.k8s import KubeClient
 
 

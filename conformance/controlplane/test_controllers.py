@@ -7,7 +7,7 @@ import functools
 import uuid
 from typing import Any
 
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.k8s import KubeClient, KubeConfig, wait_for
 
 

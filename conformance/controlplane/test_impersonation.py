@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, KubeConfig
 from corral.model import Scenario

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from corral.controlplane import build
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.k8s import KubeClient
 
 

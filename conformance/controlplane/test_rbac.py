@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.controlplane.providers import ClusterSet
+from corral.controlplane.clusters import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
 from corral.pytest_plugin import KubeClients

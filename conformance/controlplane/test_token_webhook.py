@@ -14,8 +14,8 @@ import pytest
 
 from conformance.controlplane.tokenreview_responder import Responder, serve
 from corral.controlplane import build
+from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.local import LocalProvider
-from corral.controlplane.providers import ClusterHandle
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, KubeConfig
 from corral.model import Scenario

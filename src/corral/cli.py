@@ -6,7 +6,6 @@ same functions. Options can also come from ``CORRAL_<OPTION>`` environment varia
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import click
 
 from corral import __version__, logs
+from corral.controlplane.providers import DEFAULT_PROVIDER, PROVIDERS, provider_name, select_provider
+from corral.controlplane.providers import ENV_VAR as PROVIDER_ENV_VAR
 from corral.errors import CorralError
 
 
@@ -77,10 +78,9 @@ def cluster() -> None:
 
 _PROVIDER_OPTION = click.option(
     "--provider",
-    type=click.Choice(["local", "kind", "kubeconfig"]),
-    envvar="CORRAL_PROVIDER",
+    type=click.Choice(PROVIDERS),
     default=None,
-    help="Where clusters come from (default local); env CORRAL_PROVIDER.",
+    help=f"Where clusters come from (default {DEFAULT_PROVIDER}); env {PROVIDER_ENV_VAR}.",
 )
 
 
@@ -106,13 +106,13 @@ _PROVIDER_OPTION = click.option(
 )
 def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mode: str) -> None:
     """Start the scenario's clusters in RUN_DIR and print how to reach them."""
-    from corral.controlplane.providers import select_provider
     from corral.model import Scenario
 
     try:
         scenario = Scenario.load(scenario_path)
+        provider = provider_name(provider)
         options: dict[str, object] = {}
-        if (provider or os.environ.get("CORRAL_PROVIDER") or "local") == "local":
+        if provider == "local":
             from corral.controlplane import build as builder
 
             # Build first, with progress: on a fresh machine this takes minutes.
@@ -142,11 +142,10 @@ def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mo
 def cluster_down(run_dir: Path, provider: str | None) -> None:
     """Stop the clusters that `corral cluster up` started in RUN_DIR."""
     from corral.controlplane.kind import STATE_FILE as KIND_STATE
-    from corral.controlplane.providers import select_provider
 
     recorded = "kind" if (run_dir / KIND_STATE).is_file() else "local"
     try:
-        select_provider(provider or recorded).down(run_dir)
+        select_provider(provider_name(provider, recorded=recorded)).down(run_dir)
     except CorralError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"stopped the clusters of {run_dir}", err=True)

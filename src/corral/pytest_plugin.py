@@ -10,7 +10,6 @@ an error, never a skip. Tests marked ``local_only`` are deselected on the other 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -19,9 +18,10 @@ from typing import Any
 import pytest
 
 from corral.bundled import scenario_path
-from corral.controlplane import build
-from corral.controlplane.providers import DEFAULT_PROVIDER, PROVIDERS, ClusterSet, select_provider
-from corral.errors import CorralError
+from corral.controlplane import build, providers
+from corral.controlplane.clusters import ClusterSet
+from corral.controlplane.providers import DEFAULT_PROVIDER, PROVIDERS, select_provider
+from corral.errors import ConfigError, CorralError
 from corral.k8s import KubeClient
 from corral.model import Scenario
 
@@ -65,8 +65,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def provider_name(config: pytest.Config) -> str:
     """The provider of this session: ``--corral-provider``, else ``CORRAL_PROVIDER``, else local."""
-    chosen = config.getoption("corral_provider") or os.environ.get("CORRAL_PROVIDER") or DEFAULT_PROVIDER
-    return str(chosen)
+    try:
+        return providers.provider_name(config.getoption("corral_provider"))
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from e
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,11 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "local_only: holds only on the local provider; deselected on the other providers"
     )
     config.stash[_SUMMARY] = []
-    provider = provider_name(config)
-    if provider not in PROVIDERS:
-        raise pytest.UsageError(
-            f"unknown corral provider {provider!r}; choose one of: {', '.join(PROVIDERS)}"
-        )
+    provider_name(config)  # an unknown provider stops the session here, before collection
     scenario = config.getoption("corral_scenario")
     if scenario and not (config.invocation_params.dir / scenario).is_file():
         raise pytest.UsageError(f"--corral-scenario {scenario}: no such file")

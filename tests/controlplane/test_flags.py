@@ -39,6 +39,25 @@ def test_the_apiserver_binds_loopback_uses_rbac_and_the_cluster_pki() -> None:
     assert not any(name.startswith("authentication-token-webhook") for name in args)
 
 
+def test_the_apiserver_configures_the_aggregation_layer_from_the_front_proxy_pki() -> None:
+    args = as_dict(
+        flags.apiserver_args(
+            Path("/bin/kube-apiserver"), pki=PKI, port=1, etcd_url="http://127.0.0.1:2", etcd_prefix="/p"
+        )
+    )
+    assert args["requestheader-client-ca-file"] == "/run/c1/pki/front-proxy-ca.crt"
+    assert args["requestheader-client-ca-file"] != args["client-ca-file"]
+    assert args["requestheader-allowed-names"] == "front-proxy-client"
+    assert args["requestheader-username-headers"] == "X-Remote-User"
+    assert args["requestheader-group-headers"] == "X-Remote-Group"
+    assert args["requestheader-extra-headers-prefix"] == "X-Remote-Extra-"
+    assert args["proxy-client-cert-file"] == "/run/c1/pki/front-proxy-client.crt"
+    assert args["proxy-client-key-file"] == "/run/c1/pki/front-proxy-client.key"
+    # Extensions on this machine are reached through ExternalName Services, which only cluster
+    # routing resolves.
+    assert args["enable-aggregator-routing"] == "false"
+
+
 def test_a_webhook_config_adds_the_v1_token_webhook_with_its_cache_ttl() -> None:
     args = as_dict(
         flags.apiserver_args(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from corral.controlplane.processes import (
@@ -127,6 +128,37 @@ def test_start_ticks_of_this_process_is_stable_and_absent_for_a_dead_pid() -> No
     proc = subprocess.Popen([SLEEP, "0"])
     proc.wait()
     assert start_ticks(proc.pid) is None
+
+
+def kernel_start_ticks(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat, read directly (the command name may hold spaces and parentheses)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_start_ticks_are_the_kernels_own_start_time_of_the_pid(
+    bystander: subprocess.Popen[bytes],
+) -> None:
+    assert start_ticks(bystander.pid) == kernel_start_ticks(bystander.pid)
+    assert start_ticks(os.getpid()) == kernel_start_ticks(os.getpid())
+
+
+def test_an_exited_child_not_yet_collected_counts_as_gone() -> None:
+    proc = subprocess.Popen([SH, "-c", "cat >/dev/null"], stdin=subprocess.PIPE)
+    ticks = start_ticks(proc.pid)
+    assert ticks is not None
+    record = ProcessRecord(name="z", pid=proc.pid, start_ticks=ticks, executable=SH, log="/dev/null")
+    assert is_same_process(record)
+    assert proc.stdin is not None
+    proc.stdin.close()  # cat sees end of input and the shell exits; nobody collects it yet
+    deadline = time.monotonic() + 5
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+    assert start_ticks(proc.pid) is None
+    assert not is_same_process(record)
+    assert proc.wait(timeout=5) == 0
 
 
 PARENT = """

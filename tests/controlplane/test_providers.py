@@ -14,7 +14,7 @@ from corral.cli import main
 from corral.controlplane.adopt import KubeconfigProvider
 from corral.controlplane.kind import KindProvider, create_command, delete_command, find_engine, kind_config
 from corral.controlplane.local import LocalProvider
-from corral.controlplane.providers import select_provider
+from corral.controlplane.providers import DEFAULT_PROVIDER, provider_name, select_provider
 from corral.errors import ConfigError, ControlPlaneError
 from corral.model import Scenario
 
@@ -37,6 +37,26 @@ def test_the_environment_chooses_the_provider_and_an_explicit_name_wins(
 def test_an_unknown_provider_is_refused_listing_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown provider 'k3d'; choose one of: local, kind, kubeconfig"):
         select_provider("k3d")
+
+
+def test_provider_name_prefers_the_explicit_name_then_the_environment_then_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CORRAL_PROVIDER", raising=False)
+    assert provider_name(None) == DEFAULT_PROVIDER == "local"
+    assert provider_name(None, recorded="kind") == "kind"
+    monkeypatch.setenv("CORRAL_PROVIDER", "kubeconfig")
+    assert provider_name(None, recorded="kind") == "kubeconfig"
+    assert provider_name("kind") == "kind"
+
+
+def test_an_unknown_provider_in_the_environment_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CORRAL_PROVIDER", "k3d")
+    with pytest.raises(ConfigError, match=r"unknown provider 'k3d' \(from CORRAL_PROVIDER\); choose one of"):
+        provider_name(None)
+    assert provider_name("local") == "local"
 
 
 def test_local_settings_are_checked_before_anything_starts(tmp_path: Path) -> None:
@@ -122,6 +142,15 @@ def test_cluster_up_refuses_a_missing_scenario_file(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "nope.yaml" in result.output
+
+
+def test_cluster_commands_refuse_an_unknown_provider_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_PROVIDER", "k3d")
+    result = CliRunner().invoke(main, ["cluster", "down", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown provider 'k3d' (from CORRAL_PROVIDER)" in result.output
 
 
 def test_cluster_down_of_a_folder_without_state_succeeds_and_stops_nothing(tmp_path: Path) -> None:

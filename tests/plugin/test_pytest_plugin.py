@@ -137,7 +137,7 @@ def test_corral_scenario_loads_the_file_given_by_option(suite: pytest.Pytester) 
     [
         (
             ["--corral-provider", "nope"],
-            "unknown corral provider 'nope'; choose one of: local, kind, kubeconfig",
+            "unknown provider 'nope'; choose one of: local, kind, kubeconfig",
         ),
         (["--corral-scenario", "missing.yaml"], "--corral-scenario missing.yaml: no such file"),
     ],

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.controlplane.providers import ClusterHandle, ClusterSet, Progress, kubeconfig_name
+from corral.controlplane.clusters import ClusterHandle, ClusterSet, Progress, kubeconfig_name
 from corral.errors import ConfigError, ControlPlaneError, KubeAPIError
 from corral.k8s import KubeClient, KubeConfig
 from corral.model import Scenario

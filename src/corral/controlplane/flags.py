@@ -3,17 +3,23 @@
 Pure functions from paths and ports to argument lists, so the exact flags are unit-tested and
 visible in one place. They follow the envtest/StartTestServer recipe: RBAC, everything bound to
 127.0.0.1, service-account issuer and keys, no endpoint reconciler (there is no node to point the
-``kubernetes`` Service at), and a KCM limited to the controllers tests observe.
+``kubernetes`` Service at), the aggregation layer (request-header authentication from the
+front-proxy CA, the front-proxy client certificate), and a KCM limited to the controllers tests observe.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from corral.controlplane.pki import ClusterPKI
+from corral.controlplane.pki import FRONT_PROXY_CLIENT, ClusterPKI
 
 SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+#: Request headers that carry the user to aggregated API servers (the names kubeadm configures).
+USER_HEADER = "X-Remote-User"
+GROUP_HEADER = "X-Remote-Group"
+EXTRA_HEADER_PREFIX = "X-Remote-Extra-"
 
 #: The KCM controllers corral runs: token Secrets, `default` ServiceAccounts, namespace deletion,
 #: ownerReference GC, aggregated admin/edit/view ClusterRoles and the kube-root-ca.crt ConfigMap.
@@ -75,6 +81,7 @@ def apiserver_args(
         "--endpoint-reconciler-type=none",
         "--profiling=false",
         "--allow-privileged=true",
+        *aggregation_args(pki),
     ]
     if webhook_config is not None:
         args += [
@@ -83,6 +90,27 @@ def apiserver_args(
             f"--authentication-token-webhook-cache-ttl={webhook_cache_ttl}",
         ]
     return args
+
+
+def aggregation_args(pki: ClusterPKI) -> list[str]:
+    """The aggregation layer: who may assert users in headers, and the certificate sent to extensions.
+
+    Aggregator routing stays off: with it the apiserver dials an address from the backing Service's
+    EndpointSlices, which refuse loopback addresses and which it only reads for ClusterIP Services,
+    while no Service IP is routable here (there is no kube-proxy). Off, it dials the ClusterIP, or for
+    an ``ExternalName`` Service that name and the APIService's port, so an extension on this machine
+    is reached through an ``ExternalName`` Service pointing at ``localhost``.
+    """
+    return [
+        f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        f"--requestheader-username-headers={USER_HEADER}",
+        f"--requestheader-group-headers={GROUP_HEADER}",
+        f"--requestheader-extra-headers-prefix={EXTRA_HEADER_PREFIX}",
+        f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+        f"--proxy-client-key-file={pki.front_proxy_client_key}",
+        "--enable-aggregator-routing=false",
+    ]
 
 
 def kcm_args(binary: Path, *, pki: ClusterPKI, kubeconfig: Path) -> list[str]:

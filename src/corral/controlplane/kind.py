@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from corral.controlplane import build
-from corral.controlplane.providers import ClusterHandle, ClusterSet, Progress, kubeconfig_name
+from corral.controlplane.clusters import ClusterHandle, ClusterSet, Progress, kubeconfig_name
 from corral.errors import ControlPlaneError
 from corral.k8s import KubeConfig
 from corral.model import Scenario

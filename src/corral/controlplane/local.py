@@ -24,6 +24,7 @@ from typing import Literal
 import filelock
 
 from corral.controlplane import build, flags
+from corral.controlplane.clusters import ClusterHandle, ClusterSet, Progress, kubeconfig_name
 from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
     ProcessGroup,
@@ -33,7 +34,6 @@ from corral.controlplane.processes import (
     tail,
     write_state,
 )
-from corral.controlplane.providers import ClusterHandle, ClusterSet, Progress, kubeconfig_name
 from corral.errors import ConfigError, ControlPlaneError, KubeAPIError
 from corral.k8s import KubeClient, KubeConfig
 from corral.model import Scenario

@@ -3,9 +3,11 @@
 Each cluster gets its own serving CA (trusted by clients), a serving certificate for its
 kube-apiserver (SANs 127.0.0.1, localhost, the first service IP and the kubernetes.default.svc
 names), its own client CA (trusted by the apiserver; a certificate of one cluster is refused by
-another), an admin client certificate (CN=admin, O=system:masters) and a service-account signing
-key pair. Keys are ECDSA P-256: fast to make and accepted by kube-apiserver for TLS, client
-certificates and ES256 service-account tokens. Key files are written with mode 0600.
+another), an admin client certificate (CN=admin, O=system:masters), a service-account signing
+key pair, and a front-proxy CA apart from the client CA with its one client certificate
+(CN=front-proxy-client), which the apiserver presents to aggregated API servers. Keys are ECDSA
+P-256: fast to make and accepted by kube-apiserver for TLS, client certificates and ES256
+service-account tokens. Key files are written with mode 0600.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ SERVICE_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
+#: The CN of the certificate the apiserver presents to aggregated API servers (the only allowed name).
+FRONT_PROXY_CLIENT = "front-proxy-client"
 _VALIDITY = datetime.timedelta(days=30)
 _SKEW = datetime.timedelta(minutes=5)
 
@@ -203,6 +207,22 @@ class ClusterPKI:
         return self.folder / "admin.key"
 
     @property
+    def front_proxy_ca(self) -> Path:
+        return self.folder / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.folder / "front-proxy-ca.key"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.folder / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.folder / "front-proxy-client.key"
+
+    @property
     def sa_key(self) -> Path:
         return self.folder / "sa.key"
 
@@ -228,6 +248,10 @@ def create_cluster_pki(folder: Path, *, cluster: str) -> ClusterPKI:
     )
     client_ca = CertificateAuthority.create(f"corral-{cluster}-client-ca")
     admin = client_ca.issue_client("admin", ("system:masters",))
+    # Its own CA: whoever holds a front-proxy certificate may assert any user in request headers,
+    # so no certificate of the client CA (minted for any user) may pass as one.
+    front_proxy_ca = CertificateAuthority.create(f"corral-{cluster}-front-proxy-ca")
+    front_proxy_client = front_proxy_ca.issue_client(FRONT_PROXY_CLIENT)
     sa = new_key()
     _write_public(pki.serving_ca, serving_ca.cert_pem)
     write_private(pki.serving_ca_key, key_pem(serving_ca.key))
@@ -237,6 +261,10 @@ def create_cluster_pki(folder: Path, *, cluster: str) -> ClusterPKI:
     write_private(pki.client_ca_key, key_pem(client_ca.key))
     _write_public(pki.admin_cert, admin.cert_pem)
     write_private(pki.admin_key, admin.key_pem)
+    _write_public(pki.front_proxy_ca, front_proxy_ca.cert_pem)
+    write_private(pki.front_proxy_ca_key, key_pem(front_proxy_ca.key))
+    _write_public(pki.front_proxy_client_cert, front_proxy_client.cert_pem)
+    write_private(pki.front_proxy_client_key, front_proxy_client.key_pem)
     write_private(pki.sa_key, key_pem(sa))
     _write_public(pki.sa_pub, public_pem(sa))
     return pki

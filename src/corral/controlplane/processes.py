@@ -28,11 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from corral.errors import ControlPlaneError
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "processes.json"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,16 +53,25 @@ class ProcessRecord:
 
 
 def start_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
+    """The kernel's start time of ``pid`` in clock ticks since boot; None when it is gone or a zombie.
+
+    psutil reports the start time in seconds since the epoch: the kernel's ticks since boot plus the
+    boot time, which moves when the wall clock is stepped. Subtracting a boot time read on both
+    sides of the start time gives back the kernel's ticks, which no clock change alters.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            for _ in range(3):
+                booted = psutil.boot_time()
+                created = proc.create_time()
+                if psutil.boot_time() == booted:
+                    break
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] == "Z":
-        return None
-    return int(fields[19])
+    return round((created - booted) * _CLOCK_TICKS)
 
 
 def is_same_process(record: ProcessRecord) -> bool:
@@ -316,7 +328,7 @@ def _stop_wave(records: Sequence[ProcessRecord], *, timeout_seconds: float) -> N
 
 def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
     # The process leads its own session, so its pgid equals its pid; signal the whole group.
-    # (A zombie child counts as gone: `start_ticks` skips state Z, and Popen.wait collects it.)
+    # (A zombie child counts as gone: `start_ticks` skips zombies, and Popen.wait collects it.)
     try:
         os.killpg(record.pid, sig)
     except ProcessLookupError:
