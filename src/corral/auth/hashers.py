@@ -105,7 +105,7 @@ def hash_version(hashed: str) -> HashVersion:
     try:
         return HashVersion(number)
     except ValueError:
-        raise HashFormatError(f"invalid version {number}, no hasher exists for that version") from None
+        raise HashFormatError("hash version is not 1, 2 or 3: no hasher exists for it") from None
 
 
 def hash_secret(
@@ -150,13 +150,11 @@ def verify(hashed: str, secret: str | bytes) -> bool:
 def _sha3_pair(hashed: str, data: bytes) -> tuple[bytes, bytes]:
     parts = hashed[1:].split(":")
     if len(parts) != 4:
-        raise HashFormatError(
-            "hash format invalid: a SHA3 hash has four parts '$3:<variation>:<salt>:<hash>'"
-        )
+        raise HashFormatError("hash format invalid: a SHA3 hash has four parts '$3:<variation>:<salt>:<key>'")
     variation = _go_atoi(parts[1], "SHA3 variation")
     if variation != SHA3_VARIATION_SHA512:
         raise HashFormatError(
-            f"sha3 variation {variation} is not a known variation: [{SHA3_VARIATION_SHA512}]"
+            f"hash format invalid: unknown SHA3 variation (only {SHA3_VARIATION_SHA512} exists)"
         )
     expected = _b64raw_decode(parts[3], "hash")
     if not expected:
@@ -189,8 +187,8 @@ def _scrypt_pair(hashed: str, data: bytes) -> tuple[bytes, bytes]:
     p = _go_atoi(parts[4], "scrypt p")
     if not (1 <= log2_n <= _SCRYPT_MAX_LOG2_N and 1 <= r <= _SCRYPT_MAX_R and 1 <= p <= _SCRYPT_MAX_P):
         raise HashFormatError(
-            f"hash format invalid: scrypt parameters N=2^{log2_n}, r={r}, p={p} are outside"
-            f" 1..{_SCRYPT_MAX_LOG2_N}, 1..{_SCRYPT_MAX_R}, 1..{_SCRYPT_MAX_P}"
+            "hash format invalid: scrypt parameters outside"
+            f" log2(N) 1..{_SCRYPT_MAX_LOG2_N}, r 1..{_SCRYPT_MAX_R}, p 1..{_SCRYPT_MAX_P}"
         )
     expected = _b64raw_decode(parts[5], "scrypt key")
     if not expected:
