@@ -1,4 +1,4 @@
-"""In-test seams for the proxy: fake token store, cluster lookup, accounts, reviewer, and a recording downstream.
+"""In-test seams for the proxy: fake token store, cluster lookup, accounts, reviewer, a recording downstream.
 
 The downstream is a real HTTP server on loopback that records every request's raw headers, so the
 tests see exactly what would reach a kube-apiserver.
@@ -165,8 +165,12 @@ class Downstream:
         self._record(request, body)
         return web.json_response(
             {"path": request.raw_path, "body_sha256": hashlib.sha256(body).hexdigest()},
-            headers={"X-Downstream": "yes", "Keep-Alive": "timeout=5", "Connection": "X-Secret-Hop",
-                     "X-Secret-Hop": "hop value"},
+            headers={
+                "X-Downstream": "yes",
+                "Keep-Alive": "timeout=5",
+                "Connection": "X-Secret-Hop",
+                "X-Secret-Hop": "hop value",
+            },
         )
 
     async def slow(self, request: web.Request) -> web.StreamResponse:
@@ -225,8 +229,11 @@ class RawUpgradeServer:
             head = await reader.readuntil(b"\r\n\r\n")
             self.heads.append(head)
             if b"/refuse" in head.split(b"\r\n", 1)[0]:
-                body = b"pods \"x\" is forbidden"
-                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                body = b'pods "x" is forbidden'
+                writer.write(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
                 writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
                 await writer.drain()
                 return
@@ -318,7 +325,9 @@ async def world(*, settings: ProxySettings | None = None, dialer=None, proxy_sen
         proxy.add_routes(app)
         try:
             async with serve(app, send_buffer=proxy_send_buffer) as url:
-                yield World(proxy, url, downstream, clusters, accounts, reviewer, sa_tokens, events, downstream_url)
+                yield World(
+                    proxy, url, downstream, clusters, accounts, reviewer, sa_tokens, events, downstream_url
+                )
         finally:
             downstream.release.set()
             await proxy.close()

@@ -44,6 +44,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def fetch(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """GET a URL: status, headers and text."""
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        return r.status, dict(r.headers), await r.text()
+
+
 async def test_a_user_request_reaches_the_cluster_as_the_impersonation_account_with_rancher_s_headers():
     async with world() as w, aiohttp.ClientSession() as http:
         url = f"{w.url}/k8s/clusters/c-1{PODS}?labelSelector=app%3Dweb&limit=5"
@@ -60,7 +66,9 @@ async def test_a_user_request_reaches_the_cluster_as_the_impersonation_account_w
 async def test_the_proxy_prefix_is_an_alias_and_the_raw_path_and_query_pass_unchanged():
     async with world() as w, aiohttp.ClientSession() as http:
         odd = "/api/v1/namespaces/a%2Fb/pods/x%20y?fieldSelector=a%3D%C3%A9+b&x=%2F"
-        async with http.get(aiohttp.client.URL(f"{w.url}/k8s/proxy/c-1{odd}", encoded=True), headers=bearer(ALICE_TOKEN)) as r:
+        async with http.get(
+            aiohttp.client.URL(f"{w.url}/k8s/proxy/c-1{odd}", encoded=True), headers=bearer(ALICE_TOKEN)
+        ) as r:
             assert r.status == 200
         async with http.get(f"{w.url}/k8s/clusters/c-1", headers=bearer(ALICE_TOKEN)) as r:
             assert r.status == 200
@@ -78,18 +86,20 @@ async def test_the_session_cookie_authenticates_and_is_not_passed_on():
 
 
 async def test_hop_by_hop_response_headers_stay_behind_and_the_rest_come_back():
-    async with world() as w, aiohttp.ClientSession() as http:
-        async with http.get(f"{w.url}/k8s/clusters/c-1/version", headers=bearer(ALICE_TOKEN)) as r:
-            assert r.headers["X-Downstream"] == "yes"
-            assert "X-Secret-Hop" not in r.headers
-            assert "Keep-Alive" not in r.headers
+    async with world() as w:
+        _, headers, _ = await fetch(f"{w.url}/k8s/clusters/c-1/version", bearer(ALICE_TOKEN))
+        assert headers["X-Downstream"] == "yes"
+        assert "X-Secret-Hop" not in headers
+        assert "Keep-Alive" not in headers
 
 
 async def test_a_request_body_streams_through_with_its_length():
     body = bytes(range(256)) * 4096 + b"tail"
     async with world() as w, aiohttp.ClientSession() as http:
         url = f"{w.url}/k8s/clusters/c-1{PODS}"
-        async with http.post(url, data=io.BytesIO(body), headers={**bearer(ALICE_TOKEN), "Content-Type": "application/json"}) as r:
+        async with http.post(
+            url, data=io.BytesIO(body), headers={**bearer(ALICE_TOKEN), "Content-Type": "application/json"}
+        ) as r:
             assert (await r.json())["body_sha256"] == hashlib.sha256(body).hexdigest()
         [seen] = w.downstream.requests
         assert ("Content-Length", str(len(body))) in seen.headers
@@ -154,8 +164,8 @@ def forbidden(cluster: str, user: str) -> dict[str, object]:
     return norman(
         403,
         "Forbidden",
-        f'clusters.management.cattle.io "{cluster}" is forbidden: User "{user}" cannot get resource "clusters"'
-        ' in API group "management.cattle.io" at the cluster scope',
+        f'clusters.management.cattle.io "{cluster}" is forbidden: User "{user}" cannot get resource'
+        ' "clusters" in API group "management.cattle.io" at the cluster scope',
     )
 
 
@@ -192,7 +202,11 @@ NORMAN_ERRORS = {
         bearer(ALICE_TOKEN),
         norman(404, "NotFound", 'clusters.management.cattle.io "C_1" not found'),
     ),
-    "empty-id": ("/k8s/clusters//api", bearer(ALICE_TOKEN), norman(404, "NotFound", 'clusters.management.cattle.io "" not found')),
+    "empty-id": (
+        "/k8s/clusters//api",
+        bearer(ALICE_TOKEN),
+        norman(404, "NotFound", 'clusters.management.cattle.io "" not found'),
+    ),
     "undecodable-id": (
         "/k8s/clusters/%ff%fe/api",
         bearer(ALICE_TOKEN),
@@ -212,24 +226,23 @@ async def test_the_proxy_answers_with_rancher_s_status_and_body(path, headers, b
 
 
 async def test_an_impersonation_account_failure_is_a_plain_500():
-    async with world() as w, aiohttp.ClientSession() as http:
-        async with http.get(f"{w.url}/k8s/clusters/c-broken/api", headers=bearer(ALICE_TOKEN)) as r:
-            assert r.status == 500
-            assert await r.text() == "unable to create impersonator account: the cluster refused the service account"
+    async with world() as w:
+        status, _, text = await fetch(f"{w.url}/k8s/clusters/c-broken/api", bearer(ALICE_TOKEN))
+        assert status == 500
+        assert text == "unable to create impersonator account: the cluster refused the service account"
 
 
 async def test_a_disconnected_agent_is_a_plain_500_like_rancher_s():
-    async with world(dialer=RefusingDialer()) as w, aiohttp.ClientSession() as http:
-        async with http.get(f"{w.url}/k8s/clusters/c-1/api", headers=bearer(ALICE_TOKEN)) as r:
-            assert r.status == 500
-            assert await r.text() == "error trying to reach service: cluster agent disconnected"
+    async with world(dialer=RefusingDialer()) as w:
+        status, _, text = await fetch(f"{w.url}/k8s/clusters/c-1/api", bearer(ALICE_TOKEN))
+        assert (status, text) == (500, "error trying to reach service: cluster agent disconnected")
 
 
 async def test_a_refused_connection_is_a_plain_500_naming_the_address():
-    async with world() as w, aiohttp.ClientSession() as http:
-        async with http.get(f"{w.url}/k8s/clusters/c-gone/api", headers=bearer(ALICE_TOKEN)) as r:
-            assert r.status == 500
-            assert (await r.text()).startswith("error trying to reach service: dial tcp 127.0.0.1:9: connect: ")
+    async with world() as w:
+        status, _, text = await fetch(f"{w.url}/k8s/clusters/c-gone/api", bearer(ALICE_TOKEN))
+        assert status == 500
+        assert text.startswith("error trying to reach service: dial tcp 127.0.0.1:9: connect: ")
 
 
 async def test_dot_segments_are_not_proxied():
@@ -247,7 +260,8 @@ async def test_no_secret_reaches_the_logs(caplog):
             async with http.get(f"{w.url}/k8s/clusters/c-1/api", headers=bearer(token)) as r:
                 await r.read()
     assert caplog.records
-    assert "s3cret" not in caplog.text and "wrongsecret" not in caplog.text
+    assert "s3cret" not in caplog.text
+    assert "wrongsecret" not in caplog.text
 
 
 # -- client impersonation (kubectl --as) -------------------------------------------------------
@@ -277,7 +291,10 @@ async def test_as_user_with_a_grant_reaches_the_cluster_as_that_user():
             ("users", "u-bob", None),
             ("groups", "team-a", None),
         ]
-        assert all(r.groups == ("system:authenticated", "system:cattle:authenticated", "local://g-dev") for r, _ in w.reviewer.reviews)
+        assert all(
+            r.groups == ("system:authenticated", "system:cattle:authenticated", "local://g-dev")
+            for r, _ in w.reviewer.reviews
+        )
 
 
 async def test_as_user_extras_are_reviewed_per_value_and_forwarded():
@@ -310,8 +327,14 @@ async def test_as_user_extras_are_reviewed_per_value_and_forwarded():
 
 REFUSALS = {
     "user": ([("Impersonate-User", "u-admin")], "not allowed to impersonate user"),
-    "group": ([("Impersonate-User", "u-bob"), ("Impersonate-Group", "system:masters")], "not allowed to impersonate group"),
-    "extra": ([("Impersonate-User", "u-bob"), ("Impersonate-Extra-Scopes", "admin")], "not allowed to impersonate extras"),
+    "group": (
+        [("Impersonate-User", "u-bob"), ("Impersonate-Group", "system:masters")],
+        "not allowed to impersonate group",
+    ),
+    "extra": (
+        [("Impersonate-User", "u-bob"), ("Impersonate-Extra-Scopes", "admin")],
+        "not allowed to impersonate extras",
+    ),
     "extra-key-with-slash": (
         [("Impersonate-User", "u-bob"), ("Impersonate-Extra-A%2Fb", "x")],
         "error checking if user can impersonate extras: extra key 'a/b' must not contain '/'",
@@ -328,7 +351,10 @@ REFUSALS = {
         ],
         "multiple requesttokenid values",
     ),
-    "service-account": ([("Impersonate-User", "system:serviceaccount:kube-system:admin")], "not allowed to impersonate service account"),
+    "service-account": (
+        [("Impersonate-User", "system:serviceaccount:kube-system:admin")],
+        "not allowed to impersonate service account",
+    ),
     "malformed-service-account": (
         [("Impersonate-User", "system:serviceaccount:only-one-part")],
         "error checking if user can impersonate service account: invalid service account username format:"
@@ -345,7 +371,9 @@ async def test_refused_impersonation_is_a_plain_403_and_nothing_is_sent(asked, m
             ("u-alice", "userextras/requesttokenid", "", "token-alice"),
             ("u-alice", "userextras/requesttokenid", "", "token-bob"),
         }
-        async with http.get(f"{w.url}/k8s/clusters/c-1{PODS}", headers=[("Authorization", f"Bearer {ALICE_TOKEN}"), *asked]) as r:
+        async with http.get(
+            f"{w.url}/k8s/clusters/c-1{PODS}", headers=[("Authorization", f"Bearer {ALICE_TOKEN}"), *asked]
+        ) as r:
             assert (r.status, await r.text()) == (403, message)
         assert w.downstream.requests == []
         assert w.accounts.asked == []
@@ -357,7 +385,10 @@ async def test_a_failing_review_is_a_403_that_says_so():
         headers = [("Authorization", f"Bearer {ALICE_TOKEN}"), ("Impersonate-User", "u-bob")]
         async with http.get(f"{w.url}/k8s/clusters/c-1/api", headers=headers) as r:
             assert r.status == 403
-            assert await r.text() == "error checking if user can impersonate user: the management cluster is unreachable"
+            assert (
+                await r.text()
+                == "error checking if user can impersonate user: the management cluster is unreachable"
+            )
 
 
 async def test_as_a_service_account_sends_its_own_token_and_no_impersonation():
@@ -381,7 +412,10 @@ async def test_a_failed_token_request_is_a_plain_500():
     async with world() as w, aiohttp.ClientSession() as http:
         w.reviewer.grants.add(("u-alice", "serviceaccounts", "team-a", "builder"))
         w.sa_tokens.fail = True
-        headers = [("Authorization", f"Bearer {ALICE_TOKEN}"), ("Impersonate-User", "system:serviceaccount:team-a:builder")]
+        headers = [
+            ("Authorization", f"Bearer {ALICE_TOKEN}"),
+            ("Impersonate-User", "system:serviceaccount:team-a:builder"),
+        ]
         async with http.get(f"{w.url}/k8s/clusters/c-1/api", headers=headers) as r:
             assert (r.status, await r.text()) == (
                 500,
