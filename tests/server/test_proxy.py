@@ -9,8 +9,10 @@ import json
 import aiohttp
 import pytest
 
+from corral.auth.identity import UserInfo
 from corral.model.trace import RequestCompleted
 from corral.server.proxy import ProxySettings
+from corral.server.proxy_routing import request_verb
 from tests.server._harness import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, RefusingDialer, world
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -455,3 +457,35 @@ async def test_each_request_reports_a_request_completed_event():
         ("proxy", "c-new", "u-alice", "delete", 503),
     ]
     assert all(e.latency_seconds >= 0 for e in w.events if isinstance(e, RequestCompleted))
+
+
+async def test_an_identity_with_a_control_character_is_never_sent():
+    async with world() as w:
+        w.proxy.authenticator.users["token-evil:s3cretevil"] = UserInfo(  # type: ignore[attr-defined]
+            name="u-evil", groups=("system:authenticated\r\nImpersonate-Group: system:masters",)
+        )
+        w.clusters.members["u-evil"] = {"c-1"}
+        status, _, text = await fetch(f"{w.url}/k8s/clusters/c-1/api", bearer("token-evil:s3cretevil"))
+        assert (status, text) == (500, "an identity or credential value contains a control character")
+        assert w.downstream.requests == []
+
+
+VERBS = [
+    ("GET", "/api/v1/pods", "", "list"),
+    ("GET", "/api/v1/namespaces", "", "list"),
+    ("GET", "/api/v1/namespaces/default", "", "get"),
+    ("GET", "/api/v1/namespaces/default/pods", "watch=1", "watch"),
+    ("GET", "/apis/apps/v1/namespaces/default/deployments/web", "", "get"),
+    ("GET", "/apis/apps/v1/watch/namespaces/default/deployments", "", "watch"),
+    ("GET", "/version", "", "get"),
+    ("POST", "/api/v1/namespaces/default/pods/web-0/exec", "command=sh", "create"),
+    ("PUT", "/api/v1/namespaces/default/configmaps/x", "", "update"),
+    ("PATCH", "/api/v1/nodes/n1", "", "patch"),
+    ("DELETE", "/api/v1/namespaces/default/pods", "", "deletecollection"),
+    ("DELETE", "/api/v1/namespaces/default/pods/web-0", "", "delete"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "verb"), VERBS)
+def test_the_trace_names_the_kubernetes_verb(method, path, query, verb):
+    assert request_verb(method, path, query) == verb

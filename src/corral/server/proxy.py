@@ -26,6 +26,7 @@ from corral.model.trace import Event, RequestCompleted
 from corral.server import proxy_upgrade
 from corral.server.proxy_dial import DialerConnector, Endpoint, endpoint_of, open_streams, tls_context
 from corral.server.proxy_headers import (
+    HeaderValueError,
     client_impersonation,
     downstream_headers,
     upgrade_protocol,
@@ -174,7 +175,7 @@ class AuthProxy:
         try:
             user = await self.authenticator.authenticate(auth)
         except AuthenticationError as exc:
-            logger.info("proxy request for cluster %r not authenticated: %s", route.cluster, exc)
+            logger.debug("proxy request for cluster %r not authenticated: %s", route.cluster, exc)
             raise _forbidden(route.cluster, UNAUTHENTICATED) from None
         if not self.settings.request_extras:
             return user
@@ -212,7 +213,12 @@ class AuthProxy:
             raise _Answer(500, f"error trying to reach service: {exc}") from None
         token, identity = await self._credentials(route.cluster, resolved)
         client = request.remote if request.remote else None
-        headers = downstream_headers(client_headers, token=token, identity=identity, client_address=client)
+        try:
+            headers = downstream_headers(
+                client_headers, token=token, identity=identity, client_address=client
+            )
+        except HeaderValueError as exc:
+            raise _Answer(500, str(exc)) from None
         if upgrade_protocol(client_headers) is not None:
             return await self._upgrade(request, route, target, endpoint, headers)
         return await self._forward(request, route, target, endpoint, headers)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,7 +36,7 @@ class DirectDialer:
 
     async def dial(self, cluster: str, host: str, port: int) -> socket.socket:
         loop = asyncio.get_running_loop()
-        where = f"{_join(host, port)}"
+        where = _join(host, port)
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -65,16 +66,14 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
     """A parsed API endpoint: scheme, host, port and the path prefix to put before proxied paths."""
 
-    __slots__ = ("host", "port", "prefix", "tls")
-
-    def __init__(self, *, tls: bool, host: str, port: int, prefix: str) -> None:
-        self.tls = tls
-        self.host = host
-        self.port = port
-        self.prefix = prefix
+    tls: bool
+    host: str
+    port: int
+    prefix: str
 
     @property
     def origin(self) -> str:

@@ -57,9 +57,9 @@ def request_verb(method: str, path: str, query: str) -> str:
     """The Kubernetes verb of a request: get, list, watch, create, update, patch, delete, deletecollection."""
     method = method.upper()
     params = urllib.parse.parse_qs(query)
-    if method == "GET" and params.get("watch", [""])[0].lower() in ("true", "1"):
+    named, legacy_watch = _resource_path(path)
+    if method == "GET" and (legacy_watch or params.get("watch", [""])[0].lower() in ("true", "1")):
         return "watch"
-    named = _names_an_object(path)
     if method in ("GET", "HEAD"):
         return "get" if named else "list"
     if method == "DELETE":
@@ -67,17 +67,18 @@ def request_verb(method: str, path: str, query: str) -> str:
     return _WRITE_VERBS.get(method, method.lower())
 
 
-def _names_an_object(path: str) -> bool:
-    """Is the path a single object (or its subresource) rather than a collection?"""
+def _resource_path(path: str) -> tuple[bool, bool]:
+    """Does the path name one object (or its subresource) rather than a collection; is it ``/watch/...``?"""
     parts = [p for p in path.split("/") if p]
     if parts[:1] == ["api"] and len(parts) >= 2:
         rest = parts[2:]
     elif parts[:1] == ["apis"] and len(parts) >= 3:
         rest = parts[3:]
     else:
-        return True  # non-resource paths (/version, /healthz, /openapi/v2) are read as a whole
-    if rest[:1] == ["watch"]:
+        return True, False  # non-resource paths (/version, /healthz, /openapi/v2) are read as a whole
+    legacy_watch = rest[:1] == ["watch"]
+    if legacy_watch:
         rest = rest[1:]
     if rest[:1] == ["namespaces"] and len(rest) > 2:
         rest = rest[2:]  # /namespaces/<ns> is a namespace; /namespaces/<ns>/<resource>... lies in one
-    return len(rest) >= 2
+    return len(rest) >= 2, legacy_watch
