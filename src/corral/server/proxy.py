@@ -1,0 +1,368 @@
+"""The authentication proxy: ``/k8s/clusters/<id>/...`` and ``/k8s/proxy/<id>/...`` to a downstream cluster.
+
+A request is authenticated with a Rancher token, may impersonate someone else if SubjectAccessReviews
+allow it, must be allowed to see the cluster, and is then forwarded to the cluster's kube-apiserver
+as the user's impersonation service account (Rancher's ``RemoteService``). Responses stream through
+with back-pressure; upgrades become byte pipes. The proxy's own errors carry Rancher's statuses and
+bodies as observed on a real Rancher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from corral.auth.identity import UserInfo
+from corral.model.trace import Event, RequestCompleted
+from corral.server import proxy_upgrade
+from corral.server.proxy_dial import DialerConnector, Endpoint, endpoint_of, open_streams, tls_context
+from corral.server.proxy_headers import (
+    HeaderValueError,
+    client_impersonation,
+    downstream_headers,
+    upgrade_protocol,
+    upstream_response_headers,
+)
+from corral.server.proxy_impersonation import (
+    ImpersonationPolicy,
+    ImpersonationRefusedError,
+    ServiceAccountTarget,
+)
+from corral.server.proxy_interfaces import (
+    AccessReviewer,
+    AuthenticationError,
+    Authenticator,
+    AuthRequest,
+    ClusterLookup,
+    ClusterTarget,
+    Dialer,
+    DialError,
+    ImpersonationAccountError,
+    ImpersonationAccounts,
+    ProxyError,
+    SARScope,
+    ServiceAccountTokenError,
+    ServiceAccountTokens,
+)
+from corral.server.proxy_routing import Route, has_dot_segment, parse_route, request_verb
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AuthProxy", "ProxySettings"]
+
+TraceSink = Callable[[Event], None]
+UNAUTHENTICATED = "system:unauthenticated"
+#: Go writes these bodies after WriteHeader, so the type is sniffed from the text, not declared.
+_SNIFFED_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxySettings:
+    """Knobs of the proxy; the defaults behave like current Rancher (2.15+)."""
+
+    sar_scope: SARScope = "management"
+    """Where ``--as`` reviews run: ``"management"`` (2.15+) or ``"downstream"`` (2.10-2.14)."""
+    request_extras: bool = True
+    """Add the ``requesttokenid`` and ``requesthost`` extras (Rancher 2.11+)."""
+    service_account_token_seconds: int = 600
+    """Lifetime asked for tokens of impersonated ServiceAccounts (Rancher's ``minExpirationTime``)."""
+    connect_timeout_seconds: float = 60.0
+    """Bound on dialing and TLS for a new connection to a cluster (not on the response)."""
+    buffer_bytes: int = 2**16
+    """Read size and per-direction buffer bound when streaming and piping."""
+
+
+class _Answer(Exception):
+    """Ends a request with the proxy's own status and body."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _norman(status: int, code: str, message: str) -> _Answer:
+    body = {"Code": {"Code": code, "Status": status}, "Message": message, "Cause": None, "FieldName": ""}
+    return _Answer(status, json.dumps(body, separators=(",", ":")))
+
+
+def _forbidden(cluster: str, user: str) -> _Answer:
+    message = (
+        f"clusters.management.cattle.io {json.dumps(cluster)} is forbidden: User {json.dumps(user)}"
+        ' cannot get resource "clusters" in API group "management.cattle.io" at the cluster scope'
+    )
+    return _norman(403, "Forbidden", message)
+
+
+def _not_found(cluster: str) -> _Answer:
+    return _norman(404, "NotFound", f"clusters.management.cattle.io {json.dumps(cluster)} not found")
+
+
+class AuthProxy:
+    """The proxy's HTTP core; mount with `add_routes` and `close` when the server stops."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        clusters: ClusterLookup,
+        accounts: ImpersonationAccounts,
+        reviewer: AccessReviewer,
+        service_account_tokens: ServiceAccountTokens,
+        dialer: Dialer,
+        settings: ProxySettings | None = None,
+        trace_sink: TraceSink | None = None,
+        trace_time: Callable[[], float] | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.clusters = clusters
+        self.accounts = accounts
+        self.service_account_tokens = service_account_tokens
+        self.dialer = dialer
+        self.settings = settings or ProxySettings()
+        self.policy = ImpersonationPolicy(reviewer=reviewer, authenticator=authenticator)
+        self.trace_sink = trace_sink
+        start = time.monotonic()
+        self._trace_time = trace_time or (lambda: time.monotonic() - start)
+        self._sessions: dict[str, tuple[ClusterTarget, aiohttp.ClientSession]] = {}
+        self._retired: list[aiohttp.ClientSession] = []
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/k8s/clusters/{tail:.*}", self.handle)
+        app.router.add_route("*", "/k8s/proxy/{tail:.*}", self.handle)
+
+    async def close(self) -> None:
+        sessions = [session for _, session in self._sessions.values()] + self._retired
+        self._sessions, self._retired = {}, []
+        for session in sessions:
+            await session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        route = parse_route(request.raw_path)
+        user = ""
+        status = 0
+        try:
+            if route is None:
+                raise _Answer(404, "404 page not found\n")
+            identity = await self._authenticate(request, route)
+            user = identity.name if isinstance(identity, UserInfo) else ""
+            response = await self._serve(request, route, identity)
+            status = response.status
+            return response
+        except _Answer as answer:
+            status = answer.status
+            return web.Response(
+                status=answer.status, body=answer.body.encode(), headers={"Content-Type": _SNIFFED_TEXT}
+            )
+        finally:
+            if route is not None:
+                self._trace(route, request.method, user, status, time.monotonic() - started)
+
+    async def _authenticate(self, request: web.Request, route: Route) -> UserInfo:
+        auth = AuthRequest(
+            headers=request.headers, cookies=request.cookies, host=request.host, cluster=route.cluster
+        )
+        try:
+            user = await self.authenticator.authenticate(auth)
+        except AuthenticationError as exc:
+            logger.debug("proxy request for cluster %r not authenticated: %s", route.cluster, exc)
+            raise _forbidden(route.cluster, UNAUTHENTICATED) from None
+        if not self.settings.request_extras:
+            return user
+        extras = dict(user.extras)
+        extras.pop("requesttokenid", None)
+        extras.pop("requesthost", None)
+        if user.token_name:
+            extras["requesttokenid"] = (user.token_name,)
+        extras["requesthost"] = (request.host,)
+        return replace(user, extras=extras)
+
+    async def _serve(self, request: web.Request, route: Route, user: UserInfo) -> web.StreamResponse:
+        if not route.valid_cluster:
+            raise _not_found(route.cluster)
+        review_cluster = route.cluster if self.settings.sar_scope == "downstream" else None
+        client_headers = tuple(request.headers.items())
+        asked = client_impersonation(client_headers)
+        try:
+            resolved = await self.policy.resolve(user, asked, review_cluster=review_cluster)
+        except ImpersonationRefusedError as exc:
+            raise _Answer(403, str(exc)) from None
+        viewer = resolved if isinstance(resolved, UserInfo) else user
+        if not await self.clusters.can_access(route.cluster, viewer):
+            raise _forbidden(route.cluster, viewer.name)
+        target = await self.clusters.get(route.cluster)
+        if target is None:
+            raise _not_found(route.cluster)
+        if not target.provisioned:
+            raise _norman(503, "ClusterUnavailable", "cluster not provisioned")
+        if has_dot_segment(route.path):
+            raise _Answer(400, "invalid path: dot segments are not proxied")
+        try:
+            endpoint = endpoint_of(target)
+        except DialError as exc:
+            raise _Answer(500, f"error trying to reach service: {exc}") from None
+        token, identity = await self._credentials(route.cluster, resolved)
+        client = request.remote if request.remote else None
+        try:
+            headers = downstream_headers(
+                client_headers, token=token, identity=identity, client_address=client
+            )
+        except HeaderValueError as exc:
+            raise _Answer(500, str(exc)) from None
+        if upgrade_protocol(client_headers) is not None:
+            return await self._upgrade(request, route, target, endpoint, headers)
+        return await self._forward(request, route, target, endpoint, headers)
+
+    async def _credentials(
+        self, cluster: str, resolved: UserInfo | ServiceAccountTarget
+    ) -> tuple[str, UserInfo | None]:
+        if isinstance(resolved, ServiceAccountTarget):
+            try:
+                token = await self.service_account_tokens.token_for(
+                    cluster,
+                    namespace=resolved.namespace,
+                    name=resolved.name,
+                    expiration_seconds=self.settings.service_account_token_seconds,
+                )
+            except ServiceAccountTokenError as exc:
+                raise _Answer(500, f"unable to create token for impersonated ServiceAccount: {exc}") from None
+            return token, None
+        try:
+            return await self.accounts.token_for(cluster, resolved), resolved
+        except ImpersonationAccountError as exc:
+            raise _Answer(500, f"unable to create impersonator account: {exc}") from None
+
+    def _session(self, target: ClusterTarget) -> aiohttp.ClientSession:
+        """One client session per cluster, rebuilt when its endpoint or CA changes."""
+        cached = self._sessions.get(target.name)
+        if cached is not None and cached[0] == target and not cached[1].closed:
+            return cached[1]
+        if cached is not None:
+            self._retired.append(cached[1])  # may still carry streams; closed with the proxy
+        connector = DialerConnector(self.dialer, target.name, ssl=tls_context(target))
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_seconds),
+            read_bufsize=self.settings.buffer_bytes,
+        )
+        self._sessions[target.name] = (target, session)
+        return session
+
+    async def _forward(
+        self,
+        request: web.Request,
+        route: Route,
+        target: ClusterTarget,
+        endpoint: Endpoint,
+        headers: list[tuple[str, str]],
+    ) -> web.StreamResponse:
+        try:
+            session = self._session(target)
+        except DialError as exc:
+            raise _Answer(500, f"error trying to reach service: {exc}") from None
+        url = URL(endpoint.origin + endpoint.prefix + route.target, encoded=True)
+        body = request.content if request.body_exists else None
+        try:
+            upstream = await session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            )
+        except aiohttp.ClientError as exc:
+            logger.info("proxy to cluster %r failed: %s", route.cluster, exc)
+            raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream_response_headers(tuple(upstream.headers.items())):
+                response.headers.add(name, value)
+            if upstream.headers.get("Transfer-Encoding"):
+                response.headers.popall("Content-Length", None)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                # The status is out: all that is left is to cut the client's stream short.
+                logger.info("stream from cluster %r ended early: %s", route.cluster, type(exc).__name__)
+                upstream.close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+            return response
+
+    async def _upgrade(
+        self,
+        request: web.Request,
+        route: Route,
+        target: ClusterTarget,
+        endpoint: Endpoint,
+        headers: list[tuple[str, str]],
+    ) -> web.StreamResponse:
+        limit = self.settings.buffer_bytes
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_seconds):
+                reader, writer = await open_streams(
+                    self.dialer,
+                    cluster=route.cluster,
+                    endpoint=endpoint,
+                    context=tls_context(target),
+                    limit=limit,
+                )
+        except (DialError, TimeoutError) as exc:
+            # Go's reverse proxy answers a failed upgrade dial with an empty 502.
+            logger.info("upgrade to cluster %r failed: %s", route.cluster, exc)
+            return web.Response(status=502)
+        try:
+            body = await request.read() if request.body_exists else b""
+            out = headers + ([("Content-Length", str(len(body)))] if body else [])
+            host = endpoint.origin.split("://", 1)[1]
+            writer.write(
+                proxy_upgrade.request_head(
+                    request.method, endpoint.prefix + route.target, host=host, headers=out
+                )
+            )
+            writer.write(body)
+            await writer.drain()
+            head = await proxy_upgrade.read_response_head(reader)
+            if head.status == 101:
+                return await proxy_upgrade.pipe_upgraded(request, head, reader, writer, limit=limit)
+            return await proxy_upgrade.relay_response(request, head, reader, limit=limit)
+        except (ProxyError, ConnectionError) as exc:
+            logger.info("upgrade to cluster %r failed: %s", route.cluster, exc)
+            return web.Response(status=502)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _trace(self, route: Route, method: str, user: str, status: int, latency: float) -> None:
+        if self.trace_sink is None:
+            return
+        event = RequestCompleted(
+            t=self._trace_time(),
+            path="proxy",
+            cluster=route.cluster,
+            user=user,
+            verb=request_verb(method, route.path, route.query),
+            status=status,
+            latency_seconds=latency,
+        )
+        self.trace_sink(event)
+
+
+def _reach_error(exc: aiohttp.ClientError) -> str:
+    """The dial error's own words when there is one (``cluster agent disconnected``)."""
+    cause = exc.__cause__
+    return str(cause) if isinstance(cause, DialError) else str(exc)
