@@ -10,7 +10,9 @@ by a deadline, so the event loop never blocks. Filters are built only from RFC 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import ssl
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,7 +171,8 @@ class _Session:
     def __init__(self, config: LdapConfigs, flavour: _Flavour) -> None:
         self.config = config
         self.flavour = flavour
-        self.timeout = config.connection_timeout / 1000
+        # ldap3 sets SO_RCVTIMEO from whole seconds: round up, never below one second.
+        self.timeout = max(1, math.ceil(config.connection_timeout / 1000))
         self.conn = self._connect()
 
     def _connect(self) -> Any:
@@ -197,7 +200,7 @@ class _Session:
                 if config.starttls and not conn.start_tls():
                     raise ProviderUnavailableError(f"{host}:{config.port}: StartTLS refused")
             except ldap_errors.LDAPException as e:
-                conn.unbind()
+                _discard(conn)
                 failures.append(f"{host}:{config.port}: {_describe(e)}")
                 continue
             return conn
@@ -220,6 +223,7 @@ class _Session:
 
     def bind(self, dn: str, password: str) -> bool:
         """True on success, False on invalidCredentials (wrong password, locked account); else an error."""
+        self.conn.authentication = ldap3.SIMPLE
         self.conn.user, self.conn.password = dn, password
         try:
             if self._call("bind", self.conn.bind):
@@ -279,6 +283,15 @@ class _Session:
             }
             entries.append(_Entry(dn=item["dn"], attributes=values_of))
         return entries
+
+
+def _discard(conn: Any) -> None:
+    """Close a connection that failed half-way (ldap3 leaves its socket open then)."""
+    with contextlib.suppress(ldap_errors.LDAPException):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        sock.close()
 
 
 def _text(value: Any) -> str:
