@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import ssl
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -197,6 +198,8 @@ class _Session:
             )
             try:
                 conn.open()
+                # ldap3 writes a request in pieces: without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
+                conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if config.starttls and not conn.start_tls():
                     raise ProviderUnavailableError(f"{host}:{config.port}: StartTLS refused")
             except ldap_errors.LDAPException as e:
