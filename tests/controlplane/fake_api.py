@@ -45,7 +45,9 @@ class Seen:
 
 @dataclass
 class FakeAPI:
-    answers: dict[tuple[str, str], Answer | list[Answer] | Callable[[Seen], Answer]] = field(default_factory=dict)
+    answers: dict[tuple[str, str], Answer | list[Answer] | Callable[[Seen], Answer]] = field(
+        default_factory=dict
+    )
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
 

@@ -9,7 +9,7 @@ import pytest
 
 from corral import errors
 from corral.controlplane.processes import free_port
-from corral.k8s import KubeClient, KubeConfig, wait_for
+from corral.k8s import KubeClient, KubeConfig, Watch, wait_for
 from corral.k8s.errors import api_error
 from corral.k8s.protocol import WatchCursor
 from tests.controlplane.fake_api import FakeAPI, serve, watch_stream
@@ -231,11 +231,15 @@ def test_a_watch_yields_events_resumes_from_the_last_version_and_raises_gone(api
         ),
     ]
     seen: list[tuple[str, str]] = []
+
+    def collect(watch: Watch) -> None:
+        for kind, obj in watch:
+            seen.append((kind, obj["metadata"]["resourceVersion"]))
+
     with KubeClient(KubeConfig(server=api.url)) as client:
         watch = client.watch(path, resource_version="10", label_selector="app=x", timeout_seconds=60)
         with watch, pytest.raises(errors.GoneError):
-            for kind, obj in watch:
-                seen.append((kind, obj["metadata"]["resourceVersion"]))
+            collect(watch)
     assert seen == [("ADDED", "11"), ("MODIFIED", "12"), ("DELETED", "21")]
     assert watch.resource_version == "21"
     first, second = api.seen

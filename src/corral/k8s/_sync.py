@@ -11,8 +11,10 @@ per group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +48,11 @@ class SyncTransport:
     def __init__(self, config: KubeConfig, *, timeout_seconds: float) -> None:
         self.server = config.server
         self.timeout_seconds = timeout_seconds
+        self._insecure = config.insecure_skip_tls_verify
+        if self._insecure:
+            logger.warning(
+                "%s: insecure-skip-tls-verify, the server's certificate is not checked", config.server
+            )
         configuration = Configuration()
         with private_folder() as folder:
             loader = KubeConfigLoader(
@@ -87,15 +94,16 @@ class SyncTransport:
             headers.add(name, value)
         try:
             self._api.update_params_for_auth(headers, request.query, ["BearerToken"])
-            return self._api.request(
-                request.method,
-                self._api.configuration.host + request.path,
-                query_params=request.query or None,
-                headers=headers,
-                body=request.body,
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
+            with _quiet(insecure=self._insecure):
+                return self._api.request(
+                    request.method,
+                    self._api.configuration.host + request.path,
+                    query_params=request.query or None,
+                    headers=headers,
+                    body=request.body,
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
         except ApiException as e:
             if not e.status:
                 # The rest client reports TLS failures as an ApiException with status 0.
@@ -129,6 +137,17 @@ class _Answered:
 
     def shutdown(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def _quiet(*, insecure: bool) -> Iterator[None]:
+    """An insecure kubeconfig was said once, when the client was built: not again on every request."""
+    if not insecure:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        yield
 
 
 def _pool(config: KubeConfig, context: ssl.SSLContext) -> urllib3.PoolManager:
