@@ -11,6 +11,8 @@ from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
 
 IMPERSONATOR_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
     "metadata": {"name": "corral-test-impersonator"},
     "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}],
 }
@@ -22,6 +24,8 @@ def impersonator_binding(admin: KubeClient) -> str:
     admin.apply(
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
             "metadata": {"name": "corral-test-impersonator"},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",

@@ -341,7 +341,7 @@ class AsyncWatch:
         """End the watch: the open stream is closed and iteration ends."""
         self._stopped = True
         if self._response is not None:
-            self._response.close()
+            _abandon(self._response)
 
     def __aiter__(self) -> AsyncIterator[tuple[str, JSON]]:
         if self._events is None:
@@ -379,7 +379,22 @@ class AsyncWatch:
                 raise connection_error("WATCH", cursor.path, client.config.server, e) from e
             finally:
                 self._response = None
-                response.close()
+                _abandon(response)
+                await asyncio.sleep(0)  # the aborted socket is closed on the next turn of the loop
+
+
+def _abandon(response: Any) -> None:
+    """Drop a watch stream: abort its connection rather than close it politely.
+
+    A TLS connection closed politely finishes its shutdown on later turns of the loop, after
+    the session that owned it is closed; a loop that ends first leaves the socket open. A watch
+    is never reused, so aborting loses nothing, and the socket is gone on the next turn.
+    """
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None:
+        transport.abort()
+    response.close()
 
 
 async def wait_for(
