@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from corral import errors
 from corral.controlplane.providers import ClusterHandle
-from corral.k8s import KubeClient, KubeConfig, Watch
+from corral.k8s import KubeClient, KubeConfig, Watch, wait_for
 from corral.k8s.aio import AsyncKubeClient, AsyncWatch
+from corral.k8s.aio import wait_for as async_wait_for
 
 
 def config_map(name: str, data: dict[str, str], **labels: str) -> dict[str, Any]:
@@ -145,6 +148,24 @@ def test_a_watch_filters_by_label(admin: KubeClient, namespace: str) -> None:
     assert names == {"mine"}
 
 
+def test_stop_from_another_thread_ends_a_watch_blocked_on_its_stream(
+    admin: KubeClient, namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    start = admin.list(base)["metadata"]["resourceVersion"]
+    watch = admin.watch(base, resource_version=start)
+    events: list[tuple[str, dict[str, Any]]] = []
+    thread = threading.Thread(target=lambda: events.extend(watch), daemon=True)
+    thread.start()
+    admin.create(base, config_map("only", {}))
+    # Once the event has arrived the stream is open and the reader waits for more that never come.
+    wait_for(lambda: events, timeout_seconds=30, what="the ADDED event")
+    watch.stop()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert [(kind, obj["metadata"]["name"]) for kind, obj in events] == [("ADDED", "only")]
+
+
 def _until_deleted(watch: Watch) -> list[tuple[str, dict[str, Any]]]:
     events = []
     for event in watch:
@@ -203,3 +224,27 @@ async def test_an_async_watch_sees_added_modified_and_deleted(handle: ClusterHan
         async with client.watch(base, resource_version=start, timeout_seconds=60) as watch:
             kinds = await collect_async_until_deleted(watch, "w")
     assert kinds == ["ADDED", "MODIFIED", "DELETED"]
+
+
+async def test_stop_from_another_task_ends_an_async_watch_blocked_on_its_stream(
+    handle: ClusterHandle, namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    events: list[str] = []
+
+    async def collect(watch: AsyncWatch) -> None:
+        async for kind, _obj in watch:
+            events.append(kind)
+
+    async def arrived() -> bool:
+        return bool(events)
+
+    async with AsyncKubeClient(handle.admin_config()) as client:
+        start = (await client.list(base))["metadata"]["resourceVersion"]
+        async with client.watch(base, resource_version=start) as watch:
+            reader = asyncio.create_task(collect(watch))
+            await client.create(base, config_map("only", {}))
+            await async_wait_for(arrived, timeout_seconds=30, what="the ADDED event")
+            watch.stop()
+            await asyncio.wait_for(reader, timeout=60)
+    assert events == ["ADDED"]

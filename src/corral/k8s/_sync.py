@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 _POOL_SIZE = 8
 
+# What urllib3 raises when no (whole) answer came; ValueError: reading a response shut down meanwhile.
+_NO_ANSWER: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError, ValueError)
+
 
 class SyncTransport:
     """One ApiClient (one urllib3 pool, thread-safe) for one kubeconfig."""
@@ -81,12 +84,27 @@ class SyncTransport:
         response = self._open(request, timeout=timeout_seconds or self.timeout_seconds)
         try:
             return response.status, response.data or b""
+        except _NO_ANSWER as e:
+            raise connection_error(request.method, request.path, self.server, e) from e
         finally:
             response.release_conn()
 
     def stream(self, request: Prepared, *, read_timeout_seconds: float) -> Any:
         """A response whose body is read as it comes (a watch); the caller closes it."""
         return self._open(request, timeout=(self.timeout_seconds, read_timeout_seconds))
+
+    def lines(self, request: Prepared, response: Any) -> Iterator[bytes]:
+        """The lines of a streamed body as they arrive; a broken stream is a status-0 `KubeAPIError`."""
+        buffered = b""
+        try:
+            for chunk in response.stream(65536, decode_content=True):
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                yield from lines
+        except _NO_ANSWER as e:
+            raise connection_error("WATCH", request.path, self.server, e) from e
+        if buffered:
+            yield buffered
 
     def _open(self, request: Prepared, *, timeout: float | tuple[float, float]) -> Any:
         headers = urllib3.HTTPHeaderDict()
@@ -109,7 +127,7 @@ class SyncTransport:
                 # The rest client reports TLS failures as an ApiException with status 0.
                 raise connection_error(request.method, request.path, self.server, e) from e
             return _Answered(e.status, e.body)
-        except urllib3.exceptions.HTTPError as e:
+        except (urllib3.exceptions.HTTPError, OSError) as e:
             raise connection_error(request.method, request.path, self.server, e) from e
         except ConfigException as e:
             raise KubeAPIError(

@@ -359,6 +359,8 @@ class AsyncWatch:
             response = await transport.open(prepared, timeouts=(transport.timeout_seconds, window + 30))
             self._response = response
             try:
+                if self._stopped:
+                    return
                 if response.status >= 400:
                     raise api_error("WATCH", cursor.path, response.status, decode_body(await response.read()))
                 buffered = b""

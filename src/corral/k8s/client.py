@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from corral.errors import KubeAPIError, NotFoundError
 from corral.k8s.connect import impersonation_headers
-from corral.k8s.errors import api_error, connection_error, decode_body
+from corral.k8s.errors import api_error, decode_body
 from corral.k8s.kubeconfig import KubeConfig
 from corral.k8s.protocol import (
     FIELD_MANAGER,
@@ -253,34 +253,24 @@ class Watch:
             with self._lock:
                 self._response = response
             try:
+                if self._stopped.is_set():
+                    return
                 if response.status >= 400:
                     raise api_error("WATCH", cursor.path, response.status, decode_body(response.data))
-                for line in _lines(response):
+                for line in client._transport.lines(prepared, response):
                     if self._stopped.is_set():
                         return
                     event = cursor.event(line)
                     if event is not None:
                         yield event
-            except KubeAPIError:
+            except KubeAPIError as e:
+                if e.status == 0 and self._stopped.is_set():
+                    return  # the stream broke because stop() shut it down
                 raise
-            except Exception as e:
-                if self._stopped.is_set():
-                    return
-                raise connection_error("WATCH", cursor.path, client.config.server, e) from e
             finally:
                 with self._lock:
                     self._response = None
                 response.close()
-
-
-def _lines(response: Any) -> Iterator[bytes]:
-    buffered = b""
-    for chunk in response.stream(65536, decode_content=True):
-        buffered += chunk
-        *lines, buffered = buffered.split(b"\n")
-        yield from lines
-    if buffered:
-        yield buffered
 
 
 def wait_for(
