@@ -18,6 +18,8 @@ from corral.k8s import KubeClient, wait_for
 pytestmark = pytest.mark.local_only
 
 IMPERSONATOR_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
     "metadata": {"name": "corral-test-impersonator"},
     "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}],
 }
@@ -29,6 +31,8 @@ def impersonator_binding(admin: KubeClient) -> str:
     admin.apply(
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
             "metadata": {"name": "corral-test-impersonator"},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",

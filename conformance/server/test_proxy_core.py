@@ -53,6 +53,8 @@ def impersonation_role(user: UserInfo) -> dict[str, object]:
     """Rancher's rules for one user (users, requesttokenid, requesthost, groups, principalid, username)."""
     auth = "authentication.k8s.io"
     return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
         "metadata": {"name": f"cattle-impersonation-{user.name}"},
         "rules": [
             {
@@ -97,7 +99,9 @@ def setup(cluster_set: ClusterSet) -> Iterator[Setup]:
     account = f"cattle-impersonation-{user.name}"
     namespace = f"t-proxy-{suffix}"
     with handle.client() as admin:
-        admin.apply("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+        admin.apply(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        )
         admin.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
         admin.create(f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {"name": "hello"}})
         admin.apply(f"{RBAC}/clusterroles", impersonation_role(user))
@@ -105,6 +109,8 @@ def setup(cluster_set: ClusterSet) -> Iterator[Setup]:
         admin.apply(
             f"{RBAC}/clusterrolebindings",
             {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
                 "metadata": {"name": account},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
                 "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}],

@@ -84,3 +84,67 @@ def test_a_broken_kubeconfig_is_refused_with_a_precise_message(document: object,
         KubeConfig.from_dict(document, source="k.yml")
     assert message in str(error.value)
     assert str(error.value).startswith("k.yml: ")
+
+
+def _with_user(user: dict[str, object], cluster: dict[str, object] | None = None) -> dict[str, object]:
+    return {
+        "clusters": [{"name": "x", "cluster": {"server": "https://h:1", **(cluster or {})}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "x", "user": "u"}}],
+        "current-context": "ctx",
+    }
+
+
+def test_an_exec_plugin_and_tls_server_name_read_back_and_a_relative_command_is_anchored(
+    tmp_path: Path,
+) -> None:
+    exec_section = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": "./bin/login",
+        "args": ["token", "--cluster", "x"],
+        "env": [{"name": "LOGIN_SECRET", "value": "hunter2"}],
+        "provideClusterInfo": True,
+        "interactiveMode": "Never",
+    }
+    document = _with_user({"exec": exec_section}, {"tls-server-name": "kube.internal"})
+    config = KubeConfig.from_dict(document, base_dir=tmp_path)
+    plugin = config.exec_plugin
+    assert plugin is not None
+    assert plugin.command == str(tmp_path / "bin" / "login")
+    assert plugin.args == ("token", "--cluster", "x")
+    assert plugin.env == (("LOGIN_SECRET", "hunter2"),)
+    assert (plugin.provide_cluster_info, plugin.interactive_mode) == (True, "Never")
+    assert config.tls_server_name == "kube.internal"
+    assert "hunter2" not in repr(config)
+    assert KubeConfig.load(config.write(tmp_path / "again.yml")) == config
+    on_path = KubeConfig.from_dict(
+        _with_user({"exec": {**exec_section, "command": "gke-auth"}}), base_dir=tmp_path
+    )
+    assert on_path.exec_plugin is not None
+    assert on_path.exec_plugin.command == "gke-auth"
+
+
+@pytest.mark.parametrize(
+    ("exec_section", "message"),
+    [
+        ("aws", "users[].user.exec must be a mapping, got str"),
+        ({"apiVersion": "client.authentication.k8s.io/v1"}, "users[].user.exec needs a command"),
+        (
+            {"command": "x", "apiVersion": "v1"},
+            "exec.apiVersion must be client.authentication.k8s.io/<version>",
+        ),
+        (
+            {"command": "x", "apiVersion": "client.authentication.k8s.io/v1", "args": "a b"},
+            "exec.args must be a list of strings",
+        ),
+        (
+            {"command": "x", "apiVersion": "client.authentication.k8s.io/v1", "env": [{"name": "A"}]},
+            "exec.env must be a list of {name, value} strings",
+        ),
+    ],
+)
+def test_a_broken_exec_section_is_refused_with_a_precise_message(exec_section: object, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        KubeConfig.from_dict(_with_user({"exec": exec_section}), source="k.yml")
+    assert message in str(error.value)
+    assert str(error.value).startswith("k.yml: ")
