@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from corral.checks import check_no_success_while_paths_down
@@ -56,6 +56,13 @@ def _requests(scenario: Scenario, seed: int) -> list[RequestCompleted]:
 def test_an_ace_request_is_never_slower_than_the_same_request_through_the_proxy(
     user_x: float, server_x: float, cluster_x: float, base_ms: float, mix: list[dict[str, Any]], seed: int
 ) -> None:
+    """Unless the server sits nearer the user than the cluster does.
+
+    Each command opens a new connection: its handshakes and slow start cost round trips to the
+    endpoint, and a nearby server takes them over a short link while its tunnel to the far
+    cluster is already open and warm (a split connection), which can beat ACE.
+    """
+    assume(abs(user_x - server_x) >= abs(user_x - cluster_x))
     world = _line_world({"home": user_x, "hq": server_x, "edge": cluster_x}, base_ms)
     latencies = {}
     for path in ("proxy", "ace"):
