@@ -89,7 +89,8 @@ class Simulation:
             for agent in agents:
                 world.agents[(cluster.name, agent.name)] = agent
                 world.hosts.setdefault((cluster.name, agent.host), []).append(agent)
-                self.env.process(agent.run(starts.uniform(0.0, AGENT_START_SPREAD_SECONDS)))
+                delay = starts.uniform(0.0, AGENT_START_SPREAD_SECONDS)
+                self.env.process(agent.run(delay, starts.gauss(0.0, 1.0)))
         self.health = HealthSyncer(world)
         self.env.process(self.health.run())
         Users(world, AuthProxy(world), ClusterEndpoint(world)).start()

@@ -105,7 +105,18 @@ class Session:
 class Agent:
     """A cluster-agent replica (``node is None``) or a node agent, running remotedialer's connect loop."""
 
-    __slots__ = ("_lost", "_revived", "_world", "cluster", "down", "host", "name", "node", "session")
+    __slots__ = (
+        "_first_z",
+        "_lost",
+        "_revived",
+        "_world",
+        "cluster",
+        "down",
+        "host",
+        "name",
+        "node",
+        "session",
+    )
 
     def __init__(
         self, world: World, cluster: Cluster, node: str | None = None, *, replica: int = 1, host: str = ""
@@ -121,11 +132,15 @@ class Agent:
             self.host = host
         self.down = False
         """The process is gone (stopped or crashed) until the fault is lifted."""
+        self._first_z: float | None = None
         self.session: Session | None = None
         self._lost: simpy.Event | None = None
         self._revived: simpy.Event | None = None
 
-    def run(self, start_delay: float) -> Generator[simpy.Event, Any, None]:
+    def run(self, start_delay: float, first_z: float = 0.0) -> Generator[simpy.Event, Any, None]:
+        """The connect loop; `first_z` draws the first authorisation's time, so an agent's first
+        session opens at the same moment whatever other agents its cluster runs."""
+        self._first_z = first_z
         env = self._world.env
         protocol = self._world.calibration.protocol
         yield env.timeout(start_delay)
@@ -182,6 +197,9 @@ class Agent:
     # -- faults ---------------------------------------------------------------------------------
 
     def _authorize_z(self) -> float:
+        if self._first_z is not None:
+            z, self._first_z = self._first_z, None
+            return z
         return self._world.streams.get("tunnel-authorize").gauss(0.0, 1.0)
 
     def stop(self, *, crash: bool, reason: str = "agent stopped") -> None:
