@@ -58,6 +58,9 @@ def check_failover_within(
 ) -> list[Violation]:
     """Every cluster-agent loss is followed by a completed failover within `max_seconds`.
 
+    A loss is a `kill-cluster-agent` fault, or a `crash` or `stop` of a cluster-agent replica
+    (``<cluster>/cluster-agent[-<n>]``).
+
     The bound defaults to the scenario's ``expectations.failover_max_seconds``; without either,
     there is nothing to check.
     """
@@ -68,17 +71,18 @@ def check_failover_within(
     failovers = [e for e in events if isinstance(e, FailoverCompleted)]
     violations = []
     for fault in events:
-        if not (
-            isinstance(fault, FaultInjected) and fault.fault == "kill-cluster-agent" and not fault.lifted
-        ):
+        if not isinstance(fault, FaultInjected) or fault.lifted:
             continue
-        done = [f for f in failovers if f.cluster == fault.target and fault.t - EPSILON <= f.t]
+        cluster = _lost_cluster_agent(fault)
+        if cluster is None:
+            continue
+        done = [f for f in failovers if f.cluster == cluster and fault.t - EPSILON <= f.t]
         first = min(done, key=lambda f: f.t, default=None)
         if first is None:
             violations.append(
                 Violation(
                     "failover",
-                    f"cluster {fault.target!r} lost its cluster agent and never failed over",
+                    f"cluster {cluster!r} lost its cluster agent and never failed over",
                     fault.t,
                 )
             )
@@ -86,12 +90,28 @@ def check_failover_within(
             violations.append(
                 Violation(
                     "failover",
-                    f"cluster {fault.target!r} failed over to {first.to_agent!r} after "
+                    f"cluster {cluster!r} failed over to {first.to_agent!r} after "
                     f"{first.t - fault.t:.3f} s, more than {bound:g} s",
                     fault.t,
                 )
             )
     return violations
+
+
+def _lost_cluster_agent(fault: FaultInjected) -> str | None:
+    """The cluster whose cluster-agent replica the fault takes away, if it does."""
+    if fault.fault == "kill-cluster-agent":
+        return fault.target
+    if fault.fault in ("crash", "stop"):
+        cluster, _, rest = fault.target.partition("/")
+        if rest == "cluster-agent" or rest.startswith("cluster-agent-"):
+            return cluster
+    return None
+
+
+def _server_down(windows: dict[tuple[str, str], list[Interval]]) -> list[Interval]:
+    """When every server replica was down: `server-down`, or a crash or stop of ``server``."""
+    return [w for kind in ("server-down", "crash", "stop") for w in windows.get((kind, "server"), [])]
 
 
 # -- no success without a path --------------------------------------------------------------------
@@ -122,7 +142,7 @@ def check_no_success_while_paths_down(scenario: Scenario, trace: Iterable[Event]
         down = cache.get(key)
         if down is None:
             if item.path == "proxy":
-                parts = list(windows.get(("server-down", "server"), []))
+                parts = _server_down(windows)
                 parts += _link_windows(windows, user.region, server_region, scenario)
                 parts += _link_windows(windows, cluster.region, server_region, scenario)
                 parts += no_tunnel.get(cluster.name, [(0.0, end)])
@@ -150,7 +170,7 @@ def check_ace_during_server_outage(scenario: Scenario, trace: Iterable[Event]) -
     del scenario  # the trace says when the server was down
     events = list(trace)
     end = max((e.t for e in events), default=0.0)
-    outages = fault_windows(events, end=end).get(("server-down", "server"), [])
+    outages = _server_down(fault_windows(events, end=end))
     violations = []
     for start, stop in outages:
         inside = [

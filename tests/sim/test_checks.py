@@ -180,7 +180,20 @@ def test_an_slo_on_a_path_without_requests_is_a_violation(scenario: Scenario) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["agent-loss-rke1", "agent-loss-rke2", "server-outage", "alice-au", "link-partition"]
+    "name",
+    [
+        "agent-loss-rke1",
+        "agent-loss-rke2",
+        "server-outage",
+        "alice-au",
+        "link-partition",
+        "agent-loss-single",
+        "agent-crash-rke1",
+        "node-crash",
+        "server-crash",
+        "server-rolling-restart",
+        "token-revocation",
+    ],
 )
 def test_simulated_traces_of_the_shipped_scenarios_pass_every_check(name: str) -> None:
     scenario = Scenario.load(SCENARIOS / f"{name}.yaml")

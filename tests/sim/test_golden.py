@@ -27,6 +27,13 @@ CASES = [
     ("agent-loss-rke2", 1),
     ("server-outage", 1),
     ("link-partition", 1),
+    ("agent-loss-single", 1),
+    ("agent-crash-rke1", 1),
+    ("node-crash", 1),
+    ("server-crash", 1),
+    ("server-rolling-restart", 1),
+    ("api-overload", 1),
+    ("token-revocation", 1),
 ]
 
 

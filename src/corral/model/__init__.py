@@ -16,11 +16,14 @@ from corral.model.stats import Summariser, availability, fault_windows, quantile
 from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
+    ClusterTokenSynced,
     Event,
     FailoverCompleted,
     FaultInjected,
     ImpersonationAccountEnsured,
     RequestCompleted,
+    StreamBroken,
+    StreamEnded,
     TokenReviewed,
     TraceWriter,
     TunnelClosed,
@@ -32,18 +35,29 @@ from corral.model.trace import (
     read_trace,
     write_trace,
 )
-from corral.model.workload import ACCESS_PATHS, VERBS, AccessPath, RequestKind, Verb, WorkloadEntry
+from corral.model.workload import (
+    ACCESS_PATHS,
+    STREAM_KINDS,
+    VERBS,
+    AccessPath,
+    RequestKind,
+    StreamKind,
+    Verb,
+    WorkloadEntry,
+)
 
 __all__ = [
     "ACCESS_PATHS",
     "AGENT_PROFILES",
     "FAULT_KINDS",
+    "STREAM_KINDS",
     "VERBS",
     "AccessPath",
     "AgentProfile",
     "Calibration",
     "Cluster",
     "ClusterConditionChanged",
+    "ClusterTokenSynced",
     "ConfigError",
     "Event",
     "Expectations",
@@ -58,6 +72,9 @@ __all__ = [
     "Scenario",
     "Server",
     "ServiceTime",
+    "StreamBroken",
+    "StreamEnded",
+    "StreamKind",
     "Summariser",
     "TokenReviewed",
     "TraceWriter",

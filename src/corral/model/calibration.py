@@ -56,6 +56,7 @@ _PROXY_OVERHEAD = _st(0.0003, 0.4)
 _TUNNEL_HOP = _st(0.00025, 0.4)
 _REVIEW = _st(0.0012, 0.4)
 _TUNNEL_AUTHORIZE = _st(0.004, 0.5)
+_CPU_PER_REQUEST = _st(0.0005, 0.3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +67,18 @@ class Network:
     """TCP + TLS 1.3 + websocket upgrade, in round trips, for an agent's tunnel connection."""
     client_timeout_seconds: float = 30.0
     """How long a client waits for an answer that never comes (a partitioned link)."""
+    client_handshake_round_trips: float = 2.0
+    """TCP (1 RTT) and TLS 1.3 (1 RTT, RFC 8446) before each kubectl invocation's first byte:
+    every command opens a new connection."""
+    initial_window_bytes: int = 14_600
+    """TCP's initial congestion window (RFC 6928: 10 segments of 1,460 bytes); a body larger than
+    it on a new connection takes extra round trips while the window doubles (slow start)."""
+    stream_retry_seconds: float = 1.0
+    """A watch, logs or exec client re-establishing a broken stream (client-go's reflector backs
+    off 800 ms at first, with jitter)."""
+    dead_peer_seconds: float = 45.0
+    """How long a client holding a stream takes to notice its peer vanished without a close
+    (client-go's HTTP/2 health check: a ping after 30 s of silence, 15 s ping timeout)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,14 +93,29 @@ class ServerTimes:
     """Downstream reads on the first request after a server restart (the account already exists)."""
     tunnel_authorize: ServiceTime = _TUNNEL_AUTHORIZE
     """A worker's check of a connecting agent (token, cluster/node lookup) before its session opens."""
+    idle_connections_per_cluster: int = 2
+    """Idle connections the proxy keeps to each downstream apiserver (Go's net/http
+    DefaultMaxIdleConnsPerHost); a request that finds none dials a new one through the tunnel."""
+    cpu_per_request: ServiceTime = _CPU_PER_REQUEST
+    """CPU time of one proxied request: TLS records both ways, framing, header rewrite (estimate)."""
+    cpu_per_megabyte_seconds: float = 0.004
+    """CPU time per MB of body passing through: decrypt, frame and re-encrypt (estimate: Go's
+    AES-GCM runs at about 1 GB/s per core, and the body is handled about four times)."""
+    cache_sync_seconds: float = 20.0
+    """From a server replica's start until it serves: informers list and sync their caches
+    (estimate for a small install)."""
+    cache_sync_per_cluster_seconds: float = 0.005
+    """Cache sync time added per downstream cluster (the cluster objects, their tokens and nodes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TunnelTimes:
     hop: ServiceTime = _TUNNEL_HOP
     """Frame encode/decode at one end of the tunnel, per direction."""
-    agent_start_seconds: float = 3.0
-    """From a killed agent's restart to its first connect attempt (container start)."""
+    agent_start_seconds: float = 5.0
+    """From a restarted agent's process start to its first connect attempt (CA download, TLS
+    probe, credentials): a real Rancher's agent served again 5.2 s after its process started,
+    on one machine (docs/rancher.md#dialing-policy)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +127,9 @@ class APIServerTimes:
     """Seats for user requests, shared fairly between users (one queue per user)."""
     queue_limit: int = 200
     """Requests waiting per priority level before new ones are rejected with 429."""
+    endpoint_lease_seconds: float = 15.0
+    """How long a crashed apiserver stays in the cluster's `kubernetes` Service endpoints, which
+    the agent uses (kube-apiserver's endpoint lease TTL, `--endpoint-reconciler-type=lease`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +138,10 @@ class KubeAPIAuthTimes:
     """The webhook call plus ClusterAuthToken, ClusterUserAttribute and Secret checks."""
     cache_ttl_seconds: float = 120.0
     """kube-apiserver's webhook token cache (`--authentication-token-webhook-cache-ttl`)."""
+    token_sync_seconds: float = 1.0
+    """From a token's change on the server (revoked, issued) to its ClusterAuthToken copy in a
+    connected cluster: the clusterauthtoken controller's queue and two writes through the tunnel
+    (estimate). A disconnected cluster gets it this long after its cluster agent reconnects."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +157,9 @@ class Protocol:
     dial_wait_min_seconds: float = 5.0
     dial_wait_max_seconds: float = 10.0
     health_tick_seconds: float = 15.0
+    load_balancer_detect_seconds: float = 10.0
+    """How long a load balancer keeps sending to a backend that crashed (two failed health checks
+    5 s apart); a clean stop leaves it at once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,9 +215,10 @@ def _read_section(node: Field, default: Any) -> Any:
         elif isinstance(value, bool):
             changes[name] = child.boolean()
         elif isinstance(value, int):
-            changes[name] = child.integer(min=0 if name.endswith("calls") else 1)
+            changes[name] = child.integer(min=0 if name.endswith(("calls", "per_cluster")) else 1)
         elif isinstance(value, float):
-            changes[name] = child.number(ge=0.0) if name.endswith("round_trips") else child.number(gt=0.0)
+            may_be_zero = name.endswith(("round_trips", "per_cluster_seconds", "per_megabyte_seconds"))
+            changes[name] = child.number(ge=0.0) if may_be_zero else child.number(gt=0.0)
         elif name == "verbs":
             verbs = dict(value)
             for verb, item in child.items():

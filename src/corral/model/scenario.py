@@ -74,6 +74,7 @@ class Scenario:
         rtt = read_rtt(root.get("rtt_ms", {}), regions)
         clusters = read_clusters(root.get("clusters"), regions)
         users = read_users(root.get("users", []), regions)
+        server = read_server(root.get("server", None), regions)
         return cls(
             name=name,
             regions=regions,
@@ -81,9 +82,11 @@ class Scenario:
             clusters=clusters,
             users=users,
             source=source,
-            server=read_server(root.get("server", None), regions),
+            server=server,
             workload=read_workload(root.get("workload", []), regions=regions, users=users, clusters=clusters),
-            faults=read_faults(root.get("faults", []), regions=regions, clusters=clusters),
+            faults=read_faults(
+                root.get("faults", []), regions=regions, clusters=clusters, server=server, users=users
+            ),
             expectations=read_expectations(root.get("expectations", None)),
         )
 
@@ -104,8 +107,9 @@ class Scenario:
 
     @property
     def horizon_seconds(self) -> float:
-        """When the last workload entry or fault ends (0 when there is neither)."""
-        ends = [entry.end_seconds for entry in self.workload] + [fault.end_seconds for fault in self.faults]
+        """When the last workload entry (its streams held to the end) or fault ends (0 if neither)."""
+        ends = [entry.end_seconds + (entry.hold_seconds if entry.stream else 0.0) for entry in self.workload]
+        ends += [fault.end_seconds for fault in self.faults]
         return max(ends, default=0.0)
 
 

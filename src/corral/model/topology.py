@@ -11,6 +11,8 @@ of those sections, so each of them (and `scenario`, which reads them all) can im
       - name: c-us
         region: us
         agent: rke2              # rke2: cluster agent only; rke1: node agents as fallback
+        agent_replicas: 2        # cluster-agent pods (default: 2 with two or more nodes, else 1)
+        ace_fqdn: false          # true: ACE through a load balancer in front of the control plane
         nodes:
           - {name: c-us-cp, roles: [controlplane, etcd]}
           - {name: c-us-w1, roles: [worker]}
@@ -56,16 +58,42 @@ class Node:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
-    """A downstream cluster: one kube-apiserver, its nodes and its agent profile."""
+    """A downstream cluster: a kube-apiserver per control-plane node, its nodes and its agent profile."""
 
     name: str
     region: str
     agent: AgentProfile = "rke2"
     nodes: tuple[Node, ...]
+    agent_replicas: int | None = None
+    """Cluster-agent pods; ``None`` is Rancher's choice (`cluster_agents`)."""
+    ace_fqdn: bool = False
+    """ACE users reach the control plane through a load balancer (an FQDN) rather than one node."""
 
     @property
     def control_plane_nodes(self) -> tuple[Node, ...]:
         return tuple(node for node in self.nodes if node.is_control_plane)
+
+    @property
+    def cluster_agents(self) -> int:
+        """How many cluster-agent replicas run: as set, else two on clusters of two or more nodes.
+
+        Rancher's cattle-cluster-agent Deployment runs two replicas when the cluster has two or
+        more nodes and one otherwise (docs/rancher.md#cluster-agent-replicas).
+        """
+        if self.agent_replicas is not None:
+            return self.agent_replicas
+        return 2 if len(self.nodes) >= 2 else 1
+
+    def agent_hosts(self) -> tuple[str, ...]:
+        """The node each cluster-agent replica runs on: control-plane nodes first, one per node.
+
+        Rancher's agent prefers control-plane nodes and spreads its replicas over nodes (a
+        preferred anti-affinity); with more replicas than nodes they share nodes in turn.
+        """
+        order = [n.name for n in self.nodes if n.is_control_plane] + [
+            n.name for n in self.nodes if not n.is_control_plane
+        ]
+        return tuple(order[i % len(order)] for i in range(self.cluster_agents))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,7 +178,7 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
     seen: dict[str, str] = {}
     all_nodes: dict[str, str] = {}
     for item, name in _generate(items, "cluster"):
-        item.only("name", "count", "region", "agent", "nodes")
+        item.only("name", "count", "region", "agent", "nodes", "agent_replicas", "ace_fqdn")
         if name in seen:
             item.get("name").fail(f"duplicate cluster {name!r} (first at {seen[name]})")
         seen[name] = item.path
@@ -174,7 +202,18 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
                 nodes.append(Node(name=node_name, roles=roles))
         if not any(n.is_control_plane for n in nodes):
             item.get("nodes").fail("needs at least one node with role controlplane")
-        clusters.append(Cluster(name=name, region=region, agent=agent, nodes=tuple(nodes)))
+        replicas_field = item.get("agent_replicas", None)
+        replicas = None if replicas_field.value is None else replicas_field.integer(min=1, max=10)
+        clusters.append(
+            Cluster(
+                name=name,
+                region=region,
+                agent=agent,
+                nodes=tuple(nodes),
+                agent_replicas=replicas,
+                ace_fqdn=item.get("ace_fqdn", False).boolean(),
+            )
+        )
     return tuple(clusters)
 
 

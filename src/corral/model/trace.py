@@ -144,6 +144,41 @@ class FaultInjected(Event):
     lifted: bool = False
 
 
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamBroken(Event):
+    """A held stream (watch, logs, exec) ended before its client was done; the client retries."""
+
+    path: str
+    cluster: str
+    user: str
+    kind: str  # "watch", "logs" or "exec"
+    reason: str
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnded(Event):
+    """A client finished with a stream: how long it was held open in all, and how often it broke."""
+
+    path: str
+    cluster: str
+    user: str
+    kind: str
+    held_seconds: float
+    breaks: int
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterTokenSynced(Event):
+    """A user's token copy (ClusterAuthToken) in a downstream cluster caught up with the server."""
+
+    cluster: str
+    user: str
+    revoked: bool
+
+
 # -- reading and writing ----------------------------------------------------------------------
 
 

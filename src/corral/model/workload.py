@@ -16,6 +16,10 @@ clusters they talk to, an access path and a request mix by verb with response si
           - {verb: get, weight: 3, response_bytes: 4000}
           - {verb: list, weight: 1, response_bytes: 250000}
 
+An entry with ``stream`` (``watch``, ``logs`` or ``exec``) opens long-running streams instead of
+sending requests: each arrival holds one open for ``hold_seconds`` (default 300), re-establishing
+it whenever a fault breaks it.
+
 Selectors stay selectors (not resolved names) so a scenario scaled up in a sweep keeps its meaning.
 """
 
@@ -32,6 +36,8 @@ AccessPath = Literal["proxy", "ace", "direct"]
 ACCESS_PATHS: tuple[AccessPath, ...] = ("proxy", "ace", "direct")
 Verb = Literal["get", "list", "create", "update", "patch", "delete"]
 VERBS: tuple[Verb, ...] = ("get", "list", "create", "update", "patch", "delete")
+StreamKind = Literal["watch", "logs", "exec"]
+STREAM_KINDS: tuple[StreamKind, ...] = ("watch", "logs", "exec")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +65,10 @@ class WorkloadEntry:
     """Cluster names; empty means every cluster of the scenario."""
     clusters_per_user: int | None = None
     mix: tuple[RequestKind, ...] = (RequestKind(verb="get"),)
+    stream: StreamKind | None = None
+    """Open streams of this kind instead of sending requests."""
+    hold_seconds: float = 300.0
+    """How long a client keeps each stream open (`stream` entries only)."""
 
     @property
     def end_seconds(self) -> float:
@@ -92,6 +102,8 @@ _ENTRY_KEYS = (
     "start_seconds",
     "duration_seconds",
     "mix",
+    "stream",
+    "hold_seconds",
 )
 
 
@@ -108,6 +120,10 @@ def read_workload(
         wanted_clusters = _names(item.get("clusters", []), cluster_names, "cluster")
         region_field = item.get("region", None)
         per_user_field = item.get("clusters_per_user", None)
+        stream_field = item.get("stream", None)
+        stream = None if stream_field.value is None else stream_field.string(choices=STREAM_KINDS)
+        if stream is None and item.has("hold_seconds"):
+            item.get("hold_seconds").fail("only a stream entry holds (set stream: watch, logs or exec)")
         entry = WorkloadEntry(
             path=item.get("path").string(choices=ACCESS_PATHS),  # type: ignore[arg-type]
             rate_per_second=item.get("rate_per_second").number(gt=0.0),
@@ -119,6 +135,8 @@ def read_workload(
             clusters=wanted_clusters,
             clusters_per_user=None if per_user_field.value is None else per_user_field.integer(min=1),
             mix=_read_mix(item.get("mix", [{"verb": "get"}])),
+            stream=stream,  # type: ignore[arg-type]
+            hold_seconds=item.get("hold_seconds", 300.0).number(gt=0.0),
         )
         if not entry.select_users(users):
             item.fail("selects no user (check users, groups and region)")

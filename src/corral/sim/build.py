@@ -22,6 +22,7 @@ from corral.sim.proxy import AuthProxy
 from corral.sim.recorder import Recorder
 from corral.sim.rng import Streams
 from corral.sim.server import ManagementServer
+from corral.sim.tokens import TokenSync
 from corral.sim.tunnel import Agent, SessionManager
 from corral.sim.users import Users
 from corral.sim.webhook import TokenReviewWebhook
@@ -71,19 +72,25 @@ class Simulation:
         )
         world.server = ManagementServer(world)
         world.sessions = SessionManager(world)
+        world.tokens = TokenSync(world)
         for cluster in scenario.clusters:
-            world.apiservers[cluster.name] = APIServer(self.env, cluster.name, self.calibration)
+            world.apiservers[cluster.name] = APIServer(self.env, cluster, self.calibration)
             world.webhooks[cluster.name] = TokenReviewWebhook(
                 self.env, cluster.name, self.calibration, self.recorder
             )
         starts = world.streams.get("agents")
         for cluster in scenario.clusters:
-            agents = [Agent(world, cluster)]
+            agents = [
+                Agent(world, cluster, replica=index + 1, host=host)
+                for index, host in enumerate(cluster.agent_hosts())
+            ]
             if cluster.agent == "rke1":
                 agents += [Agent(world, cluster, node.name) for node in cluster.nodes]
             for agent in agents:
                 world.agents[(cluster.name, agent.name)] = agent
-                self.env.process(agent.run(starts.uniform(0.0, AGENT_START_SPREAD_SECONDS)))
+                world.hosts.setdefault((cluster.name, agent.host), []).append(agent)
+                delay = starts.uniform(0.0, AGENT_START_SPREAD_SECONDS)
+                self.env.process(agent.run(delay, starts.gauss(0.0, 1.0)))
         self.health = HealthSyncer(world)
         self.env.process(self.health.run())
         Users(world, AuthProxy(world), ClusterEndpoint(world)).start()

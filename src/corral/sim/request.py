@@ -1,11 +1,15 @@
-"""What every access path shares at the end of a request: the statuses and the recording.
+"""What every access path shares: the client's new connection, the statuses and the recording.
 
-A request whose answer cannot come back (a cut link) ends when the client gives up, after its
-timeout, with no status; either way one `RequestCompleted` goes into the trace.
+Each kubectl invocation opens a new TCP and TLS connection (2 round trips before the request
+leaves), and a body larger than TCP's initial window takes extra round trips on that new
+connection (slow start). A request whose answer cannot come back (a cut link, a crashed peer)
+ends when the client gives up, after its timeout, with no status; either way one
+`RequestCompleted` goes into the trace.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -17,6 +21,20 @@ from corral.sim.world import World
 NO_RESPONSE = 0
 ERROR_BODY_BYTES = 200
 """Size of a status body (429, small writes of the impersonation setup)."""
+UNAVAILABLE = 500
+"""Rancher's answer to "cluster agent disconnected" and to a transport failure through the tunnel
+(docs/rancher.md#dialing-policy: observed 500 after 27.3 s with the only cluster agent killed)."""
+FORBIDDEN = 403
+"""Rancher's answer to a token it does not know (observed on a real Rancher)."""
+UNAUTHORIZED = 401
+"""kube-apiserver's answer when kube-api-auth rejects a token (ACE)."""
+
+
+def slow_start_round_trips(size_bytes: int, window_bytes: int) -> int:
+    """Extra round trips a body needs on a new connection while TCP's window doubles from `window_bytes`."""
+    if size_bytes <= window_bytes:
+        return 0
+    return math.ceil(math.log2(size_bytes / window_bytes + 1.0)) - 1
 
 
 def complete(

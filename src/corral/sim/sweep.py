@@ -127,7 +127,14 @@ def _scale_clusters(scenario: Scenario, count: int) -> Scenario:
         suffix = f"-x{index}"
         nodes = tuple(Node(name=node.name + suffix, roles=node.roles) for node in template.nodes)
         clusters.append(
-            Cluster(name=template.name + suffix, region=template.region, agent=template.agent, nodes=nodes)
+            Cluster(
+                name=template.name + suffix,
+                region=template.region,
+                agent=template.agent,
+                nodes=nodes,
+                agent_replicas=template.agent_replicas,
+                ace_fqdn=template.ace_fqdn,
+            )
         )
         clones.setdefault(template.name, []).append(template.name + suffix)
     kept = {cluster.name for cluster in clusters}

@@ -1,11 +1,16 @@
 """Tunnels: agents dialling out to the server, sessions, keepalive and the server's session registry.
 
-Each cluster agent (and, for `rke1`, each node agent) runs remotedialer's connect loop: handshake
-(a few round trips), then hold the session; after an error wait ~10 s, after a clean close ~5 s,
-with no backoff. The agent pings every 5 s and both ends drop a session they have not heard from
-for 60 s. Pings are not simulated one by one: while a link is healthy they change nothing, so only
-a partition schedules the read-deadline check (at the last ping heard + 60 s). That keeps a fleet
-of 20,000 agents cheap.
+Each cluster-agent replica (two on clusters of two or more nodes, as Rancher runs them) and, for
+`rke1`, each node agent runs remotedialer's connect loop: handshake (a few round trips) to the
+replica the load balancer picks, then hold the session; after an error wait ~10 s, with no
+backoff. All replicas of a cluster agent register under the cluster's key and dials use the
+first registered session, live or not: losing the other one costs nothing.
+
+The agent pings every 5 s and both ends drop a session they have not heard from for 60 s. Pings
+are not simulated one by one: while a link is healthy they change nothing, so only silence (a
+partition, a crash) schedules the read-deadline check (at the last ping heard + 60 s). A clean
+stop closes the connection, which the other end sees one way-trip later. That keeps a fleet of
+20,000 agents cheap.
 
 `SessionManager` is the server's view: which sessions exist per cluster, which one a dial uses,
 and when a cluster whose cluster-agent session was lost becomes reachable again (failover).
@@ -14,13 +19,16 @@ and when a cluster whose cluster-agent session was lost becomes reachable again 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from corral.model import Cluster, FailoverCompleted, TunnelClosed, TunnelOpened
 from corral.sim.world import World
+
+if TYPE_CHECKING:
+    from corral.sim.server import Replica
 
 CLUSTER_AGENT = "cluster-agent"
 
@@ -28,19 +36,38 @@ CLUSTER_AGENT = "cluster-agent"
 class Session:
     """One agent's websocket tunnel session as the server holds it."""
 
-    __slots__ = ("_waiter", "agent", "alive", "busy_until", "closed", "cuts", "opened_at")
+    __slots__ = (
+        "_closing",
+        "_waiter",
+        "agent",
+        "alive",
+        "busy_until",
+        "closed",
+        "cuts",
+        "dead",
+        "idle",
+        "opened_at",
+        "replica",
+    )
 
-    def __init__(self, agent: Agent, opened_at: float) -> None:
+    def __init__(self, agent: Agent, opened_at: float, replica: Replica) -> None:
         self.agent = agent
         self.opened_at = opened_at
+        self.replica = replica
+        """The server replica that holds the session (others reach it through their peer)."""
         self.alive = True
-        """Frames get through both ways (false while the agent is dead or the link is cut)."""
+        """Frames get through both ways (false while the agent is gone or the link is cut)."""
+        self.dead = False
+        """The agent's process behind it is gone: the session never comes back to life."""
         self.closed = False
         self.cuts = 0
-        """Partitions seen; a read-deadline check belongs to the partition that scheduled it."""
+        """Silences seen; a read-deadline check belongs to the silence that scheduled it."""
         self.busy_until = 0.0
         """When the session's one TCP stream has sent every response body queued on it so far."""
+        self.idle = 0
+        """Idle proxy connections to the apiserver through this session (the server's pool)."""
         self._waiter: simpy.Event | None = None
+        self._closing: simpy.Event | None = None
 
     def changed(self, env: simpy.Environment) -> simpy.Event:
         """An event that fires when the session comes back to life or is closed."""
@@ -48,10 +75,23 @@ class Session:
             self._waiter = env.event()
         return self._waiter
 
+    def closing(self, env: simpy.Environment) -> simpy.Event:
+        """An event that fires when the server drops the session (streams on it end)."""
+        if self._closing is None:
+            self._closing = env.event()
+            if self.closed:
+                self._closing.succeed()
+        return self._closing
+
     def notify(self) -> None:
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             waiter.succeed()
+
+    def ended(self) -> None:
+        self.notify()
+        if self._closing is not None and not self._closing.triggered:
+            self._closing.succeed()
 
     def send(self, now: float, seconds: float) -> float:
         """Queue a body that takes `seconds` on the wire; returns when its last byte has left."""
@@ -63,26 +103,49 @@ class Session:
 
 
 class Agent:
-    """A cluster agent (``node is None``) or a node agent, running remotedialer's connect loop."""
+    """A cluster-agent replica (``node is None``) or a node agent, running remotedialer's connect loop."""
 
-    __slots__ = ("_lost", "_revived", "_world", "cluster", "killed", "name", "node", "session")
+    __slots__ = (
+        "_first_z",
+        "_lost",
+        "_revived",
+        "_world",
+        "cluster",
+        "down",
+        "host",
+        "name",
+        "node",
+        "session",
+    )
 
-    def __init__(self, world: World, cluster: Cluster, node: str | None = None) -> None:
+    def __init__(
+        self, world: World, cluster: Cluster, node: str | None = None, *, replica: int = 1, host: str = ""
+    ) -> None:
         self._world = world
         self.cluster = cluster
         self.node = node
-        self.name = CLUSTER_AGENT if node is None else f"node-agent/{node}"
-        self.killed = False
+        if node is not None:
+            self.name = f"node-agent/{node}"
+            self.host = node
+        else:
+            self.name = CLUSTER_AGENT if replica == 1 else f"{CLUSTER_AGENT}-{replica}"
+            self.host = host
+        self.down = False
+        """The process is gone (stopped or crashed) until the fault is lifted."""
+        self._first_z: float | None = None
         self.session: Session | None = None
         self._lost: simpy.Event | None = None
         self._revived: simpy.Event | None = None
 
-    def run(self, start_delay: float) -> Generator[simpy.Event, Any, None]:
+    def run(self, start_delay: float, first_z: float = 0.0) -> Generator[simpy.Event, Any, None]:
+        """The connect loop; `first_z` draws the first authorisation's time, so an agent's first
+        session opens at the same moment whatever other agents its cluster runs."""
+        self._first_z = first_z
         env = self._world.env
         protocol = self._world.calibration.protocol
         yield env.timeout(start_delay)
         while True:
-            if self.killed:
+            if self.down:
                 self._revived = env.event()
                 yield self._revived
                 yield env.timeout(self._world.calibration.tunnel.agent_start_seconds)
@@ -95,7 +158,7 @@ class Agent:
             reason = yield self._lost
             self._lost = None
             self.session = None
-            if reason == "killed":
+            if reason == "down":
                 continue
             # The server went away or the read deadline passed: both are errors to the client.
             yield env.timeout(protocol.reconnect_after_error_seconds)
@@ -108,47 +171,59 @@ class Agent:
             yield env.timeout(world.calibration.protocol.handshake_timeout_seconds)
             return None
         rtt = network.rtt(region, server.region)
-        if not server.up:
+        replica = server.route()
+        if replica is None:
             yield env.timeout(rtt)  # connection refused
             return None
-        yield env.timeout(world.calibration.network.handshake_round_trips * rtt)
-        if self.killed or not server.up or not network.reachable(region, server.region):
+        if not replica.running:
+            # A crashed replica the load balancer still sends to: nothing answers the handshake.
+            yield env.timeout(world.calibration.protocol.handshake_timeout_seconds)
             return None
-        # The server authorises the agent on a worker: after an outage every agent of the fleet
+        yield env.timeout(world.calibration.network.handshake_round_trips * rtt)
+        if self.down or not replica.ready or not network.reachable(region, server.region):
+            return None
+        # The replica authorises the agent on a worker: after an outage every agent of the fleet
         # comes back within the same seconds and queues here.
-        epoch = server.epoch
-        with server.workers.request() as worker:
+        epoch = replica.epoch
+        with replica.workers.request() as worker:
             yield worker
             yield env.timeout(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
-        if self.killed or server.epoch != epoch or not network.reachable(region, server.region):
+        if self.down or replica.epoch != epoch or not network.reachable(region, server.region):
             return None
-        self.session = Session(self, env.now)
+        self.session = Session(self, env.now, replica)
         world.sessions.register(self.session)
         return self.session
 
     # -- faults ---------------------------------------------------------------------------------
 
     def _authorize_z(self) -> float:
+        if self._first_z is not None:
+            z, self._first_z = self._first_z, None
+            return z
         return self._world.streams.get("tunnel-authorize").gauss(0.0, 1.0)
 
-    def kill(self) -> None:
-        """The agent's process dies; its kernel closes the connection, the server sees it soon."""
-        self.killed = True
-        session = self.session
-        if session is None:
+    def stop(self, *, crash: bool, reason: str = "agent stopped") -> None:
+        """The agent's process ends: a stop closes its connection (the server sees it one way-trip
+        later), a crash leaves the server to notice at the read deadline."""
+        if self.down:
             return
-        world = self._world
-        world.sessions.lose(session)
-        server_region = world.server.region
-        if world.network.reachable(self.cluster.region, server_region):
-            delay = world.network.rtt(self.cluster.region, server_region) / 2
-            world.env.timeout(delay).callbacks.append(lambda _: world.sessions.close(session, "agent killed"))
-        # Over a cut link the FIN never arrives: the read deadline already scheduled drops it.
+        self.down = True
+        session = self.session
+        if session is not None:
+            world = self._world
+            world.sessions.lose(session, dead=True)
+            server_region = world.server.region
+            if crash:
+                world.sessions.schedule_deadline(session)
+            elif world.network.reachable(self.cluster.region, server_region):
+                delay = world.network.rtt(self.cluster.region, server_region) / 2
+                world.env.timeout(delay).callbacks.append(lambda _: world.sessions.close(session, reason))
+            # Over a cut link the FIN never arrives: the read deadline already scheduled drops it.
         if self._lost is not None and not self._lost.triggered:
-            self._lost.succeed("killed")
+            self._lost.succeed("down")
 
     def revive(self) -> None:
-        self.killed = False
+        self.down = False
         if self._revived is not None and not self._revived.triggered:
             self._revived.succeed()
 
@@ -157,8 +232,17 @@ class Agent:
             self._lost.succeed(reason)
 
 
+def _agent_deadline(session: Session) -> Callable[[simpy.Event], None]:
+    """The agent's own read deadline for a session whose server end vanished."""
+
+    def notice(_: simpy.Event) -> None:
+        session.agent.session_ended(session, "read deadline")
+
+    return notice
+
+
 class _ClusterSessions:
-    __slots__ = ("cluster", "lost_at", "lost_from", "mains", "nodes")
+    __slots__ = ("cluster", "lost_at", "lost_from", "mains", "nodes", "on_connect")
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -166,6 +250,8 @@ class _ClusterSessions:
         self.nodes: dict[str, Session] = {}
         self.lost_at: float | None = None
         self.lost_from = ""
+        self.on_connect: list[Callable[[], None]] = []
+        """Called once when a cluster-agent session opens next (token sync after a reconnect)."""
 
 
 class SessionManager:
@@ -182,7 +268,7 @@ class SessionManager:
     # -- queries --------------------------------------------------------------------------------
 
     def pick(self, cluster: Cluster) -> Session | None:
-        """The session a dial uses: the cluster agent's, else (rke1) the first node agent's."""
+        """The session a dial uses: the first cluster agent's, else (rke1) the first node agent's."""
         state = self._clusters[cluster.name]
         if state.mains:
             return state.mains[0]
@@ -198,6 +284,14 @@ class SessionManager:
         mains = self._clusters[cluster].mains
         return bool(mains) and mains[0].alive
 
+    def connected(self, cluster: str) -> bool:
+        """A live cluster-agent session exists (the cluster's controllers can reach it)."""
+        return any(session.alive for session in self._clusters[cluster].mains)
+
+    def when_connected(self, cluster: str, action: Callable[[], None]) -> None:
+        """Run `action` at the next cluster-agent connect of `cluster`."""
+        self._clusters[cluster].on_connect.append(action)
+
     # -- changes --------------------------------------------------------------------------------
 
     def register(self, session: Session) -> None:
@@ -209,20 +303,30 @@ class SessionManager:
             state.nodes[agent.node] = session
         env = self._world.env
         self._world.recorder.emit(TunnelOpened(t=env.now, cluster=agent.cluster.name, agent=agent.name))
+        if agent.node is None and state.on_connect:
+            actions, state.on_connect = state.on_connect, []
+            for action in actions:
+                action()
         self._check_failover(state)
 
-    def lose(self, session: Session) -> None:
+    def lose(self, session: Session, *, dead: bool = False) -> None:
         """Frames stop getting through; the server does not know yet."""
         session.alive = False
+        session.dead = session.dead or dead
         state = self._clusters[session.agent.cluster.name]
-        if session.agent.node is None and self._world.server.up and state.lost_at is None:
+        self._note_loss(state, session)
+        self._check_failover(state)
+
+    def _note_loss(self, state: _ClusterSessions, session: Session) -> None:
+        if session.agent.node is None and state.lost_at is None and self._world.server.up:
             state.lost_at = self._world.env.now
             state.lost_from = session.agent.name
 
-    def close(self, session: Session, reason: str) -> None:
+    def close(self, session: Session, reason: str, *, agent_notices: bool = True) -> None:
         """The server drops a session (it closed, or its read deadline passed)."""
         if session.closed:
             return
+        was_alive = session.alive
         session.closed = True
         session.alive = False
         agent = session.agent
@@ -230,22 +334,45 @@ class SessionManager:
         if agent.node is None:
             if session in state.mains:
                 state.mains.remove(session)
+            if was_alive:  # a session lost earlier was counted then
+                self._note_loss(state, session)
         elif state.nodes.get(agent.node) is session:
             del state.nodes[agent.node]
         env = self._world.env
         self._world.recorder.emit(
             TunnelClosed(t=env.now, cluster=agent.cluster.name, agent=agent.name, reason=reason)
         )
-        session.notify()
-        agent.session_ended(session, reason)
+        session.ended()
+        if agent_notices:
+            agent.session_ended(session, reason)
         self._check_failover(state)
 
-    def drop_all(self, reason: str) -> None:
+    def drop_replica(self, replica: Replica, *, crashed: bool) -> None:
+        """A server replica ended: its sessions are gone from the registry.
+
+        After a stop the agents see the close at once; after a crash each finds out at its own
+        read deadline (last pong + 60 s) and only then reconnects. With no replica left, losing
+        sessions is an outage, not a failover.
+        """
+        env = self._world.env
+        protocol = self._world.calibration.protocol
+        outage = not self._world.server.up
+        reason = "server crashed" if crashed else "server down"
         for state in self._clusters.values():
-            state.lost_at = None
+            if outage:
+                state.lost_at = None
             for session in [*state.mains, *state.nodes.values()]:
-                session.alive = False
-                self.close(session, reason)
+                if session.replica is not replica:
+                    continue
+                if outage:
+                    session.alive = False
+                self.close(session, reason, agent_notices=not crashed)
+                if crashed:
+                    deadline = session.last_ping(env.now, protocol.ping_interval_seconds)
+                    deadline += protocol.read_deadline_seconds
+                    env.timeout(max(deadline - env.now, 0.0)).callbacks.append(_agent_deadline(session))
+            if outage:
+                state.lost_at = None
 
     def _check_failover(self, state: _ClusterSessions) -> None:
         if state.lost_at is None or not self._world.server.up:
@@ -275,14 +402,15 @@ class SessionManager:
             for session in [*state.mains, *state.nodes.values()]:
                 if cut:
                     self.lose(session)
-                    self._schedule_deadline(session)
-                elif not session.closed and not session.agent.killed:
+                    self.schedule_deadline(session)
+                elif not session.closed and not session.dead:
                     session.alive = True
                     session.notify()
             if not cut:
                 self._check_failover(state)
 
-    def _schedule_deadline(self, session: Session) -> None:
+    def schedule_deadline(self, session: Session) -> None:
+        """Drop a silent session at its read deadline unless it speaks again before."""
         env = self._world.env
         protocol = self._world.calibration.protocol
         deadline = session.last_ping(env.now, protocol.ping_interval_seconds) + protocol.read_deadline_seconds

@@ -1,5 +1,7 @@
 """Users sending requests: Poisson arrivals per workload entry, a request mix, a path per entry.
 
+An entry with a `stream` opens held streams instead (`streams`), drawing the same numbers.
+
 One arrival process serves a whole workload entry (the sum of its users' Poisson streams is one
 Poisson stream), which keeps 5,000 users as cheap as five. Every request draws the same numbers in
 the same order whatever its path (user, cluster, verb, then the service-time draws), so a scenario
@@ -19,6 +21,7 @@ import simpy
 from corral.model import Cluster, WorkloadEntry
 from corral.sim.ace import ClusterEndpoint
 from corral.sim.proxy import AuthProxy
+from corral.sim.streams import hold_stream
 from corral.sim.world import World
 
 
@@ -67,7 +70,18 @@ class Users:
             kind = entry.mix[bisect.bisect_right(cumulative, rng.random() * total_weight)]
             z_api = rng.gauss(0.0, 1.0)
             z_auth = rng.gauss(0.0, 1.0)
-            if path == "proxy":
+            if entry.stream is not None:
+                request = hold_stream(
+                    world,
+                    self._proxy,
+                    self._endpoint,
+                    user=user,
+                    cluster=cluster,
+                    path=path,
+                    kind=entry.stream,
+                    hold_seconds=entry.hold_seconds,
+                )
+            elif path == "proxy":
                 request = self._proxy.handle(
                     user, cluster, kind.verb, kind.response_bytes, z_api=z_api, z_auth=z_auth
                 )

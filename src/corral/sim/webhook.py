@@ -2,7 +2,9 @@
 
 kube-apiserver caches webhook answers (`--authentication-token-webhook-cache-ttl`, 2 minutes by
 default), so only a user's first ACE request in a while pays for a TokenReview. kube-api-auth
-reads only objects inside the downstream cluster, so it answers whether the server is up or not.
+reads only objects inside the downstream cluster (the ClusterAuthToken copies the server syncs
+down), so it answers whether the server is up or not, and it knows of a revocation only once
+the copy has been synced, and the apiserver only once its cached answer has expired.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from corral.sim.recorder import Recorder
 class TokenReviewWebhook:
     """kube-api-auth of one cluster plus its apiserver's token cache."""
 
-    __slots__ = ("_cache", "_cluster", "_env", "_recorder", "_review", "_ttl")
+    __slots__ = ("_cache", "_cluster", "_env", "_recorder", "_review", "_ttl", "copies")
 
     def __init__(
         self, env: simpy.Environment, cluster: str, calibration: Calibration, recorder: Recorder
@@ -29,19 +31,29 @@ class TokenReviewWebhook:
         self._review = calibration.kube_api_auth.review
         self._ttl = calibration.kube_api_auth.cache_ttl_seconds
         self._recorder = recorder
-        self._cache: dict[str, float] = {}
+        self._cache: dict[str, tuple[float, int]] = {}
+        self.copies: dict[str, tuple[int, bool]] = {}
+        """User -> (token generation, revoked) of the ClusterAuthToken copy in the cluster."""
 
-    def authenticate(self, user: str, *, z: float) -> Generator[Any, Any, bool]:
-        """Authenticate a user's cluster-scoped token; reviews only on a cache miss."""
+    def authenticate(self, user: str, *, token: int = 0, z: float) -> Generator[Any, Any, bool]:
+        """Authenticate a user's cluster-scoped token (generation `token`); reviews only on a cache miss."""
         now = self._env.now
-        if self._cache.get(user, -1.0) > now:
+        cached = self._cache.get(user)
+        if cached is not None and cached[0] > now and cached[1] == token:
             return True
         latency = self._review.at(z)
         yield self._env.timeout(latency)
-        self._cache[user] = self._env.now + self._ttl
+        generation, revoked = self.copies.get(user, (0, False))
+        valid = generation == token and not revoked
+        if valid:
+            self._cache[user] = (self._env.now + self._ttl, token)
         self._recorder.emit(
             TokenReviewed(
-                t=self._env.now, cluster=self._cluster, user=user, authenticated=True, latency_seconds=latency
+                t=self._env.now,
+                cluster=self._cluster,
+                user=user if valid else "",
+                authenticated=valid,
+                latency_seconds=latency,
             )
         )
-        return True
+        return valid

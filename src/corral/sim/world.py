@@ -20,6 +20,7 @@ from corral.sim.rng import Streams
 if TYPE_CHECKING:
     from corral.sim.apiserver import APIServer
     from corral.sim.server import ManagementServer
+    from corral.sim.tokens import TokenSync
     from corral.sim.tunnel import Agent, SessionManager
     from corral.sim.webhook import TokenReviewWebhook
 
@@ -36,9 +37,12 @@ class World:
     recorder: Recorder
     server: ManagementServer = field(init=False)
     sessions: SessionManager = field(init=False)
+    tokens: TokenSync = field(init=False)
     apiservers: dict[str, APIServer] = field(default_factory=dict)
     webhooks: dict[str, TokenReviewWebhook] = field(default_factory=dict)
     agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
-    """(cluster, agent name) -> agent; names are ``cluster-agent`` and ``node-agent/<node>``."""
+    """(cluster, agent name) -> agent: ``cluster-agent``, ``cluster-agent-<n>``, ``node-agent/<node>``."""
+    hosts: dict[tuple[str, str], list[Agent]] = field(default_factory=dict)
+    """(cluster, node) -> the agents running on that node (a node's crash takes them all)."""
     downstream_accounts: set[tuple[str, str]] = field(default_factory=set)
     """(user, cluster) pairs whose impersonation account exists downstream (survives restarts)."""
