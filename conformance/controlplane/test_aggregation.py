@@ -49,6 +49,10 @@ def available(admin: KubeClient, name: str) -> dict[str, Any] | None:
     return condition if condition is not None and condition["status"] == "True" else None
 
 
+def routed(admin: KubeClient, group: str) -> bool:
+    return any(g["name"] == group for g in admin.get("/apis").get("groups", []))
+
+
 def availability(admin: KubeClient, name: str) -> str:
     conditions = admin.get(f"{APISERVICES}/{name}").get("status", {}).get("conditions", [])
     return "; ".join(f"{c['type']}={c['status']} {c.get('reason')}: {c.get('message')}" for c in conditions)
@@ -107,6 +111,10 @@ def extension(
                 )
             except TimeoutError as e:
                 raise AssertionError(f"{e}; conditions: {availability(admin, name)}") from e
+            # Available comes from the availability controller; the aggregator routes the group only
+            # once its registration controller has added it, which /apis (served by the apiserver
+            # itself, never proxied to the extension) shows.
+            wait_for(lambda: routed(admin, group), timeout_seconds=60, what=f"group {group} in /apis")
             yield server
         finally:
             admin.delete(f"{APISERVICES}/{name}")
