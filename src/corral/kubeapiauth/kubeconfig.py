@@ -69,6 +69,8 @@ def add_ace_contexts(
         entries.append((f"{cluster_name}-fqdn", f"https://{fqdn}", fqdn_ca_pem))
     else:
         for endpoint in nodes:
+            if not endpoint.node:
+                raise ConfigError(f"a control-plane node of {cluster_name!r} has no name")
             url = urllib.parse.urlsplit(endpoint.server)
             if url.scheme != "https" or not url.hostname:
                 raise ConfigError(
