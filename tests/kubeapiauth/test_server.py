@@ -147,3 +147,15 @@ def test_bad_listen_addresses_are_refused(text: str) -> None:
 
     with pytest.raises(ConfigError, match="--listen"):
         parse_listen(text)
+
+
+def test_the_command_refuses_a_bad_listen_address_before_anything_else(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import main
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    result = CliRunner().invoke(main, ["kube-api-auth", "--listen", "6440", "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code != 0
+    assert "--listen '6440': expected host:port" in result.output
