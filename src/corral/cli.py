@@ -151,6 +151,55 @@ def cluster_down(run_dir: Path, provider: str | None) -> None:
     click.echo(f"stopped the clusters of {run_dir}", err=True)
 
 
+# -- the Authorized Cluster Endpoint -------------------------------------------------------------
+
+
+@main.command("kube-api-auth")
+@click.option("--listen", default="127.0.0.1:6440", show_default=True, help="host:port to listen on (TCP).")
+@click.option("--namespace", default="cattle-system", show_default=True, help="Namespace of the ACE objects.")
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The cluster's kubeconfig (default: $KUBECONFIG, else the Pod's in-cluster config).",
+)
+@click.option(
+    "--trace", type=click.Path(dir_okay=False, path_type=Path), help="Append TokenReviewed events here."
+)
+@click.option("--cluster", "cluster_name", default="", help="The cluster's name in trace events.")
+@click.option("--trace-epoch", type=float, help="Unix time trace times count from (default: start).")
+def kube_api_auth(
+    *,
+    listen: str,
+    namespace: str,
+    kubeconfig: Path | None,
+    trace: Path | None,
+    cluster_name: str,
+    trace_epoch: float | None,
+) -> None:
+    """Authenticate a cluster's ACE tokens: the token webhook its kube-apiserver calls."""
+    from corral.k8s import KubeConfig
+    from corral.kubeapiauth.server import ServeOptions, in_cluster_config, parse_listen, run
+
+    try:
+        parse_listen(listen)
+        config = KubeConfig.load(kubeconfig) if kubeconfig is not None else in_cluster_config()
+        options = ServeOptions(
+            listen=listen,
+            namespace=namespace,
+            kubeconfig=config,
+            trace=trace,
+            cluster=cluster_name,
+            trace_epoch=trace_epoch,
+        )
+        run(
+            options,
+            ready=lambda host, port: click.echo(f"kube-api-auth listening on {host}:{port}", err=True),
+        )
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+
+
 # -- the SimPy model ------------------------------------------------------------------------------
 
 
