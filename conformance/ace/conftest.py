@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from corral.auth import hashers
-from corral.controlplane import build, flags
+from corral.controlplane import build
 from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.local import LocalProvider
 from corral.controlplane.processes import free_port
@@ -146,24 +146,6 @@ class Ace:
         return self.post(json.dumps(body).encode())
 
 
-def _as_rancher_wires_it(make_args: Callable[..., list[str]]) -> Callable[..., list[str]]:
-    """The apiserver's flags without ``--authentication-token-webhook-version``, as Rancher starts it.
-
-    kube-api-auth answers in v1beta1; an apiserver told to speak v1 to its webhook cannot convert that
-    answer ("unknown conversion") and refuses every token. Rancher passes no version, so the default
-    (v1beta1) applies. The local provider pins v1 for its other webhook tests, hence this filter.
-    """
-
-    def wired(*args: Any, **kwargs: Any) -> list[str]:
-        return [
-            a
-            for a in make_args(*args, **kwargs)
-            if not a.startswith("--authentication-token-webhook-version=")
-        ]
-
-    return wired
-
-
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     host, port = url.removeprefix("http://").split(":")
     deadline = time.monotonic() + 60
@@ -195,11 +177,11 @@ def ace(corral_binaries: build.Built, tmp_path_factory: pytest.TempPathFactory) 
         user_name="Default",
         insecure_skip_tls_verify=True,
     ).write(folder / "kube-api-authn-webhook.yaml")
-    provider = LocalProvider(binaries=corral_binaries, webhooks={CLUSTER: webhook})
+    # No TokenReview version, as Rancher starts the apiserver: kube-api-auth answers in v1beta1, the
+    # default, which an apiserver told to speak v1 could not convert ("unknown conversion").
+    provider = LocalProvider(binaries=corral_binaries, webhooks={CLUSTER: webhook}, webhook_version=None)
     run_dir = folder / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(flags, "apiserver_args", _as_rancher_wires_it(flags.apiserver_args))
-        handle = provider.up(SCENARIO, run_dir)[CLUSTER]
+    handle = provider.up(SCENARIO, run_dir)[CLUSTER]
     log, trace = folder / "kube-api-auth.log", folder / "trace.jsonl"
     process: subprocess.Popen[bytes] | None = None
     try:

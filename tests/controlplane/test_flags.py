@@ -75,6 +75,22 @@ def test_a_webhook_config_adds_the_v1_token_webhook_with_its_cache_ttl() -> None
     assert args["authentication-token-webhook-cache-ttl"] == "2s"
 
 
+def test_without_a_webhook_version_the_apiserver_keeps_its_default_as_rancher_wires_kube_api_auth() -> None:
+    args = as_dict(
+        flags.apiserver_args(
+            Path("/bin/kube-apiserver"),
+            pki=PKI,
+            port=1,
+            etcd_url="http://127.0.0.1:2",
+            etcd_prefix="/p",
+            webhook_config=Path("/run/webhook.yml"),
+            webhook_version=None,
+        )
+    )
+    assert args["authentication-token-webhook-config-file"] == "/run/webhook.yml"
+    assert "authentication-token-webhook-version" not in args
+
+
 def test_the_controller_manager_runs_only_the_six_controllers_without_a_serving_port() -> None:
     args = as_dict(flags.kcm_args(Path("/bin/kcm"), pki=PKI, kubeconfig=Path("/run/kube_config_c1.yml")))
     assert args["controllers"].split(",") == list(flags.KCM_CONTROLLERS)

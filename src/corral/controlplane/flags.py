@@ -61,8 +61,13 @@ def apiserver_args(
     etcd_prefix: str,
     webhook_config: Path | None = None,
     webhook_cache_ttl: str = "1s",
+    webhook_version: str | None = "v1",
 ) -> list[str]:
-    """kube-apiserver serving TLS on 127.0.0.1:``port``, storing under ``etcd_prefix``."""
+    """kube-apiserver serving TLS on 127.0.0.1:``port``, storing under ``etcd_prefix``.
+
+    ``webhook_version`` None leaves the TokenReview version to the apiserver's default (v1beta1),
+    as Rancher wires kube-api-auth, which answers in v1beta1.
+    """
     args = [
         str(binary),
         f"--etcd-servers={etcd_url}",
@@ -86,9 +91,10 @@ def apiserver_args(
     if webhook_config is not None:
         args += [
             f"--authentication-token-webhook-config-file={webhook_config}",
-            "--authentication-token-webhook-version=v1",
             f"--authentication-token-webhook-cache-ttl={webhook_cache_ttl}",
         ]
+        if webhook_version is not None:
+            args.append(f"--authentication-token-webhook-version={webhook_version}")
     return args
 
 

@@ -58,6 +58,8 @@ class LocalProvider:
     webhooks: Mapping[str, Path] = field(default_factory=dict)
     """Per cluster, a kubeconfig-format token webhook config for its apiserver."""
     webhook_cache_ttl: str = "1s"
+    webhook_version: str | None = "v1"
+    """TokenReview version spoken to the webhooks; None: the apiserver's default (v1beta1)."""
     binaries: build.Built | None = None
     name: str = "local"
 
@@ -120,6 +122,7 @@ class LocalProvider:
                 etcd_prefix=f"/corral/{name}/registry",
                 webhook_config=self.webhooks.get(name),
                 webhook_cache_ttl=self.webhook_cache_ttl,
+                webhook_version=self.webhook_version,
             )
             group.start(f"kube-apiserver-{name}", args, role="kube-apiserver")
         configs = {name: _admin_config(name, ports[name], pkis[name]) for name in names}
