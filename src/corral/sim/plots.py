@@ -24,13 +24,21 @@ from matplotlib.figure import Figure
 
 from corral.model import AvailabilityBin, FaultInjected, Summariser, TunnelOpened, fault_windows
 
-MAX_TIMELINE_CLUSTERS = 20
+MAX_TIMELINE_CLUSTERS = 12
 """Clusters in the tunnel timeline: those with failovers or agent faults first."""
 WORST_CLUSTERS = 25
 """Rows of the worst-clusters heatmap."""
 AGENT_FAULTS = ("kill-cluster-agent", "kill-node-agent")
 DPI = 110
 OUTAGE_COLOR = "#d62728"
+FAULT_COLORS = {
+    "kill-cluster-agent": "#9467bd",
+    "kill-node-agent": "#8c564b",
+    "server-down": "#7f7f7f",
+    "partition": "#e377c2",
+    "latency": "#bcbd22",
+}
+"""One colour per kind of fault, the same in every plot; kinds not listed get grey-blue."""
 
 
 def write_plots(summariser: Summariser, out: Path, *, title: str) -> list[Path]:
@@ -125,13 +133,12 @@ def _shade_faults(ax: Axes, summariser: Summariser, *, kinds: Sequence[str] | No
     for (fault, _), found in windows.items():
         if kinds is None or fault in kinds:
             by_kind.setdefault(fault, []).extend(found)
-    for index, (fault, spans) in enumerate(sorted(by_kind.items())):
+    for fault, spans in sorted(by_kind.items()):
         targets = sum(1 for (kind, _) in windows if kind == fault)
         label = f"{fault} ({targets} target{'s' if targets > 1 else ''})"
+        color = FAULT_COLORS.get(fault, "#6b8ba4")
         for number, (start, end) in enumerate(sorted(spans)):
-            ax.axvspan(
-                start, end, color=f"C{(index + 4) % 10}", alpha=0.15, label=label if number == 0 else None
-            )
+            ax.axvspan(start, end, color=color, alpha=0.18, label=label if number == 0 else None)
 
 
 def _draw_series(
@@ -214,7 +221,13 @@ def _regions(summariser: Summariser, path: Path, title: str) -> Path:
             if not total:
                 continue
             served = sum(item.served for item in series)
-            _draw_series(ax, series, label=f"{region}: {served / total:.4f}", color=f"C{index}")
+            _draw_series(
+                ax,
+                series,
+                label=f"{region}: {served / total:.4f}",
+                color=f"C{index}",
+                width=2.8 - 0.6 * index,
+            )
         _shade_faults(ax, summariser, kinds=("server-down", "partition", "latency"))
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel(f"{name}\nserved fraction")
