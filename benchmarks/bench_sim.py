@@ -1,14 +1,17 @@
-"""Benchmark of the SimPy model: simulated events per second, and the wall time of fleet-2000.
+"""Benchmark of the SimPy model: simulated events per second, and the wall time of the fleets.
 
 Speeds are reported next to a baseline measured in the same run (bare SimPy processes doing
 nothing but timeouts), so a slow or busy machine shows as a slow baseline, not as a regression;
-the ratio is what to compare between runs. Results go to ``reports/bench/sim.json`` and a
-Markdown table on stdout.
+the ratio is what to compare between runs. The fleets (fleet-2000, fleet-10000) run as
+``corral sim run`` in a process of their own, with the trace streamed as a user would write it
+(fleet-10000: gzip-compressed, one request in ten), so their peak memory is their own; their CPU
+time is reported next to the wall time, since on a shared machine the wall time says as much
+about the neighbours. Results go to ``reports/bench/sim.json`` and a Markdown table on stdout.
 
-    python benchmarks/bench_sim.py [--skip-fleet] [--profile]
+    python benchmarks/bench_sim.py [--skip-fleet] [--profile [SCENARIO]]
 
-``--profile`` runs fleet-2000 under cProfile and writes the top functions, and the share of time
-per part of the model, to ``reports/bench/sim-profile.txt``.
+``--profile`` runs a fleet (default fleet-2000) under cProfile and writes the top functions, and
+the share of time per part of the model, to ``reports/bench/sim-profile.txt``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import cProfile
 import io
 import json
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 OUT = ROOT / "reports" / "bench"
 FLEET_TARGET_SECONDS = 60.0
+FLEETS: dict[str, list[str]] = {
+    "fleet-2000": [],
+    "fleet-10000": ["--compress", "--sample-requests", "10"],
+}
+"""Fleet scenarios and how their trace is written."""
 BASELINE_PROCESSES = 1_000
 BASELINE_EVENTS = 300_000
 
@@ -68,15 +77,42 @@ def bench_scenario(name: str, *, trace_dir: Path | None) -> dict[str, Any]:
         "trace_events": result.summary["trace_events"],
         "simulated_seconds": result.summary["simulated_seconds"],
         "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
         "events_per_second": round(result.events_per_second),
     }
 
 
-def profile_fleet(path: Path) -> None:
-    scenario = Scenario.load(SCENARIOS / "fleet-2000.yaml")
+def bench_fleet(name: str, *, trace_dir: Path) -> dict[str, Any]:
+    """Run a fleet in its own process (its peak RSS is then its own) and read its run.json."""
+    out = trace_dir / name
+    command = [sys.executable, "-m", "corral.sim", "run", str(SCENARIOS / f"{name}.yaml")]
+    command += ["--seed", "1", "--out", str(out), "--no-plots", "--no-progress", *FLEETS[name]]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    trace = run_info["trace"]
+    return {
+        "events": run_info["events_processed"],
+        "trace_events": summary["trace_events"],
+        "requests": sum(entry["requests"] for entry in summary["paths"].values()),
+        "simulated_seconds": summary["simulated_seconds"],
+        "wall_seconds": run_info["wall_seconds"],
+        "cpu_seconds": run_info["cpu_seconds"],
+        "events_per_second": run_info["events_per_second"],
+        "peak_rss_mib": run_info["peak_rss_mib"],
+        "trace": trace | {"bytes": (out / trace["file"]).stat().st_size},
+        "target_wall_seconds": FLEET_TARGET_SECONDS,
+        "wall_over_target": round(run_info["wall_seconds"] / FLEET_TARGET_SECONDS, 3),
+    }
+
+
+def profile_fleet(path: Path, name: str) -> None:
+    scenario = Scenario.load(SCENARIOS / f"{name}.yaml")
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as tmp:
-        profiler.runcall(run_scenario, scenario, seed=1, out=Path(tmp), plots=False)
+        profiler.runcall(
+            run_scenario, scenario, seed=1, out=Path(tmp), plots=False, compress=True, sample_requests=10
+        )
     stats = pstats.Stats(profiler)
     total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
     parts: dict[str, float] = {}
@@ -84,7 +120,9 @@ def profile_fleet(path: Path) -> None:
         part = _part_of(filename)
         parts[part] = parts.get(part, 0.0) + entry[2]
     buffer = io.StringIO()
-    buffer.write("Own time per part (cProfile inflates Python-level calls; shares, not seconds, matter):\n")
+    buffer.write(
+        f"{name}: own time per part (cProfile inflates Python-level calls; shares, not seconds, matter):\n"
+    )
     for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
         buffer.write(f"  {part:<28} {100 * seconds / total:5.1f} %\n")
     buffer.write("\n")
@@ -97,7 +135,9 @@ _PARTS = (
     ("/simpy/", "simpy kernel"),
     ("/corral/sim/", "model"),
     ("corral/model/trace", "trace writing (json)"),
+    ("corral/model/stats", "summary (running counts)"),
     ("json", "trace writing (json)"),
+    ("gzip", "trace compression"),
     ("dataclasses", "trace writing (json)"),
     ("random", "random draws"),
     ("numpy", "summary (numpy)"),
@@ -116,7 +156,14 @@ def _part_of(filename: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fleet", action="store_true", help="only the small scenarios")
-    parser.add_argument("--profile", action="store_true", help="profile fleet-2000 (slow: about 3x)")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="fleet-2000",
+        default=None,
+        choices=sorted(FLEETS),
+        help="profile a fleet (default fleet-2000; slow: about 3x)",
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -125,33 +172,33 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_simpy": {k: round(v, 3) for k, v in baseline.items()},
         "scenarios": {},
     }
-    names = ["alice-au", "agent-loss-rke2", "server-outage"] + ([] if args.skip_fleet else ["fleet-2000"])
+    names = ["alice-au", "agent-loss-rke2", "server-outage"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            entry = bench_scenario(name, trace_dir=Path(tmp))
-            entry["ratio_to_simpy_baseline"] = round(
-                entry["events_per_second"] / baseline["events_per_second"], 3
-            )
-            results["scenarios"][name] = entry
-    if "fleet-2000" in results["scenarios"]:
-        fleet = results["scenarios"]["fleet-2000"]
-        fleet["target_wall_seconds"] = FLEET_TARGET_SECONDS
-        fleet["wall_over_target"] = round(fleet["wall_seconds"] / FLEET_TARGET_SECONDS, 3)
+            results["scenarios"][name] = bench_scenario(name, trace_dir=Path(tmp))
+        for name in [] if args.skip_fleet else sorted(FLEETS):
+            results["scenarios"][name] = bench_fleet(name, trace_dir=Path(tmp))
+    for entry in results["scenarios"].values():
+        entry["ratio_to_simpy_baseline"] = round(
+            entry["events_per_second"] / baseline["events_per_second"], 3
+        )
     (OUT / "sim.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
-    print("| run | events | wall (s) | events/s | vs bare SimPy |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | events | wall (s) | CPU (s) | events/s | vs bare SimPy | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| bare SimPy baseline | {BASELINE_EVENTS:,} | {baseline['wall_seconds']:.2f} | "
-        f"{baseline['events_per_second']:,.0f} | 1.000 |"
+        f"| bare SimPy baseline | {BASELINE_EVENTS:,} | {baseline['wall_seconds']:.2f} | | "
+        f"{baseline['events_per_second']:,.0f} | 1.000 | |"
     )
     for name, entry in results["scenarios"].items():
+        cpu = f"{entry['cpu_seconds']:.2f}" if "cpu_seconds" in entry else ""
         print(
-            f"| {name} | {entry['events']:,} | {entry['wall_seconds']:.2f} | "
-            f"{entry['events_per_second']:,} | {entry['ratio_to_simpy_baseline']:.3f} |"
+            f"| {name} | {entry['events']:,} | {entry['wall_seconds']:.2f} | {cpu} | "
+            f"{entry['events_per_second']:,} | {entry['ratio_to_simpy_baseline']:.3f} | "
+            f"{entry.get('peak_rss_mib', '')} |"
         )
     if args.profile and not args.skip_fleet:
-        profile_fleet(OUT / "sim-profile.txt")
+        profile_fleet(OUT / "sim-profile.txt", args.profile)
     return 0
 
 

@@ -216,7 +216,7 @@ def check_slos(scenario: Scenario, trace: Iterable[Event]) -> list[Violation]:
     violations = []
     for name, bounds in sorted(expect.latency_seconds.items()):
         for path, bound in sorted(bounds.items()):
-            values = summariser.latencies.get(path, [])
+            values: Sequence[float] = summariser.latencies.get(path, [])
             if not values:
                 violations.append(Violation("slo-latency", f"{path} {name}: no succeeded request to measure"))
                 continue

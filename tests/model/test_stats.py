@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,9 +12,12 @@ from corral.model import (
     FailoverCompleted,
     FaultInjected,
     RequestCompleted,
+    Summariser,
     TunnelOpened,
     availability,
+    availability_series,
     quantile,
+    seed_spread,
     succeeded,
     summarise,
 )
@@ -139,3 +144,105 @@ def test_a_path_whose_requests_all_failed_has_no_latency_figures() -> None:
     assert "latency_seconds" not in direct
     assert summary["failovers"]["max_seconds"] is None
     assert direct["failed"] == 1
+
+
+def test_requests_are_binned_by_start_time_and_an_empty_bin_stays_empty() -> None:
+    # Served every second until 35 s; a request sent at 35 s times out at 65 s; nothing starts from
+    # 40 s to 60 s (every client is stuck); served again from 60 s.
+    trace = [_request(t + 0.1, "proxy", 200, 0.1) for t in range(35)]
+    trace.append(_request(65.0, "proxy", 0, 30.0))
+    trace += [_request(t + 0.1, "proxy", 200, 0.1) for t in range(60, 80)]
+    summariser = Summariser()
+    for item in sorted(trace, key=lambda e: e.t):
+        summariser.add(item)
+    series = summariser.availability_series("proxy")
+    assert [b.start for b in series] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+    assert [(b.served, b.requests) for b in series] == [
+        (10, 10),
+        (10, 10),
+        (10, 10),
+        (5, 6),  # the timed-out request counts when it was sent, not when it gave up
+        (0, 0),
+        (0, 0),
+        (10, 10),
+        (10, 10),
+    ]
+    assert [b.fraction for b in series[3:6]] == [pytest.approx(5 / 6), None, None]
+    times, fractions = summariser.availability_timeline("proxy")
+    assert times[4:6] == [40.0, 50.0]
+    assert fractions[4:6] == [0.0, 0.0]
+
+
+def test_an_availability_series_fills_the_bins_between_first_and_last() -> None:
+    series = availability_series({2: [1, 2], 5: [3, 3]}, bin_seconds=5.0)
+    assert [(b.start, b.served, b.requests) for b in series] == [
+        (10.0, 1, 2),
+        (15.0, 0, 0),
+        (20.0, 0, 0),
+        (25.0, 3, 3),
+    ]
+    assert availability_series({}, bin_seconds=5.0) == []
+    widened = availability_series({1: [1, 1]}, bin_seconds=1.0, first=0, last=2)
+    assert [b.requests for b in widened] == [0, 1, 0]
+
+
+def test_per_region_and_per_cluster_counts_follow_the_target_cluster() -> None:
+    summariser = Summariser(cluster_regions={"a": "us", "b": "eu"}, cluster_bin_seconds=60.0)
+    for item in [
+        RequestCompleted(
+            t=1.0, path="proxy", cluster="a", user="u", verb="get", status=200, latency_seconds=0.5
+        ),
+        RequestCompleted(
+            t=2.0, path="proxy", cluster="b", user="u", verb="get", status=503, latency_seconds=1
+        ),
+        RequestCompleted(
+            t=70.0, path="proxy", cluster="b", user="u", verb="get", status=200, latency_seconds=1
+        ),
+        RequestCompleted(t=3.0, path="ace", cluster="c", user="u", verb="get", status=200, latency_seconds=1),
+    ]:
+        summariser.add(item)
+    assert summariser.regions == ["us", "eu", "?"]
+    assert [(b.served, b.requests) for b in summariser.availability_series("proxy", region="eu")] == [
+        (0, 1),
+        *[(0, 0)] * 5,
+        (1, 1),
+    ]
+    assert summariser.cluster_availability("proxy") == {"a": (1, 1), "b": (1, 2)}
+    assert [(b.start, b.served, b.requests) for b in summariser.cluster_series("proxy", "b")] == [
+        (0.0, 0, 1),
+        (60.0, 1, 1),
+    ]
+    assert summariser.cluster_series("proxy", "c") == []
+
+
+def _one_seed(seed: int, availability_value: float, p95: float | None, failovers: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"requests": 100 + seed, "availability": availability_value}
+    if p95 is not None:
+        entry["latency_seconds"] = {"p50": p95 / 2, "p95": p95, "p99": p95 * 2, "mean": p95 / 2}
+    return {
+        "seed": seed,
+        "paths": {"proxy": entry},
+        "failovers": {"count": failovers, "max_seconds": 2.0 * failovers or None, "mean_seconds": None},
+    }
+
+
+def test_the_spread_over_seeds_has_mean_stdev_min_and_max_of_each_headline_figure() -> None:
+    spread = seed_spread([_one_seed(1, 0.9, 0.2, 1), _one_seed(2, 1.0, 0.4, 0), _one_seed(3, 0.8, None, 2)])
+    proxy = spread["paths"]["proxy"]
+    assert proxy["availability"] == {"n": 3, "mean": 0.9, "stdev": pytest.approx(0.1), "min": 0.8, "max": 1.0}
+    assert proxy["requests"]["mean"] == 102.0
+    # The third seed served nothing, so it has no latency: the spread is over the two that do.
+    assert proxy["p95"] == {
+        "n": 2,
+        "mean": 0.3,
+        "stdev": pytest.approx(0.141421, abs=1e-6),
+        "min": 0.2,
+        "max": 0.4,
+    }
+    assert spread["failovers"]["count"]["max"] == 2
+    assert spread["failovers"]["max_seconds"]["n"] == 2
+    assert spread["failovers"]["mean_seconds"] is None
+    single = seed_spread([_one_seed(7, 0.5, 0.1, 0)])
+    assert single["paths"]["proxy"]["availability"]["stdev"] is None
+    with pytest.raises(ValueError, match="spread of no summaries"):
+        seed_spread([])

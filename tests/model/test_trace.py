@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,45 @@ def test_fault_windows_nest_overlapping_faults_and_run_unlifted_ones_to_the_end(
         ("kill-cluster-agent", "c1"): [(1.0, 4.0)],
         ("server-down", "server"): [(5.0, 9.0)],
     }
+
+
+def test_a_gz_trace_is_written_compressed_and_read_back_alike(tmp_path: Path) -> None:
+    items: list[Event] = [
+        RequestCompleted(
+            t=float(i), path="proxy", cluster="c", user="u", verb="get", status=200, latency_seconds=0.1
+        )
+        for i in range(5000)
+    ]
+    items.append(TunnelClosed(t=5000.0, cluster="c", agent="cluster-agent", reason="EOF"))
+    plain, packed = tmp_path / "trace.jsonl", tmp_path / "trace.jsonl.gz"
+    write_trace(plain, items)
+    with TraceWriter(packed) as writer:
+        writer.write_all(items)
+    assert writer.written == len(items)
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"
+    assert packed.stat().st_size * 5 < plain.stat().st_size
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    assert list(read_trace(packed)) == items
+    # Recognised by content, not by name.
+    renamed = packed.rename(tmp_path / "trace.data")
+    assert list(read_trace(renamed)) == items
+
+
+def test_the_same_events_give_the_same_compressed_bytes(tmp_path: Path) -> None:
+    items = [TunnelClosed(t=1.0, cluster="c", agent="cluster-agent")]
+    write_trace(tmp_path / "a.jsonl.gz", items)
+    write_trace(tmp_path / "b.jsonl.gz", items)
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+
+
+def test_a_truncated_compressed_trace_is_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl.gz"
+    write_trace(path, [TunnelClosed(t=float(i), cluster="c", agent="cluster-agent") for i in range(2000)])
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ConfigError, match=r"^trace.jsonl.gz: corrupt or truncated gzip trace"):
+        list(read_trace(path))
+
+
+def test_a_missing_trace_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read trace"):
+        list(read_trace(tmp_path / "nowhere.jsonl"))

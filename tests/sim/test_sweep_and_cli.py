@@ -131,14 +131,16 @@ def test_the_run_command_writes_trace_summary_and_plots(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "availability.png",
+        "clusters.png",
         "failover.png",
         "latency_cdf.png",
+        "regions.png",
         "run.json",
         "summary.json",
         "trace.jsonl",
     ]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["seed"] == 2
+    assert (summary["seed"], summary["seed_count"]) == (2, 1)
     assert summary["events"]["RequestCompleted"] == summary["paths"]["proxy"]["requests"]
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     assert len(lines) == summary["trace_events"]

@@ -12,7 +12,17 @@ from corral.model.expectations import Expectations
 from corral.model.faults import FAULT_KINDS, Fault, FaultKind
 from corral.model.scenario import Scenario
 from corral.model.server import Server
-from corral.model.stats import Summariser, availability, fault_windows, quantile, succeeded, summarise
+from corral.model.stats import (
+    AvailabilityBin,
+    Summariser,
+    availability,
+    availability_series,
+    fault_windows,
+    quantile,
+    seed_spread,
+    succeeded,
+    summarise,
+)
 from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
@@ -54,6 +64,7 @@ __all__ = [
     "VERBS",
     "AccessPath",
     "AgentProfile",
+    "AvailabilityBin",
     "Calibration",
     "Cluster",
     "ClusterConditionChanged",
@@ -84,6 +95,7 @@ __all__ = [
     "Verb",
     "WorkloadEntry",
     "availability",
+    "availability_series",
     "event",
     "event_types",
     "fault_windows",
@@ -91,6 +103,7 @@ __all__ = [
     "parse_trace",
     "quantile",
     "read_trace",
+    "seed_spread",
     "succeeded",
     "summarise",
     "write_trace",

@@ -1,5 +1,6 @@
 """Statistics of traces, defined once for every part of corral: quantiles, success and availability,
-fault windows, and the per-access-path summary of a run.
+fault windows, availability over time (per path, region and cluster), the per-access-path summary
+of a run, and the spread of a figure over several seeds.
 
 The SimPy model, the trace checks and the benchmarks all count with these functions, so a p95 or
 an availability means the same thing whichever part printed it. Pure Python (no numpy): the shared
@@ -9,8 +10,11 @@ model stays importable without the simulation's packages.
 from __future__ import annotations
 
 import math
+import statistics
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from corral.model.trace import (
@@ -28,6 +32,8 @@ DIGITS = 6
 """Decimal places of the figures in a summary (microseconds for latencies)."""
 FAILOVERS_LISTED = 50
 """A summary lists the first failovers one by one, up to this many."""
+CLUSTER_BIN_SECONDS = 60.0
+"""Width of the per-cluster time bins (coarser than the per-path ones: a fleet has many clusters)."""
 
 Interval = tuple[float, float]
 
@@ -67,6 +73,46 @@ def quantile(values: Sequence[float], percent: float, *, presorted: bool = False
     return a + (b - a) * weight
 
 
+@dataclass(frozen=True, slots=True)
+class AvailabilityBin:
+    """Requests that started in ``[start, start + seconds)``, and how many of them were served."""
+
+    start: float
+    seconds: float
+    served: int
+    requests: int
+
+    @property
+    def fraction(self) -> float | None:
+        """The served fraction; ``None`` for a bin in which no request started."""
+        return availability(self.served, self.requests) if self.requests else None
+
+
+def availability_series(
+    cells: Mapping[int, Sequence[int]],
+    *,
+    bin_seconds: float,
+    first: int | None = None,
+    last: int | None = None,
+) -> list[AvailabilityBin]:
+    """Every bin from `first` to `last` (default: the first and last with requests), empty ones included.
+
+    `cells` maps a bin number (request start time // `bin_seconds`) to ``(served, requests)``. A
+    bin left out of `cells` comes back with no requests, so a reader can tell "nothing started
+    here" (often: nothing could) from "everything was served", which a series of non-empty bins
+    alone cannot show.
+    """
+    if not cells and (first is None or last is None):
+        return []
+    low = min(cells) if first is None else first
+    high = max(cells) if last is None else last
+    series = []
+    for number in range(low, high + 1):
+        served, requests = cells.get(number, (0, 0))[:2]
+        series.append(AvailabilityBin(number * bin_seconds, bin_seconds, served, requests))
+    return series
+
+
 def fault_windows(events: Iterable[Event], *, end: float) -> dict[tuple[str, str], list[Interval]]:
     """(fault, target) -> the intervals during which it was applied, from `FaultInjected` events.
 
@@ -97,17 +143,35 @@ class Summariser:
 
     It reads shared trace events only, so a simulated run and a measured one are summarised the
     same way and compare number by number. Feed it events as they happen (`add`, a recorder sink)
-    or all at once (`summarise`).
+    or all at once (`summarise`). Requests are binned in time by when they *started* (completion
+    time minus latency): a request that waited 30 s for a timeout belongs to the moment it was
+    sent, so an outage shows where it happened. Memory grows with the number of requests only by
+    one float per served request (an array of doubles), so a fleet-sized trace fits.
+
+    `cluster_regions` (cluster -> region) adds a per-region breakdown; without it, clusters the
+    summariser has not been told about count under the region ``"?"``.
     """
 
-    def __init__(self, *, bin_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        bin_seconds: float = 10.0,
+        cluster_regions: Mapping[str, str] | None = None,
+        cluster_bin_seconds: float = CLUSTER_BIN_SECONDS,
+    ) -> None:
         self.bin_seconds = bin_seconds
-        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.cluster_bin_seconds = cluster_bin_seconds
+        self.latencies: dict[str, array[float]] = defaultdict(lambda: array("d"))
         """Access path -> latencies of its served requests, in trace order."""
         self.totals: Counter[str] = Counter()
         self.statuses: dict[str, Counter[int]] = defaultdict(Counter)
         self.bins: dict[str, dict[int, list[int]]] = defaultdict(dict)
-        """Access path -> time bin -> [served, requests]."""
+        """Access path -> start-time bin -> [served, requests]."""
+        self.region_bins: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(dict)
+        """(access path, region of the cluster) -> start-time bin -> [served, requests]."""
+        self.cluster_bins: dict[tuple[str, str], array[int]] = {}
+        """(access path, cluster) -> served and requests per coarse start-time bin, interleaved."""
+        self.cluster_regions: dict[str, str] = dict(cluster_regions or {})
         self.failovers: list[FailoverCompleted] = []
         self.tunnels: list[TunnelOpened | TunnelClosed] = []
         self.faults: list[FaultInjected] = []
@@ -118,21 +182,43 @@ class Summariser:
         self.events[item.type_name] += 1
         self.last_t = max(self.last_t, item.t)
         if isinstance(item, RequestCompleted):
-            path = item.path
-            self.totals[path] += 1
-            self.statuses[path][item.status] += 1
-            ok = succeeded(item.status)
-            if ok:
-                self.latencies[path].append(item.latency_seconds)
-            cell = self.bins[path].setdefault(int(item.t // self.bin_seconds), [0, 0])
-            cell[0] += ok
-            cell[1] += 1
+            self._request(item)
         elif isinstance(item, TunnelOpened | TunnelClosed):
             self.tunnels.append(item)
         elif isinstance(item, FailoverCompleted):
             self.failovers.append(item)
         elif isinstance(item, FaultInjected):
             self.faults.append(item)
+
+    def _request(self, item: RequestCompleted) -> None:
+        path = item.path
+        self.totals[path] += 1
+        self.statuses[path][item.status] += 1
+        ok = 200 <= item.status < 400  # `succeeded`, inlined: this runs once per request of a fleet
+        if ok:
+            self.latencies[path].append(item.latency_seconds)
+        started = max(item.t - item.latency_seconds, 0.0)
+        number = int(started // self.bin_seconds)
+        cell = self.bins[path].get(number)
+        if cell is None:
+            cell = self.bins[path][number] = [0, 0]
+        cell[0] += ok
+        cell[1] += 1
+        region = self.cluster_regions.get(item.cluster, "?")
+        cells = self.region_bins[(path, region)]
+        cell = cells.get(number)
+        if cell is None:
+            cell = cells[number] = [0, 0]
+        cell[0] += ok
+        cell[1] += 1
+        counts = self.cluster_bins.get((path, item.cluster))
+        if counts is None:
+            counts = self.cluster_bins[(path, item.cluster)] = array("l")
+        index = 2 * int(started // self.cluster_bin_seconds)
+        if index >= len(counts):
+            counts.extend([0] * (index + 2 - len(counts)))
+        counts[index] += ok
+        counts[index + 1] += 1
 
     def path_summary(self, path: str) -> dict[str, Any]:
         """Requests, served, failed, availability, statuses and latency quantiles of one access path."""
@@ -180,10 +266,93 @@ class Summariser:
             "events": dict(sorted(self.events.items())),
         }
 
+    def availability_series(self, path: str, *, region: str | None = None) -> list[AvailabilityBin]:
+        """One path's (or one path and region's) bins by request start, empty bins included.
+
+        The series spans the path's first to last request (of any region), so a stretch in the
+        middle where the path started nothing (everyone waiting on a dead server, say) shows as
+        empty bins rather than vanishing between two good ones.
+        """
+        span = self.bins.get(path, {})
+        if not span:
+            return []
+        cells = span if region is None else self.region_bins.get((path, region), {})
+        return availability_series(cells, bin_seconds=self.bin_seconds, first=min(span), last=max(span))
+
     def availability_timeline(self, path: str) -> tuple[list[float], list[float]]:
-        """Bin start times and the fraction of requests served in each bin."""
-        cells = sorted(self.bins.get(path, {}).items())
-        return [b * self.bin_seconds for b, _ in cells], [availability(ok, n) for _, (ok, n) in cells]
+        """Bin start times and the served fraction of each bin; a bin without requests counts as 0."""
+        series = self.availability_series(path)
+        return [b.start for b in series], [b.fraction or 0.0 for b in series]
+
+    @property
+    def regions(self) -> list[str]:
+        """Regions of the clusters that received requests, in first-seen order of the mapping."""
+        seen = {region for _, region in self.region_bins}
+        ordered = list(dict.fromkeys(self.cluster_regions.values()))
+        return [r for r in ordered if r in seen] + sorted(seen - set(ordered))
+
+    def cluster_series(self, path: str, cluster: str) -> list[AvailabilityBin]:
+        """A cluster's bins on one path (`cluster_bin_seconds` wide), from t=0 to its last request."""
+        counts = self.cluster_bins.get((path, cluster))
+        if counts is None:
+            return []
+        width = self.cluster_bin_seconds
+        return [
+            AvailabilityBin(i // 2 * width, width, counts[i], counts[i + 1]) for i in range(0, len(counts), 2)
+        ]
+
+    def cluster_availability(self, path: str) -> dict[str, tuple[int, int]]:
+        """Cluster -> (served, requests) on one access path over the whole run."""
+        return {
+            name: (sum(c[0::2]), sum(c[1::2])) for (on, name), c in self.cluster_bins.items() if on == path
+        }
+
+
+HEADLINE_FIGURES = ("requests", "availability", "p50", "p95", "p99", "mean")
+"""Per access path, the figures whose spread over seeds a multi-seed summary reports."""
+
+
+def seed_spread(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max of each headline figure over runs of several seeds.
+
+    `summaries` are single-seed summaries of the same scenario (`Summariser.summary`). A figure
+    missing from some runs (no served request, so no latency; no failover) is taken over the runs
+    that have it, and ``n`` says how many; the standard deviation of one value is ``None``.
+    """
+    if not summaries:
+        raise ValueError("spread of no summaries")
+    paths = sorted({path for summary in summaries for path in summary["paths"]})
+    spread: dict[str, Any] = {"paths": {}, "failovers": {}}
+    for path in paths:
+        entries = [summary["paths"].get(path) for summary in summaries]
+        figures: dict[str, Any] = {}
+        for name in HEADLINE_FIGURES:
+            values = [_headline(entry, name) for entry in entries if entry is not None]
+            figures[name] = _spread_of([v for v in values if v is not None])
+        spread["paths"][path] = figures
+    for name in ("count", "max_seconds", "mean_seconds"):
+        values = [summary["failovers"][name] for summary in summaries]
+        spread["failovers"][name] = _spread_of([v for v in values if v is not None])
+    return spread
+
+
+def _headline(entry: Mapping[str, Any], name: str) -> float | None:
+    if name in ("requests", "availability"):
+        return float(entry[name])
+    latency = entry.get("latency_seconds")
+    return None if latency is None else float(latency[name])
+
+
+def _spread_of(values: Sequence[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {
+        "n": len(values),
+        "mean": _round(math.fsum(values) / len(values)),
+        "stdev": _round(statistics.stdev(values)) if len(values) > 1 else None,
+        "min": _round(min(values)),
+        "max": _round(max(values)),
+    }
 
 
 def summarise(events: Iterable[Event], **meta: Any) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import simpy
-
 from corral.model import Calibration, Scenario
 from corral.sim.ace import ClusterEndpoint
 from corral.sim.apiserver import APIServer
 from corral.sim.controller import HealthSyncer
 from corral.sim.faults import schedule_faults
+from corral.sim.kernel import FastEnvironment
 from corral.sim.network import Network
 from corral.sim.proxy import AuthProxy
 from corral.sim.recorder import Recorder
@@ -32,7 +31,7 @@ AGENT_START_SPREAD_SECONDS = 2.0
 """Agents start spread over the first seconds, as pods do after an install."""
 
 
-class CountingEnvironment(simpy.Environment):
+class CountingEnvironment(FastEnvironment):
     """A SimPy environment that can tell how many events it has processed (for events per second).
 
     It reads SimPy's own event-id counter rather than counting in `step`, which would cost a

@@ -1,6 +1,8 @@
 """Command line of the SimPy model: ``corral sim run|sweep`` (or ``python -m corral.sim run|sweep``).
 
     corral sim run fixtures/scenarios/alice-au.yaml --seed 1 --out reports/alice-au/sim-1
+    corral sim run fixtures/scenarios/smoke.yaml --seeds 10 --out reports/smoke/seeds-1-10
+    corral sim run fixtures/scenarios/fleet-10000.yaml --compress --sample-requests 10 --out reports/fleet
     corral sim sweep fixtures/scenarios/alice-au.yaml --grid rtt_ms=50,150,300 --out reports/sweep
 
 A thin layer: it validates its flags and calls `corral.sim.run.run_scenario` /
@@ -14,6 +16,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -61,11 +64,35 @@ def main() -> None:
 
 @main.command()
 @click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--seed", type=int, default=1, show_default=True, help="random seed (same seed, same trace)")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="random seed (same seed, same trace); with --seeds, the first one",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="run this many seeds (--seed, --seed + 1, ...) into seed-<n>/ and summarise their spread",
+)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="output folder")
 @_calibration_option
 @click.option("--plots/--no-plots", default=True, show_default=True, help="write PNG plots")
-@click.option("--trace/--no-trace", default=True, show_default=True, help="write trace.jsonl")
+@click.option("--trace/--no-trace", default=True, show_default=True, help="write the trace")
+@click.option(
+    "--compress/--no-compress", default=False, show_default=True, help="gzip the trace (trace.jsonl.gz)"
+)
+@click.option(
+    "--sample-requests",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="keep one request in N in the trace (other events all; the summary counts every request)",
+)
 @click.option(
     "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
 )
@@ -73,21 +100,41 @@ def run(
     *,
     scenario: Path,
     seed: int,
+    seeds: int,
     out: Path,
     calibration: Path | None,
     plots: bool,
     trace: bool,
+    compress: bool,
+    sample_requests: int,
     progress: bool | None,
 ) -> None:
-    """Simulate SCENARIO; write trace.jsonl, summary.json, run.json and plots to --out."""
+    """Simulate SCENARIO; write the trace, summary.json, run.json and plots to --out."""
     _require_extra()
-    from corral.sim.run import run_scenario
+    from corral.sim.run import RunResult, run_scenario, run_seeds
 
     loaded, calib = _load(scenario, calibration)
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_scenario(
-        loaded, seed=seed, out=out, calibration=calib, progress=show, plots=plots, trace=trace
-    )
+    options: dict[str, Any] = {
+        "calibration": calib,
+        "progress": show,
+        "plots": plots,
+        "trace": trace,
+        "compress": compress,
+        "sample_requests": sample_requests,
+    }
+    if seeds > 1:
+
+        def done(number: int, result: RunResult) -> None:
+            click.echo(f"seed {number}: {result.wall_seconds:.2f} s", err=True)
+
+        combined = run_seeds(loaded, seeds=range(seed, seed + seeds), out=out, on_done=done, **options)
+        click.echo(
+            json.dumps({"seeds": combined.summary["seeds"], "spread": combined.summary["spread"]}, indent=2)
+        )
+        click.echo(f"{seeds} seeds; files in {out}", err=True)
+        return
+    result = run_scenario(loaded, seed=seed, out=out, **options)
     paths = {
         name: {k: v for k, v in stats.items() if k != "statuses"}
         for name, stats in result.summary["paths"].items()
