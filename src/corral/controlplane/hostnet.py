@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -32,6 +33,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 
 
+_KINDS = ("netns", "links", "cgroups", "mount_roots", "folders")
+
+
 @dataclass(slots=True, kw_only=True)
 class Ledger:
     """What one run folder's real nodes added to the host."""
@@ -40,6 +44,8 @@ class Ledger:
     links: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
     mount_roots: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    """Folders outside the run folder that the run created (removed after unmounting)."""
 
     @classmethod
     def load(cls, run_dir: Path) -> Ledger:
@@ -50,12 +56,7 @@ class Ledger:
             return cls()
         except (OSError, ValueError) as e:
             raise ControlPlaneError(f"cannot read {path}; remove what it recorded by hand: {e}") from e
-        return cls(
-            **{
-                key: [str(v) for v in data.get(key, [])]
-                for key in ("netns", "links", "cgroups", "mount_roots")
-            }
-        )
+        return cls(**{key: [str(v) for v in data.get(key, [])] for key in _KINDS})
 
     def save(self, run_dir: Path) -> None:
         path = run_dir / LEDGER_FILE
@@ -64,7 +65,7 @@ class Ledger:
         tmp.replace(path)
 
     def is_empty(self) -> bool:
-        return not (self.netns or self.links or self.cgroups or self.mount_roots)
+        return not (self.netns or self.links or self.cgroups or self.mount_roots or self.folders)
 
 
 class HostState:
@@ -82,6 +83,12 @@ class HostState:
 
     def add_mount_root(self, folder: Path) -> None:
         self._record("mount_roots", str(folder))
+
+    def add_folder(self, folder: Path) -> None:
+        """Create a folder outside the run folder, which is also a root of mounts."""
+        self._record("folders", str(folder))
+        self._record("mount_roots", str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
 
     def add_netns(self, name: str) -> None:
         self._record("netns", name)
@@ -225,20 +232,52 @@ def remove_cgroup_tree(top: str) -> None:
                     time.sleep(0.1)  # a dying process can hold its cgroup a moment
 
 
+def stop_processes(run_dir: Path, *, timeout_seconds: float = 5.0) -> int:
+    """Stop every process in the run's cgroups (kubelets, containerd, shims, Pods): SIGTERM, then SIGKILL.
+
+    Run before the control plane stops, so no kubelet keeps an apiserver waiting on its requests.
+    """
+    count = 0
+    for top in Ledger.load(run_dir).cgroups:
+        count += kill_cgroup(top, sig=signal.SIGTERM, timeout_seconds=timeout_seconds)
+        count += kill_cgroup(top, sig=signal.SIGKILL, timeout_seconds=timeout_seconds)
+    return count
+
+
 def cleanup(run_dir: Path, *, log_links: Path = CONTAINER_LOG_LINKS) -> list[str]:
     """Remove everything the ledger of ``run_dir`` records; return what was removed."""
     ledger = Ledger.load(run_dir)
-    done: list[str] = []
     if ledger.is_empty():
-        return done
+        return []
+    done = [f"processes in {top}" for top in ledger.cgroups if kill_cgroup(top)]
+    done += _unmount(ledger.mount_roots)
+    done += _remove_network(ledger)
     for top in ledger.cgroups:
-        if kill_cgroup(top):
-            done.append(f"processes in {top}")
+        remove_cgroup_tree(top)
+        done.append(f"cgroup {top}")
+    for folder in ledger.folders:
+        if Path(folder).is_dir() and not mounts_below(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"folder {folder}")
     for root in ledger.mount_roots:
+        done += [f"log link {p}" for p in remove_links_into(log_links, Path(root))]
+    (run_dir / LEDGER_FILE).unlink(missing_ok=True)
+    logger.info("removed from the host: %s", ", ".join(done))
+    return done
+
+
+def _unmount(roots: Iterable[str]) -> list[str]:
+    done = []
+    for root in roots:
         for point in mounts_below(root):
-            result = subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-            if result.returncode == 0:
+            if subprocess.run(["umount", "-l", point], capture_output=True, check=False).returncode == 0:
                 done.append(f"mount {point}")
+    return done
+
+
+def _remove_network(ledger: Ledger) -> list[str]:
+    """Namespaces first (their veth pairs, routes and iptables chains go with them), then stray links."""
+    done = []
     for name in ledger.netns:
         if Path(f"/run/netns/{name}").exists():
             ip("netns", "del", name, check=False)
@@ -247,13 +286,6 @@ def cleanup(run_dir: Path, *, log_links: Path = CONTAINER_LOG_LINKS) -> list[str
         if Path(f"/sys/class/net/{link}").exists():
             ip("link", "del", link, check=False)
             done.append(f"link {link}")
-    for top in ledger.cgroups:
-        remove_cgroup_tree(top)
-        done.append(f"cgroup {top}")
-    for root in ledger.mount_roots:
-        done += [f"log link {p}" for p in remove_links_into(log_links, Path(root))]
-    (run_dir / LEDGER_FILE).unlink(missing_ok=True)
-    logger.info("removed from the host: %s", ", ".join(done))
     return done
 
 

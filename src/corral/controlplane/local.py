@@ -100,6 +100,7 @@ class LocalProvider:
             try:
                 return self._up(scenario, run_dir, binaries, group, report, real=real, archives=archives)
             except BaseException:
+                hostnet.stop_processes(run_dir)
                 group.stop()
                 hostnet.cleanup(run_dir)
                 raise
@@ -109,6 +110,7 @@ class LocalProvider:
         if not run_dir.is_dir():
             raise ConfigError(f"no run folder at {str(run_dir)!r}")
         with _locked(run_dir):
+            hostnet.stop_processes(run_dir)  # nodes first: their kubelets talk to the apiservers
             stop_attached(run_dir)
             reap_stale(run_dir)
             hostnet.cleanup(run_dir)

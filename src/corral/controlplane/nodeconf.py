@@ -5,9 +5,11 @@ route of the host uses: a veth pair joins the namespace to the host (``10.B.255.
 where the cluster's kube-apiserver listens, ``10.B.255.2`` inside), and node ``i`` owns the bridge
 ``cbr<i>`` with ``10.B.i.1/24``, which is its InternalIP and its Pod CIDR's gateway. Nodes of one
 cluster reach each other's Pods through the namespace's own routing; nothing is masqueraded and no
-default route exists, so no Pod traffic leaves the machine. Everything a node writes lives in its
-folder of the run; its cgroups are ``/corral-<run id>/<node>`` (Pods, the kubelet's cgroupRoot) and
-``/corral-<run id>/<node>.runtime`` (kubelet, containerd and the shims).
+default route exists, so no Pod traffic leaves the machine. A node writes into its folder of the
+run, except what holds unix sockets (the kubelet's root folder, containerd's state and socket),
+whose paths must stay under 108 bytes: that lives in ``/run/corral/<run id>/<number>``. Its cgroups
+are ``/corral-<run id>/<node>`` (Pods: the kubelet's cgroupRoot) and ``/corral-<run id>/<node>.runtime``
+(kubelet, containerd and the shims).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ TOLERATION_SECONDS = 10
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
+
+
+#: Short folders for unix sockets, one per run: ``/run/corral/<run id>``.
+SHORT_ROOT = Path("/run/corral")
 
 
 def run_id(run_dir: Path) -> str:
@@ -121,6 +127,8 @@ class NodeLayout:
     cluster: str
     index: int
     folder: Path
+    short: Path
+    """A short folder for what holds unix sockets (kubelet root folder, containerd state)."""
     net: ClusterNet
     cgroup: str  # /corral-<run id>/<node>
     kubelet_port: int
@@ -144,7 +152,15 @@ class NodeLayout:
 
     @property
     def socket(self) -> Path:
-        return self.folder / "containerd.sock"
+        return self.short / "containerd.sock"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.short / "kubelet"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.short / "containerd"
 
     @property
     def containerd_config_path(self) -> Path:
@@ -178,11 +194,17 @@ def node_layout(
         cluster=cluster,
         index=index,
         folder=run_dir / "nodes" / name,
+        short=SHORT_ROOT / run_id(run_dir) / str(net_index(net) * 100 + index),
         net=net,
         cgroup=f"/corral-{run_id(run_dir)}/{name}",
         kubelet_port=kubelet_port,
         roles=roles,
     )
+
+
+def net_index(net: ClusterNet) -> int:
+    """The cluster's number within its run, from its namespace's name."""
+    return int(net.netns.rsplit("-", 1)[1])
 
 
 def _toml_value(value: Any) -> str:
@@ -210,7 +232,7 @@ def containerd_config(node: NodeLayout, *, sandbox_image: str) -> str:
     ``restrict_oom_score_adj``: the Pod sandbox asks for oom_score_adj -998, which needs
     CAP_SYS_RESOURCE; where the machine withholds it, runc fails without this setting.
     """
-    state = node.folder / "containerd" / "state"
+    state = node.containerd_state
     cri_runtime = 'plugins."io.containerd.cri.v1.runtime"'
     return _toml(
         {
@@ -320,7 +342,7 @@ def kubelet_args(kubelet: Path, node: NodeLayout) -> list[str]:
         str(kubelet),
         f"--config={node.kubelet_config_path}",
         f"--kubeconfig={node.kubeconfig_path}",
-        f"--root-dir={node.folder / 'kubelet'}",
+        f"--root-dir={node.kubelet_dir}",
         f"--hostname-override={node.name}",
         f"--node-ip={node.node_ip}",
         "--v=1",

@@ -202,6 +202,8 @@ class RealNodes:
     def _prepare_node(self, layout: NodeLayout, *, pki: ClusterPKI, server: str) -> None:
         self.host.add_cgroup(layout.cgroup)
         self.host.add_cgroup(layout.runtime_cgroup)
+        self.host.add_folder(layout.short.parent)
+        self.host.add_folder(layout.short)
         ns = layout.net.netns
         if not hostnet.ip("link", "show", layout.bridge, netns=ns, check=False):
             hostnet.ip("link", "add", layout.bridge, "type", "bridge", netns=ns)
