@@ -95,6 +95,9 @@ class LocalProvider:
                 report(f"removed {len(removed)} host object(s) left by an earlier run in {run_dir}")
             names = (*build.CONTROL_PLANE, *build.NODES) if real else build.CONTROL_PLANE
             binaries = self.binaries or build.ensure_built(names)
+            missing = [name for name in names if name not in binaries.paths]
+            if missing:  # binaries given for virtual nodes (the pytest plugin's) lack the node components
+                binaries = build.Built({**binaries.paths, **build.ensure_built(missing).paths})
             archives = images.ensure_images(report=report) if real else ()
             group = ProcessGroup(run_dir, detached=self.detached)
             try:

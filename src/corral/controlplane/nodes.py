@@ -374,12 +374,7 @@ def _launch(run_dir: Path, node: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        known = (
-            sorted(p.name for p in (run_dir / "nodes").glob("*/launch.json"))
-            if (run_dir / "nodes").is_dir()
-            else []
-        )
-        names = ", ".join(p.split("/")[0] for p in known) or "none"
+        names = ", ".join(_known_nodes(run_dir)) or "none"
         raise ConfigError(f"no real node {node!r} in {run_dir} (real nodes: {names})") from None
     except (OSError, ValueError) as e:
         raise ControlPlaneError(f"cannot read {path}: {e}") from e
