@@ -87,6 +87,7 @@ class LocalProvider:
             nodes.check_host()
             hostpkgs.ensure_packages(report=report, log_dir=run_dir / "logs")
         with _locked(run_dir):
+            hostnet.stop_processes(run_dir)  # a crashed run's nodes first, then its control plane
             stale = reap_stale(run_dir)
             if stale:
                 report(f"reaped {len(stale)} process(es) left by an earlier run in {run_dir}")
