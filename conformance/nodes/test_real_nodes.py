@@ -118,11 +118,21 @@ def test_a_deployment_of_two_replicas_spreads_over_two_nodes_and_serves_through_
         timeout=60,
         what="the Service's EndpointSlice to list both pods",
     )
-    # Ten requests through the ClusterIP from a Pod: kube-proxy spreads them, every one answers.
+    # kube-proxy programs the Service a moment after its endpoints appear: the client waits for the
+    # first answer (up to 30 s), then sends ten requests through the ClusterIP; every one must answer.
     script = (
-        "import os, urllib.request\n"
-        "host = os.environ['WEB_SERVICE_HOST']\n"
-        "codes = [urllib.request.urlopen(f'http://{host}/', timeout=5).status for _ in range(10)]\n"
+        "import os, time, urllib.request\n"
+        "url = f\"http://{os.environ['WEB_SERVICE_HOST']}/\"\n"
+        "deadline = time.monotonic() + 30\n"
+        "while True:\n"
+        "    try:\n"
+        "        urllib.request.urlopen(url, timeout=2)\n"
+        "        break\n"
+        "    except OSError:\n"
+        "        if time.monotonic() > deadline:\n"
+        "            raise\n"
+        "        time.sleep(0.5)\n"
+        "codes = [urllib.request.urlopen(url, timeout=5).status for _ in range(10)]\n"
         "print(codes)\n"
     )
     assert _run_pod(real_admin, kubectl, ns, "client", script).strip() == str([200] * 10)

@@ -12,6 +12,14 @@ from corral.controlplane import hostnet
 from corral.errors import ControlPlaneError
 
 
+@pytest.fixture(autouse=True)
+def private_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Ledger copies of these tests go to a folder of their own, never the machine's."""
+    mirror = tmp_path / "mirror"
+    monkeypatch.setattr(hostnet, "MIRROR_DIR", mirror)
+    return mirror
+
+
 def test_an_empty_run_folder_has_an_empty_ledger_and_cleanup_does_nothing(tmp_path: Path) -> None:
     assert hostnet.Ledger.load(tmp_path).is_empty()
     assert hostnet.cleanup(tmp_path) == []
@@ -107,3 +115,21 @@ def test_host_routes_reads_destinations_and_skips_defaults(monkeypatch: pytest.M
     )
     monkeypatch.setattr(hostnet, "ip", lambda *args, **_: table)
     assert hostnet.host_routes() == ["10.200.0.0/16", "127.0.0.0/8", "10.1.2.255"]
+
+
+def test_a_ledger_is_mirrored_and_an_orphan_is_swept_once_its_run_folder_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_mirror: Path
+) -> None:
+    live, gone = tmp_path / "live", tmp_path / "gone"
+    live.mkdir()
+    gone.mkdir()
+    hostnet.Ledger(netns=["ns-live"]).save(live)
+    hostnet.Ledger(netns=["ns-gone"]).save(gone)
+    assert len(list(private_mirror.glob("*.json"))) == 2
+    (gone / hostnet.LEDGER_FILE).unlink()
+    gone.rmdir()
+    removed: list[list[str]] = []
+    monkeypatch.setattr(hostnet, "_remove", lambda ledger, **_: removed.append(ledger.netns) or ["x"])
+    assert hostnet.sweep_orphans() == ["x"]
+    assert removed == [["ns-gone"]]  # the live run is left alone
+    assert [p.name for p in private_mirror.glob("*.json")] == [hostnet.mirror_path(live).name]

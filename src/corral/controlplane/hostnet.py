@@ -23,11 +23,15 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from corral.controlplane.nodeconf import run_id
 from corral.errors import ControlPlaneError
 
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "host.json"
+#: A copy of every run's ledger, so that a run folder deleted before ``down`` (a test's temporary
+#: folder pruned after a crash) still has its host objects removed by the next run's `sweep_orphans`.
+MIRROR_DIR = Path("/run/corral/ledgers")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Where kubelets link container logs; the path is fixed in the kubelet.
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
@@ -59,10 +63,12 @@ class Ledger:
         return cls(**{key: [str(v) for v in data.get(key, [])] for key in _KINDS})
 
     def save(self, run_dir: Path) -> None:
-        path = run_dir / LEDGER_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        text = json.dumps({**asdict(self), "run_dir": str(run_dir)}, indent=2)
+        for path in (run_dir / LEDGER_FILE, mirror_path(run_dir)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
 
     def is_empty(self) -> bool:
         return not (self.netns or self.links or self.cgroups or self.mount_roots or self.folders)
@@ -115,6 +121,10 @@ class HostState:
 
     def procs_files(self, path: str) -> list[Path]:
         return [hierarchy / path.strip("/") / "cgroup.procs" for hierarchy in v1_hierarchies()]
+
+
+def mirror_path(run_dir: Path) -> Path:
+    return MIRROR_DIR / f"{run_id(run_dir)}.json"
 
 
 def v1_hierarchies() -> list[Path]:
@@ -173,9 +183,9 @@ def cgroup_pids(top: str) -> set[int]:
         base = hierarchy / top.strip("/")
         if not base.is_dir():
             continue
-        for procs in base.rglob("cgroup.procs"):
+        for folder, _dirs, _files in os.walk(base):  # os.walk skips folders that vanish meanwhile
             with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
+                pids.update(int(p) for p in (Path(folder) / "cgroup.procs").read_text().split())
     return pids
 
 
@@ -220,8 +230,8 @@ def remove_cgroup_tree(top: str) -> None:
         base = hierarchy / top.strip("/")
         if not base.is_dir():
             continue
-        folders = sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-        for folder in [*folders, base]:
+        folders = [Path(folder) for folder, _dirs, _files in os.walk(base, topdown=False)]
+        for folder in folders:  # deepest first; base comes last
             for _ in range(20):
                 try:
                     folder.rmdir()
@@ -247,6 +257,37 @@ def stop_processes(run_dir: Path, *, timeout_seconds: float = 5.0) -> int:
 def cleanup(run_dir: Path, *, log_links: Path = CONTAINER_LOG_LINKS) -> list[str]:
     """Remove everything the ledger of ``run_dir`` records; return what was removed."""
     ledger = Ledger.load(run_dir)
+    if ledger.is_empty() and mirror_path(run_dir).is_file():
+        ledger = _load_file(mirror_path(run_dir))
+    done = _remove(ledger, log_links=log_links)
+    (run_dir / LEDGER_FILE).unlink(missing_ok=True)
+    mirror_path(run_dir).unlink(missing_ok=True)
+    return done
+
+
+def sweep_orphans(*, log_links: Path = CONTAINER_LOG_LINKS) -> list[str]:
+    """Remove the host objects of runs whose folder is gone (never ``down``ed); return what was removed."""
+    done: list[str] = []
+    for path in sorted(MIRROR_DIR.glob("*.json")) if MIRROR_DIR.is_dir() else []:
+        try:
+            run_dir = Path(json.loads(path.read_text())["run_dir"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if not run_dir.exists():
+            done += _remove(_load_file(path), log_links=log_links)
+            path.unlink(missing_ok=True)
+    return done
+
+
+def _load_file(path: Path) -> Ledger:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return Ledger()
+    return Ledger(**{key: [str(v) for v in data.get(key, [])] for key in _KINDS})
+
+
+def _remove(ledger: Ledger, *, log_links: Path) -> list[str]:
     if ledger.is_empty():
         return []
     done = [f"processes in {top}" for top in ledger.cgroups if kill_cgroup(top)]
@@ -261,7 +302,6 @@ def cleanup(run_dir: Path, *, log_links: Path = CONTAINER_LOG_LINKS) -> list[str
             done.append(f"folder {folder}")
     for root in ledger.mount_roots:
         done += [f"log link {p}" for p in remove_links_into(log_links, Path(root))]
-    (run_dir / LEDGER_FILE).unlink(missing_ok=True)
     logger.info("removed from the host: %s", ", ".join(done))
     return done
 

@@ -91,9 +91,9 @@ class LocalProvider:
             stale = reap_stale(run_dir)
             if stale:
                 report(f"reaped {len(stale)} process(es) left by an earlier run in {run_dir}")
-            removed = hostnet.cleanup(run_dir)
+            removed = hostnet.cleanup(run_dir) + (hostnet.sweep_orphans() if real else [])
             if removed:
-                report(f"removed {len(removed)} host object(s) left by an earlier run in {run_dir}")
+                report(f"removed {len(removed)} host object(s) left by earlier runs")
             names = (*build.CONTROL_PLANE, *build.NODES) if real else build.CONTROL_PLANE
             binaries = self.binaries or build.ensure_built(names)
             missing = [name for name in names if name not in binaries.paths]
