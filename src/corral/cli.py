@@ -104,7 +104,17 @@ _PROVIDER_OPTION = click.option(
     show_default=True,
     help="local provider: one etcd for all clusters or one per cluster.",
 )
-def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mode: str) -> None:
+@click.option(
+    "--nodes",
+    "node_mode",
+    type=click.Choice(["real", "virtual"]),
+    default=None,
+    help="local provider: Node objects only (virtual) or a kubelet and containerd per node (real, "
+    "needs root); default: the scenario's node_mode, else virtual.",
+)
+def cluster_up(
+    scenario_path: Path, run_dir: Path, provider: str | None, etcd_mode: str, node_mode: str | None
+) -> None:
     """Start the scenario's clusters in RUN_DIR and print how to reach them."""
     from corral.model import Scenario
 
@@ -115,9 +125,17 @@ def cluster_up(scenario_path: Path, run_dir: Path, provider: str | None, etcd_mo
         if provider == "local":
             from corral.controlplane import build as builder
 
+            mode = node_mode or scenario.node_mode
+            if mode == "real":
+                from corral.controlplane.nodes import check_host
+
+                check_host()  # before minutes of building, say why it cannot work here
+            names = (*builder.CONTROL_PLANE, *builder.NODES) if mode == "real" else builder.CONTROL_PLANE
             # Build first, with progress: on a fresh machine this takes minutes.
-            binaries = builder.ensure_built(builder.CONTROL_PLANE, progress=_ProgressLine())
-            options = {"detached": True, "etcd_mode": etcd_mode, "binaries": binaries}
+            binaries = builder.ensure_built(names, progress=_ProgressLine())
+            options = {"detached": True, "etcd_mode": etcd_mode, "binaries": binaries, "node_mode": mode}
+        elif node_mode == "real":
+            raise click.UsageError("--nodes real needs the local provider")
         chosen = select_provider(provider, **options)
         cluster_set = chosen.up(scenario, run_dir, progress=lambda line: click.echo(line, err=True))
     except CorralError as e:
@@ -198,6 +216,36 @@ def kube_api_auth(
         )
     except CorralError as e:
         raise click.ClickException(str(e)) from e
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def fault() -> None:
+    """Inject faults into the clusters of a run folder."""
+
+
+@fault.command("node")
+@click.argument("action", type=click.Choice(["stop", "kill", "start"]))
+@click.option("--node", "node", required=True, help="Name of a real node of the scenario.")
+@click.option(
+    "--dir",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral cluster up --nodes real`.",
+)
+def fault_node(action: str, node: str, run_dir: Path) -> None:
+    """Stop a real node cleanly, kill it hard, or start it again."""
+    from corral.controlplane import nodes
+
+    actions = {"stop": nodes.stop_node, "kill": nodes.kill_node, "start": nodes.start_node}
+    try:
+        actions[action](run_dir, node)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{node}: {action} done", err=True)
 
 
 # -- the SimPy model ------------------------------------------------------------------------------

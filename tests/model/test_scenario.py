@@ -66,6 +66,8 @@ def test_valid_dict_round_trip_defaults() -> None:
     assert scenario.clusters[0].agent == "rke2"
     assert scenario.rtt_seconds("au", "au") == 0.0
     assert scenario.users[0].groups == ("devs",)
+    assert scenario.node_mode == "virtual"
+    assert Scenario.from_dict({**VALID, "node_mode": "real"}).node_mode == "real"
 
 
 @pytest.mark.parametrize(
@@ -93,6 +95,7 @@ def test_valid_dict_round_trip_defaults() -> None:
         ("regions", ["us", "us"], "t.yaml: regions[1]: duplicate region 'us'"),
         ("users.0.region", "mars", "t.yaml: users[0].region: must be one of us, au, got 'mars'"),
         ("users.0.groups", "devs", "t.yaml: users[0].groups: must be a list, got str 'devs'"),
+        ("node_mode", "physical", "t.yaml: node_mode: must be one of virtual, real, got 'physical'"),
         ("name", _DELETE, "t.yaml: name: is required"),
         ("clusters", _DELETE, "t.yaml: clusters: is required"),
     ],

@@ -41,6 +41,7 @@ MIN_GO = (1, 26)
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 TOXIPROXY_VERSION = "v2.12.0"
+CONTAINERD_VERSION = "v2.2.4"
 
 _K8S_LDFLAGS = (
     "-X k8s.io/component-base/version.gitVersion={version} "
@@ -76,12 +77,29 @@ def _k8s(name: str) -> Component:
     )
 
 
+def _containerd(name: str) -> Component:
+    return Component(
+        name=name,
+        module="containerd",
+        package=f"github.com/containerd/containerd/v2/cmd/{name}",
+        version=CONTAINERD_VERSION,
+        ldflags=f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",
+        tags=("no_btrfs",),
+    )
+
+
 #: Every binary corral knows how to build, in build order (the big shared graph first).
 COMPONENTS: tuple[Component, ...] = (
     _k8s("kube-apiserver"),
     _k8s("kube-controller-manager"),
     _k8s("kubectl"),
     Component(name="etcd", module="etcd", package="go.etcd.io/etcd/server/v3", version=ETCD_VERSION),
+    _k8s("kubelet"),
+    _k8s("kube-scheduler"),
+    _k8s("kube-proxy"),
+    _containerd("containerd"),
+    _containerd("containerd-shim-runc-v2"),
+    _containerd("ctr"),
     Component(
         name="toxiproxy-server",
         module="toxiproxy",
@@ -110,6 +128,9 @@ COMPONENTS: tuple[Component, ...] = (
 
 #: Components a local control plane needs; `ensure_built()` builds these by default.
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd")
+#: What real nodes add: the scheduler and kube-proxy beside the control plane, and per node a
+#: kubelet and a containerd with its runc shim (``ctr`` imports the locally built images).
+NODES = ("kube-scheduler", "kube-proxy", "kubelet", "containerd", "containerd-shim-runc-v2", "ctr")
 
 
 def component(name: str) -> Component:

@@ -5,10 +5,14 @@ visible in one place. They follow the envtest/StartTestServer recipe: RBAC, ever
 127.0.0.1, service-account issuer and keys, no endpoint reconciler (there is no node to point the
 ``kubernetes`` Service at), the aggregation layer (request-header authentication from the
 front-proxy CA, the front-proxy client certificate), and a KCM limited to the controllers tests observe.
+With real nodes (`RealNodeFlags`) the apiserver listens on the cluster's host address instead, runs
+the Node authorizer and NodeRestriction, reconciles the ``kubernetes`` Service's endpoints and
+reaches kubelets by InternalIP; the KCM adds what Pods need, and the scheduler joins.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from corral.controlplane.pki import FRONT_PROXY_CLIENT, ClusterPKI
@@ -31,6 +35,34 @@ KCM_CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
 )
+
+
+#: What real nodes add to the KCM: workloads, node lifecycle with taint-based eviction, endpoints.
+REAL_NODE_CONTROLLERS = (
+    *KCM_CONTROLLERS,
+    "deployment-controller",
+    "replicaset-controller",
+    "daemonset-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "pod-garbage-collector-controller",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RealNodeFlags:
+    """What the control plane of a cluster with real nodes needs beyond the virtual one."""
+
+    bind_address: str
+    """An address of a run-owned host interface that the nodes' namespace routes to."""
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    toleration_seconds: int
+    node_monitor_grace: str
+    node_monitor_period: str
 
 
 def etcd_args(binary: Path, *, name: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
@@ -62,32 +94,44 @@ def apiserver_args(
     webhook_config: Path | None = None,
     webhook_cache_ttl: str = "1s",
     webhook_version: str | None = "v1",
+    real_nodes: RealNodeFlags | None = None,
 ) -> list[str]:
-    """kube-apiserver serving TLS on 127.0.0.1:``port``, storing under ``etcd_prefix``.
+    """kube-apiserver serving TLS on 127.0.0.1:``port`` (or the real nodes' host address), storing
+    under ``etcd_prefix``.
 
     ``webhook_version`` None leaves the TokenReview version to the apiserver's default (v1beta1),
     as Rancher wires kube-api-auth, which answers in v1beta1.
     """
+    address = real_nodes.bind_address if real_nodes else "127.0.0.1"
     args = [
         str(binary),
         f"--etcd-servers={etcd_url}",
         f"--etcd-prefix={etcd_prefix}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
         f"--secure-port={port}",
         f"--tls-cert-file={pki.serving_cert}",
         f"--tls-private-key-file={pki.serving_key}",
         f"--client-ca-file={pki.client_ca}",
-        "--authorization-mode=RBAC",
+        "--authorization-mode=" + ("Node,RBAC" if real_nodes else "RBAC"),
         f"--service-account-issuer={SA_ISSUER}",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--endpoint-reconciler-type=none",
+        "--endpoint-reconciler-type=" + ("lease" if real_nodes else "none"),
         "--profiling=false",
         "--allow-privileged=true",
         *aggregation_args(pki),
     ]
+    if real_nodes is not None:
+        args += [
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={real_nodes.kubelet_client_cert}",
+            f"--kubelet-client-key={real_nodes.kubelet_client_key}",
+            f"--default-not-ready-toleration-seconds={real_nodes.toleration_seconds}",
+            f"--default-unreachable-toleration-seconds={real_nodes.toleration_seconds}",
+        ]
     if webhook_config is not None:
         args += [
             f"--authentication-token-webhook-config-file={webhook_config}",
@@ -119,12 +163,26 @@ def aggregation_args(pki: ClusterPKI) -> list[str]:
     ]
 
 
-def kcm_args(binary: Path, *, pki: ClusterPKI, kubeconfig: Path) -> list[str]:
-    """kube-controller-manager with only `KCM_CONTROLLERS`, no serving port, no leader election."""
+def kcm_args(
+    binary: Path, *, pki: ClusterPKI, kubeconfig: Path, real_nodes: RealNodeFlags | None = None
+) -> list[str]:
+    """kube-controller-manager with only `KCM_CONTROLLERS` (`REAL_NODE_CONTROLLERS` with real nodes),
+    no serving port, no leader election."""
+    controllers = REAL_NODE_CONTROLLERS if real_nodes else KCM_CONTROLLERS
+    lifecycle = (
+        [
+            f"--node-monitor-grace-period={real_nodes.node_monitor_grace}",
+            f"--node-monitor-period={real_nodes.node_monitor_period}",
+            "--concurrent-deployment-syncs=5",
+        ]
+        if real_nodes
+        else []
+    )
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
-        f"--controllers={','.join(KCM_CONTROLLERS)}",
+        f"--controllers={','.join(controllers)}",
+        *lifecycle,
         f"--service-account-private-key-file={pki.sa_key}",
         f"--root-ca-file={pki.serving_ca}",
         "--use-service-account-credentials=false",
@@ -133,3 +191,19 @@ def kcm_args(binary: Path, *, pki: ClusterPKI, kubeconfig: Path) -> list[str]:
         "--concurrent-namespace-syncs=2",
         "--concurrent-gc-syncs=5",
     ]
+
+
+def scheduler_args(binary: Path, *, kubeconfig: Path) -> list[str]:
+    """kube-scheduler with its own credentials, no leader election, no serving port."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        "--secure-port=0",
+    ]
+
+
+def kube_proxy_args(binary: Path, *, config: Path) -> list[str]:
+    return [str(binary), f"--config={config}", "--v=1"]

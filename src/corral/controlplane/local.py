@@ -7,6 +7,10 @@ as admin, writes ``kube_config_<cluster>.yml`` (0600), creates the Node objects 
 virtual nodes and waits for the ``default`` ServiceAccount (proof that the KCM works). A failed
 step stops everything it started and raises `ControlPlaneError` with the failing log's tail.
 A file lock keeps two ``up``/``down`` of the same folder apart; different folders run at once.
+
+With real nodes (``node_mode="real"``, or the scenario's ``node_mode``) the control plane also runs
+kube-scheduler, and each scenario node becomes a containerd and a kubelet (`corral.controlplane.nodes`);
+``up`` then waits until every node is Ready, and ``down`` removes what they added to the host.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import http.client
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import filelock
 
-from corral.controlplane import build, flags
+from corral.controlplane import build, flags, hostnet, images, nodeconf
 from corral.controlplane.clusters import ClusterHandle, ClusterSet, Progress, kubeconfig_name
 from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
@@ -61,11 +65,15 @@ class LocalProvider:
     webhook_version: str | None = "v1"
     """TokenReview version spoken to the webhooks; None: the apiserver's default (v1beta1)."""
     binaries: build.Built | None = None
+    node_mode: str | None = None
+    """``virtual`` (Node objects only) or ``real`` (kubelet and containerd); None: the scenario's."""
     name: str = "local"
 
     def __post_init__(self) -> None:
         if self.etcd_mode not in ETCD_MODES:
             raise ConfigError(f"etcd mode must be one of {', '.join(ETCD_MODES)}, got {self.etcd_mode!r}")
+        if self.node_mode is not None and self.node_mode not in ("virtual", "real"):
+            raise ConfigError(f"node mode must be virtual or real, got {self.node_mode!r}")
 
     def up(self, scenario: Scenario, run_dir: Path, *, progress: Progress | None = None) -> ClusterSet:
         report = progress or (lambda line: logger.info("%s", line))
@@ -74,16 +82,33 @@ class LocalProvider:
             raise ConfigError(f"webhook configs name clusters not in {scenario.source}: {', '.join(unknown)}")
         run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
+        real = (self.node_mode or scenario.node_mode) == "real"
+        if real:
+            from corral.controlplane import hostpkgs, nodes
+
+            nodes.check_host()
+            hostpkgs.ensure_packages(report=report, log_dir=run_dir / "logs")
         with _locked(run_dir):
+            hostnet.stop_processes(run_dir)  # a crashed run's nodes first, then its control plane
             stale = reap_stale(run_dir)
             if stale:
                 report(f"reaped {len(stale)} process(es) left by an earlier run in {run_dir}")
-            binaries = self.binaries or build.ensure_built(build.CONTROL_PLANE)
+            removed = hostnet.cleanup(run_dir) + (hostnet.sweep_orphans() if real else [])
+            if removed:
+                report(f"removed {len(removed)} host object(s) left by earlier runs")
+            names = (*build.CONTROL_PLANE, *build.NODES) if real else build.CONTROL_PLANE
+            binaries = self.binaries or build.ensure_built(names)
+            missing = [name for name in names if name not in binaries.paths]
+            if missing:  # binaries given for virtual nodes (the pytest plugin's) lack the node components
+                binaries = build.Built({**binaries.paths, **build.ensure_built(missing).paths})
+            archives = images.ensure_images(report=report) if real else ()
             group = ProcessGroup(run_dir, detached=self.detached)
             try:
-                return self._up(scenario, run_dir, binaries, group, report)
+                return self._up(scenario, run_dir, binaries, group, report, real=real, archives=archives)
             except BaseException:
+                hostnet.stop_processes(run_dir)
                 group.stop()
+                hostnet.cleanup(run_dir)
                 raise
 
     def down(self, run_dir: Path) -> None:
@@ -91,8 +116,10 @@ class LocalProvider:
         if not run_dir.is_dir():
             raise ConfigError(f"no run folder at {str(run_dir)!r}")
         with _locked(run_dir):
+            hostnet.stop_processes(run_dir)  # nodes first: their kubelets talk to the apiservers
             stop_attached(run_dir)
             reap_stale(run_dir)
+            hostnet.cleanup(run_dir)
 
     # -- the steps --------------------------------------------------------------------------------
 
@@ -103,10 +130,27 @@ class LocalProvider:
         binaries: build.Built,
         group: ProcessGroup,
         report: Progress,
+        *,
+        real: bool = False,
+        archives: Sequence[images.ImageArchive] = (),
     ) -> ClusterSet:
         started = time.monotonic()
         names = [c.name for c in scenario.clusters]
-        pkis = {name: create_cluster_pki(run_dir / name / "pki", cluster=name) for name in names}
+        runner = nets = None
+        if real:
+            from corral.controlplane.nodes import RealNodes
+
+            runner = RealNodes(run_dir, binaries=binaries, report=report)
+            nets = runner.prepare_networks(scenario.clusters)
+            report("network namespaces ready: " + ", ".join(f"{c} {n.supernet}" for c, n in nets.items()))
+        hosts = {name: nets[name].host_ip if nets else "127.0.0.1" for name in names}
+        pkis = {
+            name: create_cluster_pki(
+                run_dir / name / "pki", cluster=name, extra_hosts=(hosts[name],) if nets else ()
+            )
+            for name in names
+        }
+        real_flags = {name: _real_flags(pkis[name], hosts[name]) for name in names} if real else {}
         report(f"generated certificates for {len(names)} cluster(s)")
 
         etcd_urls = self._start_etcd(names, run_dir, binaries, group)
@@ -123,9 +167,10 @@ class LocalProvider:
                 webhook_config=self.webhooks.get(name),
                 webhook_cache_ttl=self.webhook_cache_ttl,
                 webhook_version=self.webhook_version,
+                real_nodes=real_flags.get(name),
             )
             group.start(f"kube-apiserver-{name}", args, role="kube-apiserver")
-        configs = {name: _admin_config(name, ports[name], pkis[name]) for name in names}
+        configs = {name: _admin_config(name, ports[name], pkis[name], host=hosts[name]) for name in names}
         for name in names:
             self._wait_ready(group, f"kube-apiserver-{name}", configs[name])
             report(f"kube-apiserver of {name} ready at {configs[name].server}")
@@ -136,17 +181,60 @@ class LocalProvider:
             kubeconfig = configs[name].write(run_dir / kubeconfig_name(name), context=name)
             group.start(
                 f"kube-controller-manager-{name}",
-                flags.kcm_args(binaries["kube-controller-manager"], pki=pkis[name], kubeconfig=kubeconfig),
+                flags.kcm_args(
+                    binaries["kube-controller-manager"],
+                    pki=pkis[name],
+                    kubeconfig=kubeconfig,
+                    real_nodes=real_flags.get(name),
+                ),
                 role="kube-controller-manager",
             )
-            handles[name] = _handle(cluster, configs[name], kubeconfig, pkis[name])
-        report("kube-controller-managers started")
+            if real:
+                from corral.controlplane.nodes import scheduler_kubeconfig
 
-        for cluster in scenario.clusters:
-            with KubeClient(configs[cluster.name]) as client:
-                create_nodes(client, cluster)
-                self._wait_controllers(group, cluster.name, client)
-            report(f"{cluster.name}: {len(cluster.nodes)} node(s) registered, controllers running")
+                scheduler_config = scheduler_kubeconfig(
+                    pkis[name], server=configs[name].server, folder=run_dir / name
+                )
+                group.start(
+                    f"kube-scheduler-{name}",
+                    flags.scheduler_args(binaries["kube-scheduler"], kubeconfig=scheduler_config),
+                    role="kube-scheduler",
+                )
+            handles[name] = _handle(cluster, configs[name], kubeconfig, pkis[name])
+        report("kube-controller-managers started" + (" with kube-schedulers" if real else ""))
+
+        if runner is not None and nets is not None:
+            from corral.controlplane.nodes import label_roles, wait_nodes_ready
+
+            for cluster in scenario.clusters:
+                node_started = time.monotonic()
+                runner.start_cluster_nodes(
+                    group,
+                    cluster=cluster,
+                    net=nets[cluster.name],
+                    pki=pkis[cluster.name],
+                    server=configs[cluster.name].server,
+                    archives=archives,
+                )
+                with KubeClient(configs[cluster.name]) as client:
+                    wait_nodes_ready(
+                        client,
+                        [node.name for node in cluster.nodes],
+                        timeout_seconds=self.ready_timeout_seconds,
+                        group=group,
+                    )
+                    label_roles(client, cluster)
+                    self._wait_controllers(group, cluster.name, client)
+                report(
+                    f"{cluster.name}: {len(cluster.nodes)} real node(s) Ready "
+                    f"in {time.monotonic() - node_started:.1f}s"
+                )
+        else:
+            for cluster in scenario.clusters:
+                with KubeClient(configs[cluster.name]) as client:
+                    create_nodes(client, cluster)
+                    self._wait_controllers(group, cluster.name, client)
+                report(f"{cluster.name}: {len(cluster.nodes)} node(s) registered, controllers running")
 
         write_state(
             run_dir,
@@ -155,6 +243,8 @@ class LocalProvider:
                 "provider": "local",
                 "scenario": scenario.name,
                 "etcd_mode": self.etcd_mode,
+                "nodes": "real" if real else "virtual",
+                "detached": self.detached,
                 "clusters": {
                     name: {"server": configs[name].server, "kubeconfig": str(handles[name].kubeconfig)}
                     for name in names
@@ -235,9 +325,23 @@ def create_nodes(client: KubeClient, cluster: Cluster) -> None:
         )
 
 
-def _admin_config(cluster: str, port: int, pki: ClusterPKI) -> KubeConfig:
+def _real_flags(pki: ClusterPKI, host: str) -> flags.RealNodeFlags:
+    from corral.controlplane.nodes import kubelet_client_pair
+
+    cert, key = kubelet_client_pair(pki)
+    return flags.RealNodeFlags(
+        bind_address=host,
+        kubelet_client_cert=cert,
+        kubelet_client_key=key,
+        toleration_seconds=nodeconf.TOLERATION_SECONDS,
+        node_monitor_grace=nodeconf.NODE_MONITOR_GRACE,
+        node_monitor_period=nodeconf.NODE_MONITOR_PERIOD,
+    )
+
+
+def _admin_config(cluster: str, port: int, pki: ClusterPKI, *, host: str = "127.0.0.1") -> KubeConfig:
     return KubeConfig(
-        server=f"https://127.0.0.1:{port}",
+        server=f"https://{host}:{port}",
         ca_pem=pki.serving_ca.read_bytes(),
         cert_pem=pki.admin_cert.read_bytes(),
         key_pem=pki.admin_key.read_bytes(),

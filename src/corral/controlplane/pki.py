@@ -238,13 +238,16 @@ class ClusterPKI:
         return self.client_authority().issue_client(user, groups)
 
 
-def create_cluster_pki(folder: Path, *, cluster: str) -> ClusterPKI:
-    """Generate every certificate and key of one cluster into ``folder``."""
+def create_cluster_pki(folder: Path, *, cluster: str, extra_hosts: Iterable[str] = ()) -> ClusterPKI:
+    """Generate every certificate and key of one cluster into ``folder``.
+
+    ``extra_hosts`` join the apiserver certificate's SANs (the host address real nodes reach).
+    """
     pki = ClusterPKI(folder=folder)
     folder.mkdir(parents=True, exist_ok=True)
     serving_ca = CertificateAuthority.create(f"corral-{cluster}-serving-ca")
     serving = serving_ca.issue_serving(
-        "kube-apiserver", hosts=("127.0.0.1", "localhost", SERVICE_IP, *SERVICE_NAMES)
+        "kube-apiserver", hosts=("127.0.0.1", "localhost", SERVICE_IP, *SERVICE_NAMES, *extra_hosts)
     )
     client_ca = CertificateAuthority.create(f"corral-{cluster}-client-ca")
     admin = client_ca.issue_client("admin", ("system:masters",))

@@ -50,6 +50,8 @@ class ProcessRecord:
     log: str
     role: str = ""
     """Processes of one role stop together; roles stop in reverse order of their first start."""
+    node: str = ""
+    """The real node a kubelet or containerd serves (empty for control-plane processes)."""
 
 
 def start_ticks(pid: int) -> int | None:
@@ -152,6 +154,7 @@ class ProcessGroup:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._records: list[ProcessRecord] = []
         self._lock = threading.Lock()
+        self._die_with_parent = not detached
         if not detached:
             _ATTACHED.add(self)
 
@@ -167,6 +170,7 @@ class ProcessGroup:
         role: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        node: str = "",
     ) -> subprocess.Popen[bytes]:
         """Start one component with its output in ``<run_dir>/logs/<name>.log`` and record it."""
         if name in self._procs:
@@ -184,7 +188,7 @@ class ProcessGroup:
                     env=dict(env) if env is not None else dict(os.environ),
                     cwd=cwd or self.run_dir,
                     start_new_session=True,
-                    preexec_fn=None if self.detached else _set_parent_death_signal,  # noqa: PLW1509
+                    preexec_fn=_set_parent_death_signal if self._die_with_parent else None,  # noqa: PLW1509
                 )
             except OSError as e:
                 raise ControlPlaneError(f"cannot start {name} ({argv[0]!r}): {e}") from e
@@ -196,6 +200,7 @@ class ProcessGroup:
             executable=str(argv[0]),
             log=str(log_path),
             role=role or name,
+            node=node,
         )
         with self._lock:
             self._procs[name] = proc
@@ -208,12 +213,34 @@ class ProcessGroup:
         logger.info("started %s (pid %d), log %s", name, proc.pid, log_path)
         return proc
 
+    @classmethod
+    def resume(cls, run_dir: Path, *, detached: bool = True) -> ProcessGroup:
+        """A group that carries on the records of ``run_dir``'s state file (another interpreter's run).
+
+        It never stops anything on its own at exit; with ``detached=False`` what it starts still
+        dies with this interpreter, as in the group that started the run.
+        """
+        group = cls(run_dir, detached=True)
+        group._die_with_parent = not detached
+        group._records = read_state(run_dir)
+        return group
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop the records of processes that are gone (a stopped node), so their names can start again."""
+        with self._lock:
+            self._records = [r for r in self._records if r.name not in names]
+            for name in names:
+                self._procs.pop(name, None)
+            write_state(self.run_dir, self._records)
+
     def log_path(self, name: str) -> Path:
         return self.run_dir / "logs" / f"{name}.log"
 
     def check_alive(self, name: str) -> None:
         """Raise `ControlPlaneError` with the log tail when the named process has exited."""
-        proc = self._procs[name]
+        proc = self._procs.get(name)
+        if proc is None:
+            raise ControlPlaneError(f"no process named {name!r} was started by this group")
         code = proc.poll()
         if code is not None:
             raise ControlPlaneError(

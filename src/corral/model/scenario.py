@@ -21,7 +21,16 @@ from corral.model._fields import Field
 from corral.model.expectations import Expectations, read_expectations
 from corral.model.faults import Fault, read_faults
 from corral.model.server import Server, read_server
-from corral.model.topology import Cluster, User, read_clusters, read_regions, read_rtt, read_users
+from corral.model.topology import (
+    NODE_MODES,
+    Cluster,
+    NodeMode,
+    User,
+    read_clusters,
+    read_regions,
+    read_rtt,
+    read_users,
+)
 from corral.model.workload import WorkloadEntry, read_workload
 
 # Cluster and User are also importable from here (older imports); new code takes them from corral.model.
@@ -43,6 +52,8 @@ class Scenario:
     workload: tuple[WorkloadEntry, ...] = ()
     faults: tuple[Fault, ...] = ()
     expectations: Expectations = field(default_factory=Expectations)
+    node_mode: NodeMode = "virtual"
+    """``real``: the local provider runs a kubelet and a containerd per node (see docs/scenario.md)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -68,7 +79,7 @@ class Scenario:
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<scenario>") -> Scenario:
         root = Field(data, source=source)
-        root.only("name", "regions", "rtt_ms", "clusters", "users", *_EXTENSION_KEYS)
+        root.only("name", "regions", "rtt_ms", "clusters", "users", "node_mode", *_EXTENSION_KEYS)
         name = root.get("name").string()
         regions = read_regions(root.get("regions"))
         rtt = read_rtt(root.get("rtt_ms", {}), regions)
@@ -88,6 +99,7 @@ class Scenario:
                 root.get("faults", []), regions=regions, clusters=clusters, server=server, users=users
             ),
             expectations=read_expectations(root.get("expectations", None)),
+            node_mode=root.get("node_mode", "virtual").string(choices=NODE_MODES),  # type: ignore[arg-type]
         )
 
     # -- queries --------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ from corral.model._fields import Field
 AgentProfile = Literal["rke1", "rke2"]
 AGENT_PROFILES: tuple[AgentProfile, ...] = ("rke1", "rke2")
 NODE_ROLES = ("controlplane", "etcd", "worker")
+#: How the local provider makes nodes: Node objects only, or a kubelet and a containerd each.
+NodeMode = Literal["virtual", "real"]
+NODE_MODES: tuple[NodeMode, ...] = ("virtual", "real")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
