@@ -8,9 +8,9 @@ with the reason, which pytest's summary prints.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 
+from conformance.targets.reference import has_module
 from corral.controlplane.kind import find_engine
 from corral.errors import ControlPlaneError
 
@@ -23,7 +23,7 @@ def unavailable_reason() -> str:
         find_engine()
     except ControlPlaneError as e:
         return f"the kind target needs a container engine: {e}"
-    if importlib.util.find_spec(UP_MODULE) is None:
+    if not has_module(UP_MODULE):
         return "the kind target needs `corral up` (corral.run.up), which this build does not have"
     up = importlib.import_module(UP_MODULE).up
     if "provider" not in inspect.signature(up).parameters:

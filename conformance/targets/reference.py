@@ -45,9 +45,17 @@ def expected_capabilities(scenario: Scenario) -> frozenset[Capability]:
     return ALWAYS | extra
 
 
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported (a missing parent package counts as missing)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def unavailable_reason() -> str:
     """Why ``corral up`` cannot bring a reference topology up in this build ("" when it can)."""
-    if importlib.util.find_spec(UP_MODULE) is None:
+    if not has_module(UP_MODULE):
         return "the reference target needs `corral up` (corral.run.up), which this build does not have"
     return ""
 
