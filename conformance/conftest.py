@@ -8,18 +8,17 @@ chooses the system under test (`conformance.targets`); the `target` fixture give
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conformance import linking
+from conformance.recording import attach_exchange
 from conformance.targets import (
     DEFAULT_TARGET,
     TARGETS,
     Capability,
-    Exchange,
     Target,
     TargetUnavailableError,
     reference,
@@ -30,7 +29,6 @@ from corral.bundled import scenario_path
 from corral.errors import CorralError
 from corral.model import Scenario
 from corral.report.catalogue import Catalogue
-from corral.report.redact import redact_exchange
 
 HERE = Path(__file__).parent
 _LINKER = pytest.StashKey[linking.Linker]()
@@ -153,24 +151,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-def attach_exchange(exchange: Exchange) -> None:
-    """An allure step with the redacted request and answer (a no-op when allure is not recording)."""
-    import allure
-
-    summary = redact_exchange(
-        method=exchange.method,
-        url=exchange.url,
-        status=exchange.status,
-        request_headers=exchange.request_headers,
-        request_body=exchange.request_body,
-        response_body=exchange.response_body,
-        seconds=exchange.seconds,
-    )
-    title = f"{exchange.method} {summary['request']['url']} -> {exchange.status}"
-    with allure.step(title):
-        allure.attach(json.dumps(summary, indent=2), name=title, attachment_type=allure.attachment_type.JSON)
 
 
 @pytest.fixture(scope="session")

@@ -193,6 +193,39 @@ def test_allure_labels_links_and_junit_properties(pytester: pytest.Pytester) -> 
     assert properties == [("requirement", "PROXY-001"), ("requirement", "PROXY-004")]
 
 
+def test_a_recorded_exchange_is_an_allure_step_with_a_redacted_attachment(pytester: pytest.Pytester) -> None:
+    suite(pytester).makepyfile(
+        test_x=f"""
+import pytest
+
+from conformance.recording import attach_exchange
+from conformance.targets import Exchange
+
+
+@pytest.mark.requirement("TOK-002")
+def test_records():
+    attach_exchange(
+        Exchange(
+            method="POST", url="https://srv/v3/tokens?password=pw",
+            request_headers={{"Authorization": "Bearer {TOKEN}"}}, request_body={{"ttl": 0}},
+            status=201, response_body={{"token": "{TOKEN}"}}, seconds=0.01,
+        )
+    )
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--alluredir=allure")
+    result.assert_outcomes(passed=1)
+    [result_file] = (pytester.path / "allure").glob("*-result.json")
+    [step] = json.loads(result_file.read_text())["steps"]
+    assert step["name"] == "POST https://srv/v3/tokens?password=<redacted> -> 201"
+    [attachment] = step["attachments"]
+    body = json.loads((pytester.path / "allure" / attachment["source"]).read_text())
+    assert body["request"]["headers"]["Authorization"] == "Bearer token-abcde:<redacted>"
+    assert body["response"]["body"] == {"token": "token-abcde:<redacted>"}
+    secret = TOKEN.split(":")[1]
+    assert not [p for p in (pytester.path / "allure").iterdir() if secret in p.read_text()]
+
+
 def test_every_conformance_test_names_known_requirements() -> None:
     """The real suites collect (links are checked at collection), and every id they cite exists."""
     import subprocess

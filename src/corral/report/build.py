@@ -221,7 +221,8 @@ def _ms(seconds: float | None) -> str:
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;width:100%}
-th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left;vertical-align:top;font-size:0.9em;overflow-wrap:anywhere}
+th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left;vertical-align:top;font-size:0.9em}
+td{overflow-wrap:anywhere}
 th{background:#f3f3f3} code{font-size:0.9em}
 .passed{background:#e3f6e3}.failed{background:#fbe0e0}.skipped{background:#fff4d6}
 .deselected{background:#eef0f5}.not-covered{background:#f7f7f7;color:#777}
