@@ -65,9 +65,10 @@ class Outcome:
     duration: float = 0.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Linker:
-    """The plugin object: registered by conformance/conftest.py for the whole session."""
+    """The plugin object: registered by conformance/conftest.py for the whole session (hashable, as
+    pytest's plugin manager needs: compared by identity)."""
 
     catalogue: Catalogue
     plan: TargetPlan

@@ -193,6 +193,17 @@ def test_allure_labels_links_and_junit_properties(pytester: pytest.Pytester) -> 
     assert properties == [("requirement", "PROXY-001"), ("requirement", "PROXY-004")]
 
 
+def test_the_linker_is_a_plugin_pytest_can_hash(pytester: pytest.Pytester) -> None:
+    """Sibling folders with conftests of their own make pytest build hook subsets, hashing every plugin."""
+    suite(pytester)
+    pytester.mkpydir("a").joinpath("conftest.py").write_text("")
+    pytester.mkpydir("b").joinpath("test_b.py").write_text(
+        "import pytest\n\n@pytest.mark.requirement('PROXY-001')\ndef test_b():\n    pass\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 def test_a_recorded_exchange_is_an_allure_step_with_a_redacted_attachment(pytester: pytest.Pytester) -> None:
     suite(pytester).makepyfile(
         test_x=f"""
