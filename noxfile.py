@@ -131,7 +131,7 @@ def report(session: nox.Session) -> None:
     session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", ALLURE_TOOLS, external=True)
     session.run(
         f"{ALLURE_TOOLS}/node_modules/.bin/allure", "generate", f"{REPORTS}/allure-results",
-        "--output", f"{REPORTS}/allure", "--report-name", "corral conformance", external=True,
+        "--config", f"{ALLURE_TOOLS}/allurerc.mjs", "--output", f"{REPORTS}/allure", external=True,
     )  # fmt: skip
     extra = [
         f"{flag}={os.environ[name]}"
