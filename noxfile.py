@@ -7,6 +7,7 @@ go to the tool a session runs (for example ``nox -s tests -- -k scenario``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -103,3 +104,44 @@ def sim(session: nox.Session) -> None:
     ):
         scenario, out = f"fixtures/scenarios/{name}.yaml", f"reports/{name}/sim-seed1"
         session.run("corral", "sim", "run", scenario, "--seed", "1", "--out", out)
+
+
+REPORTS = "reports"
+ALLURE_TOOLS = "tools/allure"
+
+
+@nox.session(python=PYTHON, default=False)
+def report(session: nox.Session) -> None:
+    """Allure's HTML (Allure 3 from npm, pinned in tools/allure, no Java) and the conformance report.
+
+    Runs the conformance suites with allure results, JUnit XML and corral's results file (extra
+    arguments go to pytest; ``-- reuse`` builds from the last run's files instead), then both reports.
+    ``CORRAL_TRACE``, ``CORRAL_SIM_TRACE`` and ``CORRAL_SCENARIO`` add a run's trace, the model's trace
+    and their scenario to the conformance report. A failing suite still gets its reports.
+    """
+    install(session, "test", extras="sim")
+    results = f"{REPORTS}/conformance-results.json"
+    if session.posargs[:1] != ["reuse"]:
+        session.run("corral", "build", "--all")
+        session.run(
+            "pytest", "conformance", "--with-clusters", f"--alluredir={REPORTS}/allure-results",
+            "--clean-alluredir", f"--junitxml={REPORTS}/junit.xml", f"--corral-results={results}",
+            *session.posargs, success_codes=[0, 1],
+        )  # fmt: skip
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", ALLURE_TOOLS, external=True)
+    session.run(
+        f"{ALLURE_TOOLS}/node_modules/.bin/allure", "generate", f"{REPORTS}/allure-results",
+        "--config", f"{ALLURE_TOOLS}/allurerc.mjs", "--output", f"{REPORTS}/allure", external=True,
+    )  # fmt: skip
+    extra = [
+        f"{flag}={os.environ[name]}"
+        for flag, name in (
+            ("--trace", "CORRAL_TRACE"),
+            ("--sim-trace", "CORRAL_SIM_TRACE"),
+            ("--scenario", "CORRAL_SCENARIO"),
+        )
+        if os.environ.get(name)
+    ]
+    session.run(
+        "python", "-m", "corral.report", f"--results={results}", f"--out={REPORTS}/conformance", *extra
+    )

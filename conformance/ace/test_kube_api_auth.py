@@ -51,6 +51,7 @@ def whoami(ace: Ace, bearer: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout)["status"]["userInfo"])
 
 
+@pytest.mark.requirement("ACE-002", "ACE-003", "ACE-010", "ACE-015")
 def test_a_synced_token_authenticates_its_user_with_the_attribute_groups(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user, ("github_team://42", "local://g-devs"))
@@ -63,6 +64,7 @@ def test_a_synced_token_authenticates_its_user_with_the_attribute_groups(ace: Ac
     assert "extra" not in identity
 
 
+@pytest.mark.requirement("ACE-010")
 def test_rbac_applies_to_the_user_and_its_groups(ace: Ace, namespace: str) -> None:
     user = user_id()
     ace.sync_user(user, ("g-readers",))
@@ -101,6 +103,7 @@ def test_rbac_applies_to_the_user_and_its_groups(ace: Ace, namespace: str) -> No
 
 
 @pytest.mark.parametrize("case", ["disabled", "expired", "deleted", "user-disabled", "no-attribute"])
+@pytest.mark.requirement("ACE-011", "ACE-012")
 def test_tokens_refused_by_their_downstream_copy(ace: Ace, case: str) -> None:
     user = user_id()
     ace.sync_user(user, ("g",), enabled=case != "user-disabled")
@@ -120,6 +123,7 @@ def test_tokens_refused_by_their_downstream_copy(ace: Ace, case: str) -> None:
     assert (status, content_type, body) == (401, "application/json", b"")
 
 
+@pytest.mark.requirement("ACE-012")
 def test_a_future_expiry_is_accepted(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -129,6 +133,7 @@ def test_a_future_expiry_is_accepted(ace: Ace) -> None:
     assert whoami(ace, bearer)["username"] == user
 
 
+@pytest.mark.requirement("ACE-011")
 def test_a_wrong_secret_and_an_unknown_token_are_refused(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -142,6 +147,7 @@ def test_a_wrong_secret_and_an_unknown_token_are_refused(ace: Ace) -> None:
         assert ace.review(bearer) == (401, "application/json", b"")
 
 
+@pytest.mark.requirement("ACE-004")
 def test_a_token_that_is_not_cluster_scoped_is_never_synced_so_ace_refuses_it(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -162,6 +168,7 @@ def _write_raw_token(ace: Ace, name: str, user: str, *, secret_hash: str | None,
 
 
 @pytest.mark.parametrize("version", list(hashers.HashVersion))
+@pytest.mark.requirement("ACE-013")
 def test_every_hash_version_verifies(ace: Ace, version: hashers.HashVersion) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -174,6 +181,7 @@ def test_every_hash_version_verifies(ace: Ace, version: hashers.HashVersion) -> 
     assert whoami(ace, f"{name}:{secret}")["username"] == user
 
 
+@pytest.mark.requirement("ACE-011", "ACE-013")
 def test_a_bad_hash_format_is_refused(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -186,6 +194,7 @@ def test_a_bad_hash_format_is_refused(ace: Ace) -> None:
     assert refused(ace.kubectl_as(f"{name}:{secret}", "get", "namespaces"))
 
 
+@pytest.mark.requirement("ACE-013")
 def test_a_legacy_hash_field_authenticates_and_is_moved_into_the_secret(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -202,6 +211,7 @@ def test_a_legacy_hash_field_authenticates_and_is_moved_into_the_secret(ace: Ace
     assert base64.b64decode(stored["data"]["hash"]).decode() == legacy
 
 
+@pytest.mark.requirement("ACE-014")
 def test_last_used_at_and_needs_refresh_are_written_back(ace: Ace) -> None:
     user = user_id()
     long_ago = "2020-01-01T00:00:00Z"
@@ -244,11 +254,13 @@ def test_last_used_at_and_needs_refresh_are_written_back(ace: Ace) -> None:
         json.dumps({"kind": "TokenReview", "spec": {"token": "no-colon"}}).encode(),
     ],
 )
+@pytest.mark.requirement("ACE-011")
 def test_a_malformed_review_is_a_400(ace: Ace, body: bytes) -> None:
     status, content_type, answer = ace.post(body)
     assert (status, content_type, answer) == (400, "application/json", b"")
 
 
+@pytest.mark.requirement("ACE-009")
 def test_healthcheck(ace: Ace) -> None:
     import http.client
 
@@ -272,6 +284,7 @@ def _first_refusal(probe: Any, *, limit_seconds: float = 60.0) -> float:
 
 
 @pytest.mark.parametrize("how", ["delete", "disable"])
+@pytest.mark.requirement("ACE-008")
 def test_revocation_reaches_kube_api_auth_and_then_kubectl(
     ace: Ace, how: str, record_property: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,6 +318,7 @@ def _fields(token: sync.TokenCopy, **changes: Any) -> dict[str, Any]:
     return values
 
 
+@pytest.mark.requirement("TRACE-004")
 def test_every_review_is_traced(ace: Ace) -> None:
     events = [e for e in read_trace(ace.trace) if isinstance(e, TokenReviewed)]
     assert {e.cluster for e in events} == {CLUSTER}
@@ -313,6 +327,7 @@ def test_every_review_is_traced(ace: Ace) -> None:
     assert all(e.latency_seconds >= 0 for e in events)
 
 
+@pytest.mark.requirement("TOK-015", "ACE-011")
 def test_no_secret_and_no_hash_in_the_logs(ace: Ace) -> None:
     text = ace.log.read_text(encoding="utf-8")
     assert "token refused" in text, "the log says what was decided"

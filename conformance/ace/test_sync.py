@@ -35,6 +35,7 @@ def user_id() -> str:
     return f"u-{uuid.uuid4().hex[:5]}"
 
 
+@pytest.mark.requirement("ACE-002")
 def test_the_secret_is_written_before_the_token(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -47,6 +48,7 @@ def test_the_secret_is_written_before_the_token(ace: Ace) -> None:
     assert (copy["userName"], copy["enabled"], copy["expiresAt"], copy["hash"]) == (user, True, "", "")
 
 
+@pytest.mark.requirement("ACE-005")
 def test_updates_happen_in_place(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user)
@@ -71,6 +73,7 @@ def test_updates_happen_in_place(ace: Ace) -> None:
     assert not ace.call(lambda c: sync.upsert_token(c, rehashed, cluster=CLUSTER)).changes
 
 
+@pytest.mark.requirement("ACE-004")
 def test_a_token_of_another_cluster_is_not_written(ace: Ace) -> None:
     user = user_id()
     token, _ = ace.new_token(user, cluster="elsewhere")
@@ -80,6 +83,7 @@ def test_a_token_of_another_cluster_is_not_written(ace: Ace) -> None:
     assert gone(ace, f"{SECRETS}/{token.name}")
 
 
+@pytest.mark.requirement("ACE-003", "ACE-005")
 def test_the_user_attribute_goes_with_the_last_token(ace: Ace) -> None:
     user = user_id()
     ace.sync_user(user, ("b", "a"))
@@ -98,6 +102,7 @@ def test_the_user_attribute_goes_with_the_last_token(ace: Ace) -> None:
     assert gone(ace, f"{BASE}/clusteruserattributes/{user}")
 
 
+@pytest.mark.requirement("ACE-007")
 def test_reconcile_applies_what_changed_while_the_cluster_was_away(ace: Ace) -> None:
     keep_user, drop_user = user_id(), user_id()
     kept, _ = ace.new_token(keep_user)

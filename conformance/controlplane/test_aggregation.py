@@ -59,7 +59,7 @@ def availability(admin: KubeClient, name: str) -> str:
 
 
 # The extension server listens on this machine's loopback, which only local clusters reach.
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.requirement("CP-011")]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from corral.k8s import KubeClient, KubeConfig
 
 SMOKE = scenario_path("smoke")
 
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.requirement("CP-010")]
 
 
 def corral(*args: str) -> list[str]:

@@ -7,6 +7,8 @@ import functools
 import uuid
 from typing import Any
 
+import pytest
+
 from corral.controlplane.clusters import ClusterSet
 from corral.k8s import KubeClient, KubeConfig, wait_for
 
@@ -20,6 +22,7 @@ def create_service_account(admin: KubeClient, namespace: str, name: str) -> None
     admin.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
 
 
+@pytest.mark.requirement("CP-006")
 def test_a_tokenrequest_token_authenticates_as_its_service_account(
     cluster_set: ClusterSet, cluster_name: str, admin: KubeClient, namespace: str
 ) -> None:
@@ -41,6 +44,7 @@ def test_a_tokenrequest_token_authenticates_as_its_service_account(
     assert review["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:robot"
 
 
+@pytest.mark.requirement("CP-006")
 def test_a_legacy_service_account_token_secret_is_filled_by_the_controller_manager_and_authenticates(
     cluster_set: ClusterSet, cluster_name: str, admin: KubeClient, namespace: str
 ) -> None:
@@ -67,6 +71,7 @@ def test_a_legacy_service_account_token_secret_is_filled_by_the_controller_manag
     assert review["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:legacy"
 
 
+@pytest.mark.requirement("CP-007")
 def test_every_new_namespace_gets_a_default_service_account_and_the_root_ca_configmap(
     admin: KubeClient, namespace: str
 ) -> None:
@@ -77,6 +82,7 @@ def test_every_new_namespace_gets_a_default_service_account_and_the_root_ca_conf
     assert "BEGIN CERTIFICATE" in config_map["data"]["ca.crt"]
 
 
+@pytest.mark.requirement("CP-007")
 def test_deleting_a_namespace_with_content_completes(admin: KubeClient) -> None:
     name = f"gone-{uuid.uuid4().hex[:8]}"
     admin.create("/api/v1/namespaces", {"metadata": {"name": name}})
@@ -87,6 +93,7 @@ def test_deleting_a_namespace_with_content_completes(admin: KubeClient) -> None:
     )
 
 
+@pytest.mark.requirement("CP-007")
 def test_an_owned_object_is_garbage_collected_with_its_owner(admin: KubeClient, namespace: str) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     owner = admin.create(base, {"metadata": {"name": "owner"}})
@@ -103,6 +110,7 @@ def rules_of(client: KubeClient, path: str) -> list[dict[str, Any]] | None:
     return list(rules) if rules else None
 
 
+@pytest.mark.requirement("CP-008")
 def test_the_admin_edit_and_view_clusterroles_are_aggregated(admin: KubeClient) -> None:
     for role in ("admin", "edit", "view"):
         path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"

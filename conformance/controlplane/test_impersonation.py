@@ -15,7 +15,7 @@ from corral.controlplane.clusters import ClusterSet
 from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
 
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.requirement("CP-003")]
 
 IMPERSONATOR_ROLE = {
     "apiVersion": "rbac.authorization.k8s.io/v1",

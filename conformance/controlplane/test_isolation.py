@@ -20,6 +20,7 @@ def node_names(client: KubeClient) -> set[str]:
     return {node["metadata"]["name"] for node in client.get("/api/v1/nodes")["items"]}
 
 
+@pytest.mark.requirement("CP-004")
 def test_an_object_created_in_one_cluster_is_absent_from_the_other(cluster_set: ClusterSet) -> None:
     first, second = list(cluster_set)[:2]
     name = f"only-{uuid.uuid4().hex[:8]}"
@@ -34,6 +35,7 @@ def test_an_object_created_in_one_cluster_is_absent_from_the_other(cluster_set: 
 
 
 @pytest.mark.local_only
+@pytest.mark.requirement("CP-005")
 def test_each_local_cluster_lists_exactly_the_nodes_of_its_scenario_cluster(
     cluster_set: ClusterSet, corral_scenario: Scenario
 ) -> None:
@@ -46,6 +48,7 @@ def test_each_local_cluster_lists_exactly_the_nodes_of_its_scenario_cluster(
 
 
 @pytest.mark.local_only
+@pytest.mark.requirement("CP-004")
 def test_a_client_certificate_of_one_cluster_is_refused_by_another(cluster_set: ClusterSet) -> None:
     first, second = list(cluster_set)[:2]
     stolen = first.credentials("admin", ("system:masters",))

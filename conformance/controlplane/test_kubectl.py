@@ -6,9 +6,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from corral.controlplane import build
 from corral.controlplane.clusters import ClusterSet
 from corral.k8s import KubeClient
+
+pytestmark = pytest.mark.requirement("CP-001")
 
 
 def kubectl(binaries: build.Built, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:

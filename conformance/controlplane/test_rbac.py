@@ -9,6 +9,8 @@ from corral.errors import KubeAPIError
 from corral.k8s import KubeClient, wait_for
 from corral.pytest_plugin import KubeClients
 
+pytestmark = pytest.mark.requirement("CP-002")
+
 
 def bind_view(admin: KubeClient, namespace: str, name: str, kind: str, subject: str) -> None:
     """Bind the built-in `view` ClusterRole in a namespace to one User or Group."""

@@ -30,7 +30,7 @@ SCENARIO = Scenario.from_dict(
     }
 )
 
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.requirement("CP-009")]
 
 
 @pytest.fixture(params=["https", "http"])

@@ -14,6 +14,8 @@ from corral.k8s import KubeClient, KubeConfig, Watch, wait_for
 from corral.k8s.aio import AsyncKubeClient, AsyncWatch
 from corral.k8s.aio import wait_for as async_wait_for
 
+pytestmark = pytest.mark.requirement("CP-012")
+
 
 def config_map(name: str, data: dict[str, str], **labels: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}

@@ -15,6 +15,8 @@ from corral.k8s import ExecPlugin, KubeClient, KubeConfig, wait_for
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.aio import wait_for as async_wait_for
 
+pytestmark = pytest.mark.requirement("CP-013")
+
 SELF_REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
 SELF_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conformance.nodes.conftest import container, running_pods, wait_until
 from corral.controlplane import build, hostnet, nodes
 from corral.controlplane.clusters import ClusterHandle
@@ -18,6 +20,7 @@ def _ready(client: KubeClient, node: str) -> bool:
     return nodes.node_ready(client, node)
 
 
+@pytest.mark.requirement("CP-017")
 def test_a_killed_node_turns_not_ready_and_its_deployment_pod_comes_back_elsewhere(
     real_cluster: ClusterHandle, real_admin: KubeClient, ns: str, real_scenario: Scenario
 ) -> None:
@@ -61,6 +64,7 @@ def test_a_killed_node_turns_not_ready_and_its_deployment_pod_comes_back_elsewhe
     wait_until(lambda: _ready(real_admin, victim), timeout=90, what=f"{victim} Ready again")
 
 
+@pytest.mark.requirement("CP-017")
 def test_a_stopped_node_starts_again_and_is_ready(
     real_cluster: ClusterHandle, real_admin: KubeClient, real_scenario: Scenario
 ) -> None:
@@ -74,6 +78,7 @@ def test_a_stopped_node_starts_again_and_is_ready(
     wait_until(lambda: _ready(real_admin, node), timeout=90, what=f"{node} Ready again")
 
 
+@pytest.mark.requirement("CP-018")
 def test_down_removes_every_namespace_interface_cgroup_and_mount_of_the_run(
     node_binaries: build.Built, tmp_path: Path, real_clusters: object
 ) -> None:

@@ -9,6 +9,8 @@ import subprocess
 import urllib.request
 from typing import Any
 
+import pytest
+
 from conformance.nodes.conftest import Kubectl, container, running_pods, wait_until
 from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.processes import read_state
@@ -59,6 +61,7 @@ def _run_pod(
     return logs.stdout
 
 
+@pytest.mark.requirement("CP-014")
 def test_every_node_is_ready_on_containerd_with_its_processes_recorded(
     real_cluster: ClusterHandle, real_admin: KubeClient, real_scenario: Scenario
 ) -> None:
@@ -79,6 +82,7 @@ def test_every_node_is_ready_on_containerd_with_its_processes_recorded(
         assert roles == ["containerd", "kubelet"], (name, roles)
 
 
+@pytest.mark.requirement("CP-015")
 def test_a_deployment_of_two_replicas_spreads_over_two_nodes_and_serves_through_a_service(
     real_admin: KubeClient, ns: str, kubectl: Kubectl
 ) -> None:
@@ -138,6 +142,7 @@ def test_a_deployment_of_two_replicas_spreads_over_two_nodes_and_serves_through_
     assert _run_pod(real_admin, kubectl, ns, "client", script).strip() == str([200] * 10)
 
 
+@pytest.mark.requirement("CP-015")
 def test_a_host_network_daemonset_runs_on_every_control_plane_node(
     real_admin: KubeClient, ns: str, real_scenario: Scenario
 ) -> None:
@@ -174,6 +179,7 @@ def test_a_host_network_daemonset_runs_on_every_control_plane_node(
         assert pod["status"]["podIP"] == pod["status"]["hostIP"]  # the node's own address: host network
 
 
+@pytest.mark.requirement("CP-016")
 def test_kubectl_logs_exec_and_port_forward_reach_the_container(
     real_admin: KubeClient, ns: str, kubectl: Kubectl
 ) -> None:
@@ -224,6 +230,7 @@ def _get(url: str) -> str | None:
         return None
 
 
+@pytest.mark.requirement("CP-015")
 def test_a_pod_reads_the_api_with_its_service_account_and_not_without(
     real_admin: KubeClient, ns: str, kubectl: Kubectl
 ) -> None:

@@ -261,6 +261,7 @@ def proxy_kubeconfig(served: Served, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.requirement("PROXY-001", "PROXY-004", "PROXY-005", "PROXY-007")
 async def test_kubectl_through_the_proxy_acts_as_the_user(
     setup: Setup, proxy: Served, corral_binaries: build.Built, tmp_path: Path
 ) -> None:
@@ -292,6 +293,7 @@ SMUGGLING = [
 ]
 
 
+@pytest.mark.requirement("PROXY-008", "PROXY-010")
 async def test_smuggled_impersonation_gains_nothing(setup: Setup, proxy: Served) -> None:
     secrets = f"{proxy.url}/api/v1/namespaces/kube-system/secrets"
     trust = ssl.create_default_context(cadata=proxy.ca_pem.decode())
@@ -307,6 +309,7 @@ async def test_smuggled_impersonation_gains_nothing(setup: Setup, proxy: Served)
             assert (r.status, await r.text()) == (403, "not allowed to impersonate user")
 
 
+@pytest.mark.requirement("IMP-007")
 def test_the_impersonation_account_alone_can_do_nothing(setup: Setup) -> None:
     """Why Rancher uses one account per user: without its impersonation headers the token is powerless."""
     bare = KubeConfig(server=setup.handle.server, ca_pem=setup.handle.ca_pem, token=setup.sa_token)
