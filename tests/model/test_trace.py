@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,21 @@ def test_written_line_is_compact_json_with_type_first(tmp_path: Path) -> None:
     assert path.read_text() == (
         '{"type":"TunnelClosed","t":2.5,"cluster":"c1","agent":"cluster-agent","reason":"EOF"}\n'
     )
+
+
+def test_a_writer_writes_each_event_through_unless_asked_to_batch() -> None:
+    closed = TunnelClosed(t=1.0, cluster="c1", agent="cluster-agent", reason="EOF")
+    through, batched = io.StringIO(), io.StringIO()
+    plain, joined = TraceWriter(through), TraceWriter(batched, batch=3)
+    plain.write(closed)
+    joined.write(closed)
+    joined.write(closed)
+    assert through.getvalue().count("\n") == 1
+    assert batched.getvalue() == ""
+    joined.write(closed)
+    assert batched.getvalue().count("\n") == 3
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        TraceWriter(io.StringIO(), batch=0)
 
 
 @pytest.mark.parametrize(

@@ -201,16 +201,24 @@ class ClusterTokenSynced(Event):
 GZIP_LEVEL = 1
 """Compression level of ``.gz`` traces: the fastest, since a trace is written while the model runs."""
 _GZIP_MAGIC = b"\x1f\x8b"
-_BATCH = 2048
-"""Lines buffered before they go to the stream (one write call per batch, not per event)."""
+MODEL_BATCH = 2048
+"""Lines per write when the model streams its trace (`TraceWriter(batch=MODEL_BATCH)`)."""
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class TraceWriter:
     """Append events to a JSONL file (gzip-compressed if its name ends in ``.gz``) or an open text
-    stream. Use as a context manager; `written` counts the events written so far."""
+    stream. Use as a context manager; `written` counts the events written so far.
 
-    def __init__(self, target: str | Path | IO[str]) -> None:
+    By default every event reaches the stream as it is written, as long-running processes (the
+    server, kube-api-auth) need; ``batch`` > 1 joins that many lines per write, for the model's
+    millions of events, and `close` writes what is left.
+    """
+
+    def __init__(self, target: str | Path | IO[str], *, batch: int = 1) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self._batch = batch
         self._raw: IO[bytes] | None = None
         if isinstance(target, str | Path):
             path = Path(target)
@@ -233,7 +241,7 @@ class TraceWriter:
     def write(self, item: Event) -> None:
         pending = self._pending
         pending.append(_ENCODER.encode(item.to_json()))
-        if len(pending) >= _BATCH:
+        if len(pending) >= self._batch:
             self._flush()
 
     def write_all(self, items: Iterable[Event]) -> None:
