@@ -19,6 +19,7 @@ from collections.abc import Callable
 from corral.errors import SessionNotFoundError
 from corral.model.trace import Event, TunnelClosed, TunnelOpened
 from corral.tunnel.connection import Connection
+from corral.tunnel.message import printable
 from corral.tunnel.session import Session
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class SessionManager:
         if session in sessions:
             return
         sessions.append(session)
+        session.add_close_callback(self.remove)  # a session that ends never stays registered
         logger.info("tunnel session %s added for %r (%d)", session.session_key, client_key, len(sessions))
         if self.trace_sink is not None:
             cluster, agent = trace_identity(client_key)
@@ -73,7 +75,9 @@ class SessionManager:
             if not sessions:
                 del self._sessions[client_key]
             reason = session.close_reason or "removed"
-            logger.info("tunnel session %s removed for %r: %s", session.session_key, client_key, reason)
+            logger.info(
+                "tunnel session %s removed for %r: %s", session.session_key, client_key, printable(reason)
+            )
             if self.trace_sink is not None:
                 cluster, agent = trace_identity(client_key)
                 event = TunnelClosed(t=self._trace_time(), cluster=cluster, agent=agent, reason=reason)

@@ -82,8 +82,44 @@ class Message:
         return proto.decode("utf-8", "replace"), address.decode("utf-8", "replace")
 
     def error_text(self) -> str:
-        """The text of an Error frame; ``EOF`` means a graceful close."""
-        return self.payload.decode("utf-8", "replace")
+        """The text of an Error frame, made printable; ``EOF`` means a graceful close.
+
+        A character cut by remotedialer's 100-byte read is dropped, not turned into U+FFFD.
+        """
+        return printable(_decode_cut(self.payload))
+
+
+def _decode_cut(data: bytes) -> str:
+    """UTF-8 text of ``data`` whose last character may have been cut off (dropped then)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
+
+
+def utf8_prefix(text: str, limit: int) -> bytes:
+    """The UTF-8 bytes of ``text`` cut to at most ``limit`` bytes on a character boundary."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:  # never start the cut inside a character
+        cut -= 1
+    return data[:cut]
+
+
+def printable(text: str, limit: int = 512) -> str:
+    """``text`` safe to log: control and other unprintable characters escaped, at most ``limit``.
+
+    Everything a peer sends (addresses, Error texts, close messages) goes through this before it
+    reaches a reason, an exception or a log line, so a peer cannot forge log lines.
+    """
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out if len(text) <= limit else out + f"...({len(text) - limit} more characters)"
 
 
 # -- varints ----------------------------------------------------------------------------------
@@ -180,7 +216,8 @@ def connect(conn_id: int, proto: str, address: str) -> Message:
 
 
 def error(conn_id: int, text: str) -> Message:
-    return Message(next_id(), conn_id, MessageType.ERROR, text.encode())
+    """Error with ``text`` cut, on a character boundary, to what remotedialer reads of it."""
+    return Message(next_id(), conn_id, MessageType.ERROR, utf8_prefix(text, ERROR_READ_LIMIT))
 
 
 def pause(conn_id: int) -> Message:

@@ -260,7 +260,7 @@ async def feed_frames(
                 await theirs.send_text(frame)
             else:
                 await theirs.send(frame)
-            await settle(3)
+            await settle()
             theirs._inbox.clear()  # the peer reads and drops our replies
             theirs._queued_binary = 0
             theirs._changed.notify()

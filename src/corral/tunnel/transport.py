@@ -23,14 +23,19 @@ from typing import Protocol
 class Signal:
     """Wake every waiter once; waiters re-check their condition (a condition variable for one loop)."""
 
+    __slots__ = ("_event",)
+
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None
 
     def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
     async def wait(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
         await self._event.wait()
 
 
@@ -64,6 +69,9 @@ class FrameTransport(Protocol):
     async def close(self, reason: str = "") -> None:
         """End the transport; the peer's `receive` then raises `TunnelClosedError`."""
 
+    def abort(self) -> None:
+        """End the transport at once, dropping whatever is unsent (a close that cannot finish)."""
+
 
 class Stream(Protocol):
     """A byte stream: read returns b"" at end of stream."""
@@ -73,6 +81,9 @@ class Stream(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes (the reader stopped, or the connection failed)."""
 
 
 LocalDialer = Callable[[str, str], Awaitable[Stream]]
@@ -98,16 +109,52 @@ class AsyncioStream:
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
 
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+MAX_HOST_CHARS = 253
+
+
+def parse_tcp_address(proto: str, address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as Go's net.SplitHostPort reads it; `OSError` naming the fault.
+
+    The port is ASCII digits in 0..65535; the host is an IP literal or a name that IDNA can
+    encode, with no control characters or spaces. Peers choose these bytes, so nothing else may
+    reach the resolver.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise OSError(f"dial {proto} {address}: missing port in address")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise OSError(f"dial {proto} {address}: invalid port {port!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise OSError(f"dial {proto} {address}: missing ']' in address")
+        host = host[1:-1]
+    elif ":" in host:
+        raise OSError(f"dial {proto} {address}: too many colons in address")
+    if not host or len(host) > MAX_HOST_CHARS or not host.isprintable() or any(c.isspace() for c in host):
+        raise OSError(f"dial {proto} {address}: invalid host {host!r}")
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            raise OSError(f"dial {proto} {address}: invalid host {host!r}: {exc}") from None
+    elif ":" not in host and any(len(label) > 63 for label in host.split(".")):
+        raise OSError(f"dial {proto} {address}: invalid host {host!r}: a label is longer than 63")
+    return host, int(port)
+
 
 async def dial_local(proto: str, address: str) -> Stream:
     """Dial ``tcp`` (host:port) or ``unix`` (path) like Go's net.Dialer; errors are OSError."""
     if proto in ("tcp", "tcp4", "tcp6"):
-        host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit():
-            raise OSError(f"dial {proto} {address}: missing port in address")
-        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        host, port = parse_tcp_address(proto, address)
+        reader, writer = await asyncio.open_connection(host, port)
         return AsyncioStream(reader, writer)
     if proto == "unix":
+        if "\x00" in address or not address:
+            raise OSError(f"dial {proto} {address!r}: invalid socket path")
         reader, writer = await asyncio.open_unix_connection(address)
         return AsyncioStream(reader, writer)
     raise OSError(f"dial {proto} {address}: unknown network {proto}")

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from corral.errors import TunnelClosedError, TunnelError
 from corral.tunnel.manager import SessionManager
+from corral.tunnel.message import printable, utf8_prefix
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import MIB, SessionSettings
 from corral.tunnel.transport import Frame, FrameKind, LocalDialer, dial_local
@@ -33,6 +34,8 @@ __all__ = ["HandshakeError", "TunnelClient", "WebSocketTransport", "connect", "t
 
 logger = logging.getLogger(__name__)
 
+MAX_CLOSE_REASON_BYTES = 123
+"""A close frame's reason: 125 payload bytes less the status code (RFC 6455, 5.5)."""
 MAX_MESSAGE_BYTES = 16 * MIB
 """Largest websocket message accepted (remotedialer peers send Data of at most a write's size)."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
@@ -74,6 +77,12 @@ class WebSocketTransport:
             await self.ws.send_bytes(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise TunnelClosedError(f"websocket send failed: {exc}") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiohttp cancels a write waiting on a connection that was lost: not our caller's cancel
+            raise TunnelClosedError("websocket send failed: connection lost") from None
 
     async def ping(self) -> None:
         try:
@@ -94,7 +103,7 @@ class WebSocketTransport:
         if kind is WSMsgType.PONG:
             return Frame(FrameKind.PONG)
         if kind is WSMsgType.ERROR:
-            raise TunnelClosedError(f"websocket error: {message.data}")
+            raise TunnelClosedError(f"websocket error: {printable(str(message.data))}")
         code = self.ws.close_code
         raise TunnelClosedError(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
@@ -102,7 +111,16 @@ class WebSocketTransport:
         if self._pong is not None:
             self._pong.cancel()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
-            await self.ws.close(message=reason.encode()[:120])
+            await self.ws.close(message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
+
+    def abort(self) -> None:
+        """Drop the TCP connection under the websocket (aiohttp 3.x keeps it on the frame writer)."""
+        if self._pong is not None:
+            self._pong.cancel()
+        writer = getattr(self.ws, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.abort()
 
 
 def tunnel_handler(
@@ -134,7 +152,7 @@ def tunnel_handler(
             settings=settings,
         )
         reason = await manager.serve(client_key, session)
-        logger.info("tunnel session of %r ended: %s", client_key, reason)
+        logger.info("tunnel session of %r ended: %s", client_key, printable(reason))
         return ws
 
     return handle
