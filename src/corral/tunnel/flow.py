@@ -22,8 +22,10 @@ pause flag that remotedialer v0.6 keeps per connection for both directions, docs
    whose Data flows after the nudge has forgotten its pause: we write again. A peer that stays
    silent one more period has forgotten it too (remotedialer never sends Resume once its flag is
    clear; it pauses us again on our next Data if it must). The period doubles up to a minute.
-5. A Resume from the peer not followed by its Data within ``stall`` is answered once with Resume:
-   remotedialer clears its flag on its own Resume without waking its writer.
+5. A Resume from the peer that had paused us, not followed by its Data within ``stall``, is
+   answered once with Resume: remotedialer clears its flag on its own Resume without waking its
+   writer. (A Resume that lifts no pause is not answered, or two corral peers would trade
+   Resumes for ever.)
 
 ``stall`` None turns rules 4 and 5 off (a peer without the flag quirk).
 """
@@ -142,13 +144,14 @@ class FlowControl:
     def on_resume(self, now: float) -> Signal | None:
         if self.closed:
             return None
+        was_paused = self.peer_paused
         self.peer_paused = False
         self.nudged = False
         self._nudge_at = None
         if self.we_paused:
             self._pause_level = self.buffered
             return Signal.PAUSE  # rule 3: still full
-        if self.limits.stall:
+        if self.limits.stall and was_paused:  # only a real Resume can leave its writer asleep
             self._data_at_resume = self._data_seen
             self._wake_at = now + self.limits.stall
         return None
