@@ -521,3 +521,50 @@ async def test_text_from_the_peer_is_escaped_before_it_reaches_reasons_and_logs(
     for record in caplog.records:
         assert "\n" not in record.getMessage(), record.getMessage()
     assert printable("a\u2028b") == "a\\u2028b"
+
+
+# -- many sessions -----------------------------------------------------------------------------
+
+
+async def test_a_server_refuses_tunnels_past_max_sessions_with_503():
+    manager = SessionManager(max_sessions=1)
+
+    async def authorize(request: web.Request) -> tuple[str, bool]:
+        return request.headers["X-Tunnel-ID"], True
+
+    app = web.Application()
+    app.router.add_get("/v3/connect", tunnel_handler(manager, authorize))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/v3/connect"
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, headers={"X-Tunnel-ID": "a"}):
+            await wait_until(lambda: manager.has_session("a"), "the first session is registered")
+            async with http.get(url, headers={"X-Tunnel-ID": "b"}) as refused:
+                assert refused.status == 503
+                assert await refused.text() == "too many tunnel sessions"
+        await wait_until(lambda: not manager.has_session("a"), "the first session is gone")
+        assert manager.budget.used_bytes == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_sessions_of_one_manager_share_its_buffer_budget():
+    manager = SessionManager(buffer_budget_bytes=20_000)
+    settings = SessionSettings(clock=FakeClock(), **SMALL)
+    async with (
+        session_with_raw_peer("server", settings=settings, budget=manager.budget) as (one, one_peer, _),
+        session_with_raw_peer("server", settings=settings, budget=manager.budget) as (two, two_peer, _),
+    ):
+        a = await one.dial("tcp", "10.0.0.1:1")
+        b = await two.dial("tcp", "10.0.0.1:2")
+        await one_peer.send(msg.data(a.conn_id, b"1" * 12_000))
+        await two_peer.send(msg.data(b.conn_id, b"2" * 12_000))
+        assert not a.closed
+        assert b.closed
+        assert "tunnel buffers of this process full (12000 of 20000 bytes)" in b.close_reason
+        assert manager.budget.used_bytes == 12_000
+        await a.read()
+        assert manager.budget.used_bytes == 0

@@ -27,7 +27,7 @@ from corral.tunnel import message as msg
 from corral.tunnel.clock import Timeout, TimerHandle
 from corral.tunnel.connection import EOF_TEXT, Connection
 from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError, printable
-from corral.tunnel.settings import SessionSettings
+from corral.tunnel.settings import BufferBudget, SessionSettings
 from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Signal, Stream, dial_local
 
 __all__ = ["ConnectAuthorizer", "Connection", "Session", "SessionSettings"]
@@ -57,6 +57,7 @@ class Session:
         connect_authorizer: ConnectAuthorizer | None = None,
         local_dialer: LocalDialer = dial_local,
         settings: SessionSettings | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         if role not in ("server", "client"):
             raise ValueError(f"session role must be 'server' or 'client', got {role!r}")
@@ -68,6 +69,7 @@ class Session:
         self.local_dialer = local_dialer
         self.settings = settings or SessionSettings()
         self.conns: dict[int, Connection] = {}
+        self._holding: set[Connection] = set()
         self._next_conn_id = 1
         self._send_lock = asyncio.Lock()
         self._control: deque[Message] = deque()
@@ -80,7 +82,10 @@ class Session:
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._serving = False
         self._last_keepalive = self.settings.clock.now()
+        self.budget = budget
+        """Shared with the other sessions of the process (`SessionManager.budget`), if any."""
         self._buffered = 0
+        self.peak_buffered_bytes = 0
         self.frames_received = 0
 
     def __repr__(self) -> str:
@@ -170,9 +175,10 @@ class Session:
             return
         self._close_reason = reason
         logger.debug("session %s/%s (%s) closed: %s", self.client_key, self.session_key, self.role, reason)
-        for conn in list(self.conns.values()):
-            conn.end(TUNNEL_DISCONNECT)
+        for conn in [*self.conns.values(), *self._holding]:
+            conn.end(TUNNEL_DISCONNECT, discard=True)  # what nobody read is dropped with the tunnel
         self.conns.clear()
+        self._holding.clear()
         self._control.clear()
         self._queued_flow.clear()
         current = asyncio.current_task()
@@ -256,8 +262,9 @@ class Session:
         elif mtype is MessageType.CONNECT:
             return self._on_connect(message)
         elif mtype is MessageType.ERROR:
-            conn = self.conns.pop(message.conn_id, None)
+            conn = self.conns.get(message.conn_id)
             if conn is not None:
+                self.forget(conn)
                 conn.end(message.error_text())
         elif mtype is MessageType.PAUSE:
             if (conn := self.conns.get(message.conn_id)) is not None:
@@ -278,14 +285,24 @@ class Session:
             self.send_soon(msg.error(message.conn_id, text))
             return
         size = len(message.payload)
-        budget = self.settings.max_session_buffer_bytes
-        if self._buffered + size > budget:
-            overrun: str | None = (
+        limit = self.settings.max_session_buffer_bytes
+        shared = self.budget
+        crowded = self._buffered > limit // 2
+        overrun: str | None = None
+        if self._buffered + size > limit:
+            overrun = (
                 f"connection {conn.conn_id}: session buffer full, {self._buffered + size} bytes would be"
-                f" buffered (limit {budget})"
+                f" buffered (limit {limit})"
             )
-        else:
-            overrun = conn.receive_data(message.payload, crowded=self._buffered > budget // 2)
+        elif shared is not None:
+            if shared.used_bytes + size > shared.limit_bytes:
+                overrun = (
+                    f"connection {conn.conn_id}: tunnel buffers of this process full"
+                    f" ({shared.used_bytes} of {shared.limit_bytes} bytes)"
+                )
+            crowded = crowded or shared.used_bytes > shared.limit_bytes // 2
+        if overrun is None:
+            overrun = conn.receive_data(message.payload, crowded=crowded)
         if overrun is not None:
             self.forget(conn)
             conn.end(overrun, discard=True)
@@ -304,8 +321,9 @@ class Session:
             live = set(msg.decode_connection_ids(message.payload))
         except ProtocolError as exc:
             return f"protocol error: {exc}"
-        for conn_id in [cid for cid in self.conns if cid not in live]:
-            self.conns.pop(conn_id).end(SYNC_CLOSE_REASON)
+        for conn in [c for cid, c in self.conns.items() if cid not in live]:
+            self.forget(conn)
+            conn.end(SYNC_CLOSE_REASON)
         return None
 
     def _on_connect(self, message: Message) -> str | None:
@@ -453,9 +471,17 @@ class Session:
     def forget(self, conn: Connection) -> None:
         if self.conns.get(conn.conn_id) is conn:
             del self.conns[conn.conn_id]
+        if conn.buffered_bytes:  # ended, not yet read: still ours to account and to drop on close
+            if len(self._holding) >= self.settings.max_connections:
+                self._holding = {c for c in self._holding if c.buffered_bytes}
+            self._holding.add(conn)
 
     def account(self, delta: int) -> None:
         self._buffered += delta
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered)
+        if (shared := self.budget) is not None:
+            shared.used_bytes += delta
+            shared.peak_bytes = max(shared.peak_bytes, shared.used_bytes)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         return self._spawn(coro, name)

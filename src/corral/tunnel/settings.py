@@ -10,6 +10,26 @@ MIB = 1 << 20
 KIB = 1 << 10
 
 
+class BufferBudget:
+    """Bytes the connections of every session sharing it may hold (one per server process).
+
+    A session's Data that would take the budget past ``limit_bytes`` loses its connection, as a
+    connection past its own hard limit does; above half of it connections pause their peers early.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        if limit_bytes <= 0:
+            from corral.errors import ConfigError
+
+            raise ConfigError(f"BufferBudget.limit_bytes: must be > 0, got {limit_bytes}")
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+        self.peak_bytes = 0
+
+    def __repr__(self) -> str:
+        return f"<BufferBudget {self.used_bytes}/{self.limit_bytes} bytes>"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionSettings:
     """Timings and limits of one tunnel session (defaults are remotedialer's)."""

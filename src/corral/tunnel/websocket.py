@@ -140,6 +140,8 @@ def tunnel_handler(
             return web.Response(status=400, text=str(exc))
         if not ok:
             return web.Response(status=401, text=FAILED_AUTHENTICATION)
+        if manager.full:
+            return web.Response(status=503, text="too many tunnel sessions")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=max_message_bytes)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text=f"Error during upgrade for host [{client_key}]")
@@ -150,6 +152,7 @@ def tunnel_handler(
             client_key=client_key,
             connect_authorizer=connect_authorizer,
             settings=settings,
+            budget=manager.budget,
         )
         reason = await manager.serve(client_key, session)
         logger.info("tunnel session of %r ended: %s", client_key, printable(reason))
