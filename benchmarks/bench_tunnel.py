@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.model.stats import quantile
+from corral.tunnel.loop import loop_name
+from corral.tunnel.loop import run as run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "bench" / "tunnel.json"
@@ -183,7 +185,7 @@ def run_role(args: argparse.Namespace) -> None:
         await roles[args.role]()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         if profiler is not None:
             profiler.disable()
@@ -472,6 +474,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "remotedialer_version": component("remotedialer-server").version,
+        "corral_event_loop": loop_name(),
         "method": (
             "server and client in separate processes, a TCP forwarder on the server side, the same "
             f"target and load generator for every pair; best of {rounds} alternating rounds per metric; "

@@ -43,6 +43,9 @@ class ConnectionHost(Protocol):
     async def send(self, message: Message) -> None:
         """Write one frame in order with every other writer; `TunnelClosedError` once closed."""
 
+    async def send_frame(self, frame: bytes) -> None:
+        """`send` for a frame already encoded."""
+
     def send_soon(self, message: Message) -> None:
         """Queue a flow-control frame without waiting (never raises)."""
 
@@ -103,6 +106,10 @@ class Connection:
         self._readable = _Waiter()
         self._writable = _Waiter()
         self._end_callbacks: list[Callable[[str], None]] = []
+        self._sink: Callable[[bytes], None] | None = None
+        self._sink_end: Callable[[str], None] | None = None
+        self._sink_ready = True
+        self._data_header = msg.data_header(conn_id)
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._close_reason: str | None = None
@@ -154,12 +161,50 @@ class Connection:
         if payload:
             self._chunks.append(payload)
             self.host.account(len(payload))
-            self._readable.wake()
+            if self._sink is not None:
+                self._emit(signal)
+                signal = None
+                self._feed_sink()
+            else:
+                self._readable.wake()
         if was_paused and not flow.peer_paused:
             self._writable.wake()
         self._emit(signal)
         self._arm()
         return None
+
+    # -- push delivery (corral.tunnel.bridge) -------------------------------------------------
+
+    def attach(self, deliver: Callable[[bytes], None], ended: Callable[[str], None]) -> None:
+        """Hand received bytes to ``deliver`` as they arrive, then ``ended(reason)`` once.
+
+        From then on `read` must not be used. While the sink is not ready (`set_sink_ready`),
+        bytes stay in the buffer, and flow control pauses the peer as for a slow reader.
+        """
+        self._sink = deliver
+        self._sink_end = ended
+        self._feed_sink()
+
+    def set_sink_ready(self, ready: bool) -> None:
+        self._sink_ready = ready
+        if ready and self._sink is not None:
+            self._feed_sink()
+
+    def _feed_sink(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        chunks = self._chunks
+        taken = 0
+        while chunks and self._sink_ready:
+            chunk = chunks.popleft()
+            taken += len(chunk)
+            sink(chunk)  # may pause us (the sink's buffer is full) before it returns
+        if taken:
+            self.host.account(-taken)
+            self._emit(self.flow.on_read(taken))
+        if not chunks and self._close_reason is not None and self._sink_end is not None:
+            ended, self._sink_end = self._sink_end, None
+            ended(self._close_reason)
 
     def receive_pause(self) -> None:
         self.flow.on_pause(self._clock.now())
@@ -178,6 +223,8 @@ class Connection:
         if self._close_reason is not None:
             if discard:
                 self._discard()
+                if self._sink is not None:
+                    self._feed_sink()
             return
         self._close_reason = reason
         self.flow.close()
@@ -191,6 +238,8 @@ class Connection:
         callbacks, self._end_callbacks = self._end_callbacks, []
         for callback in callbacks:
             callback(reason)
+        if self._sink is not None:
+            self._feed_sink()
 
     def add_end_callback(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(reason)`` when the connection ends (at once if it has)."""
@@ -269,17 +318,17 @@ class Connection:
         """Send ``data`` as Data frames, waiting while the peer has paused us."""
         step = self.host.settings.max_frame_payload_bytes
         size = len(data)
-        if size <= step and isinstance(data, bytes):
+        if size <= step and not isinstance(data, bytearray):
             pieces: Any = (data,)
         else:
             view = memoryview(data).cast("B")
-            pieces = (bytes(view[start : start + step]) for start in range(0, len(view), step))
+            pieces = (view[start : start + step] for start in range(0, len(view), step))
         for piece in pieces:
             while not self.flow.writable:
                 await self._writable.wait()
             if self._close_reason is not None:
                 raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
-            await self.host.send(msg.data(self.conn_id, piece))
+            await self.host.send_frame(self._data_header + piece)
 
     async def close(self) -> None:
         """Close cleanly: the peer gets Error ``EOF``. Idempotent."""
@@ -307,8 +356,9 @@ class Connection:
 
     async def as_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """asyncio streams over this connection (closing the writer closes the connection)."""
-        sock = self.bridge_socket()
-        return await asyncio.open_connection(sock=sock)
+        from corral.tunnel.bridge import open_streams  # the bridge builds on this module
+
+        return await open_streams(self)
 
     def bridge_socket(self) -> socket.socket:
         """One end of a socket pair whose other end is pumped to and from this connection."""

@@ -207,6 +207,18 @@ def next_id() -> int:
     return next(_ids)
 
 
+_DATA_TRAILER = encode_varint(int(MessageType.DATA)) + encode_varint(LEGACY_DEADLINE_MS)
+
+
+def data_header(conn_id: int) -> bytes:
+    """What precedes a Data payload for ``conn_id``: encode(data(...)) is this plus the payload.
+
+    The message id is fixed per connection (receivers never read it; remotedialer numbers them
+    only to label its logs), so a writer builds a Data frame with one concatenation.
+    """
+    return encode_varint(next_id()) + encode_varint(conn_id) + _DATA_TRAILER
+
+
 def data(conn_id: int, payload: bytes) -> Message:
     return Message(next_id(), conn_id, MessageType.DATA, payload)
 

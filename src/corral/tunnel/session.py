@@ -28,7 +28,7 @@ from corral.tunnel.clock import Timeout, TimerHandle
 from corral.tunnel.connection import EOF_TEXT, Connection
 from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError, printable
 from corral.tunnel.settings import BufferBudget, SessionSettings
-from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Signal, Stream, dial_local
+from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Pipe, Signal, Stream, dial_local
 
 __all__ = ["ConnectAuthorizer", "Connection", "Session", "SessionSettings"]
 
@@ -368,7 +368,14 @@ class Session:
             text = str(exc) or f"dial {conn.proto} {conn.address}: {type(exc).__name__}"
             await conn.close_with_error(printable(text))
             return
-        await self._serve_local(conn, stream)
+        if isinstance(stream, Pipe):
+            try:
+                await stream.pipe(conn)
+            except BaseException:
+                stream.abort()
+                raise
+        else:
+            await self._serve_local(conn, stream)
 
     async def _serve_local(self, conn: Connection, stream: Stream) -> None:
         """Copy both ways until either side ends; then release the stream, whatever happened.
@@ -438,6 +445,15 @@ class Session:
         frame = msg.encode(message)
         async with self._send_lock:
             self._raise_if_closed()
+            await self.transport.send(frame)
+
+    async def send_frame(self, frame: bytes) -> None:
+        """`send` for a frame already encoded (the Data path)."""
+        if self._close_reason is not None:
+            self._raise_if_closed()
+        async with self._send_lock:
+            if self._close_reason is not None:
+                self._raise_if_closed()
             await self.transport.send(frame)
 
     async def send_error(self, conn_id: int, text: str) -> None:

@@ -17,7 +17,10 @@ import contextlib
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from corral.tunnel.connection import Connection
 
 
 class Signal:
@@ -86,8 +89,19 @@ class Stream(Protocol):
         """Close at once, dropping unsent bytes (the reader stopped, or the connection failed)."""
 
 
-LocalDialer = Callable[[str, str], Awaitable[Stream]]
-"""``(proto, address) -> Stream``: how a client session reaches what the server asked for."""
+@runtime_checkable
+class Pipe(Protocol):
+    """A local end that joins a connection itself (no copy loops): `corral.tunnel.bridge`."""
+
+    async def pipe(self, conn: Connection) -> None:
+        """Carry bytes both ways until either side ends; release everything before returning."""
+
+    def abort(self) -> None:
+        """Drop the local end at once."""
+
+
+LocalDialer = Callable[[str, str], Awaitable[Stream | Pipe]]
+"""``(proto, address) -> Stream | Pipe``: how a client session reaches what the server asked for."""
 
 
 class AsyncioStream:
@@ -146,15 +160,22 @@ def parse_tcp_address(proto: str, address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def dial_local(proto: str, address: str) -> Stream:
-    """Dial ``tcp`` (host:port) or ``unix`` (path) like Go's net.Dialer; errors are OSError."""
+async def dial_local(proto: str, address: str) -> Stream | Pipe:
+    """Dial ``tcp`` (host:port) or ``unix`` (path) like Go's net.Dialer; errors are OSError.
+
+    The socket's protocol is joined to the tunnel connection directly (`SocketBridge`).
+    """
+    from corral.tunnel.bridge import SocketBridge  # the bridge builds on the connection module
+
+    loop = asyncio.get_running_loop()
+    bridge = SocketBridge()
     if proto in ("tcp", "tcp4", "tcp6"):
         host, port = parse_tcp_address(proto, address)
-        reader, writer = await asyncio.open_connection(host, port)
-        return AsyncioStream(reader, writer)
+        await loop.create_connection(lambda: bridge, host, port)
+        return bridge
     if proto == "unix":
         if "\x00" in address or not address:
             raise OSError(f"dial {proto} {address!r}: invalid socket path")
-        reader, writer = await asyncio.open_unix_connection(address)
-        return AsyncioStream(reader, writer)
+        await loop.create_unix_connection(lambda: bridge, address)
+        return bridge
     raise OSError(f"dial {proto} {address}: unknown network {proto}")
