@@ -137,7 +137,7 @@ class TunnelTransport(asyncio.Transport):
         conn.attach(self._deliver, self._ended)
 
     # from the connection
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         self._protocol.data_received(data)  # type: ignore[attr-defined]
 
     def _ended(self, reason: str) -> None:
@@ -286,7 +286,7 @@ class SocketBridge(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 

@@ -102,11 +102,11 @@ class Connection:
                 stall=settings.peer_stall_resume_seconds,
             )
         )
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._readable = _Waiter()
         self._writable = _Waiter()
         self._end_callbacks: list[Callable[[str], None]] = []
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Callable[[bytes | memoryview], None] | None = None
         self._sink_end: Callable[[str], None] | None = None
         self._sink_ready = True
         self._data_header = msg.data_header(conn_id)
@@ -143,7 +143,7 @@ class Connection:
 
     # -- driven by the session's read loop (never blocks) -----------------------------------
 
-    def receive_data(self, payload: bytes, *, crowded: bool = False) -> str | None:
+    def receive_data(self, payload: bytes | memoryview, *, crowded: bool = False) -> str | None:
         """Buffer incoming bytes; returns an error text when the peer overran the hard limit.
 
         ``crowded``: the session is short of buffer space, so Pause the peer early.
@@ -175,7 +175,7 @@ class Connection:
 
     # -- push delivery (corral.tunnel.bridge) -------------------------------------------------
 
-    def attach(self, deliver: Callable[[bytes], None], ended: Callable[[str], None]) -> None:
+    def attach(self, deliver: Callable[[bytes | memoryview], None], ended: Callable[[str], None]) -> None:
         """Hand received bytes to ``deliver`` as they arrive, then ``ended(reason)`` once.
 
         From then on `read` must not be used. While the sink is not ready (`set_sink_ready`),
@@ -312,7 +312,7 @@ class Connection:
             chunks[0] = first[n:]
         self.host.account(-len(chunk))
         self._emit(self.flow.on_read(len(chunk)))
-        return chunk
+        return chunk if isinstance(chunk, bytes) else bytes(chunk)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as Data frames, waiting while the peer has paused us."""

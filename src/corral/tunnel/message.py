@@ -197,6 +197,22 @@ def decode(data: bytes) -> Message:
     return message
 
 
+def split_data(data: bytes) -> tuple[int, memoryview] | None:
+    """``(conn_id, payload)`` of a well-formed Data frame, without copying its payload; else None.
+
+    The read loop's fast path: anything that is not plainly Data goes through `decode`.
+    """
+    try:
+        _, pos = decode_varint(data, 0, "message id")
+        conn_id, pos = decode_varint(data, pos, "connection id")
+        if pos >= len(data) or data[pos] != 2:  # varint(1), the Data type, is the single byte 2
+            return None
+        _, pos = decode_varint(data, pos + 1, "deadline")
+    except ProtocolError:
+        return None
+    return conn_id, memoryview(data)[pos:]
+
+
 # -- constructors, each taking the next message id --------------------------------------------
 
 _ids = itertools.count(random.randrange(1 << 40))  # noqa: S311 - ids only label frames in logs

@@ -146,14 +146,11 @@ class Session:
                     break
                 else:
                     failure = self._serve_frame(frame.data)
+                    if failure is None and len(self._control) >= self.settings.max_pending_control_frames:
+                        failure = await self._wait_for_replies_to_leave()
                     if failure is not None:
                         reason = failure
                         break
-                    if len(self._control) >= self.settings.max_pending_control_frames:
-                        failure = await self._wait_for_replies_to_leave()
-                        if failure is not None:
-                            reason = failure
-                            break
         except TunnelClosedError as exc:
             reason = str(exc)
         except asyncio.CancelledError:
@@ -249,6 +246,12 @@ class Session:
 
     def _serve_frame(self, data: bytes) -> str | None:
         """Handle one binary frame; returns a reason when the session must end."""
+        if (split := msg.split_data(data)) is not None:  # most frames: Data, without a copy
+            self._on_data(*split)
+            return None
+        return self._serve_decoded(data)
+
+    def _serve_decoded(self, data: bytes) -> str | None:
         try:
             message = msg.decode(data)
         except UnknownMessageTypeError as exc:
@@ -258,7 +261,7 @@ class Session:
             return f"protocol error: {printable(str(exc))}"
         mtype = message.type
         if mtype is MessageType.DATA:
-            self._on_data(message)
+            self._on_data(message.conn_id, message.payload)
         elif mtype is MessageType.CONNECT:
             return self._on_connect(message)
         elif mtype is MessageType.ERROR:
@@ -278,13 +281,13 @@ class Session:
             logger.debug("session %s: ignoring %s frame", self.session_key, mtype.name)
         return None
 
-    def _on_data(self, message: Message) -> None:
-        conn = self.conns.get(message.conn_id)
+    def _on_data(self, conn_id: int, payload: bytes | memoryview) -> None:
+        conn = self.conns.get(conn_id)
         if conn is None:
-            text = f"connection not found {self.client_key}/{self.session_key}/{message.conn_id}"
-            self.send_soon(msg.error(message.conn_id, text))
+            text = f"connection not found {self.client_key}/{self.session_key}/{conn_id}"
+            self.send_soon(msg.error(conn_id, text))
             return
-        size = len(message.payload)
+        size = len(payload)
         limit = self.settings.max_session_buffer_bytes
         shared = self.budget
         crowded = self._buffered > limit // 2
@@ -302,7 +305,7 @@ class Session:
                 )
             crowded = crowded or shared.used_bytes > shared.limit_bytes // 2
         if overrun is None:
-            overrun = conn.receive_data(message.payload, crowded=crowded)
+            overrun = conn.receive_data(payload, crowded=crowded)
         if overrun is not None:
             self.forget(conn)
             conn.end(overrun, discard=True)
