@@ -39,6 +39,8 @@ class Outbox:
         self._pressured = False
         self._waiter: asyncio.Future[None] | None = None
         self._closing = False
+        self._sending = False
+        self._flush_soon = False
         self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         """True once everything queued has gone out and the connection was closed cleanly."""
         self._task = conn.host.spawn(self._run(), f"writer {conn.conn_id}")
@@ -50,10 +52,30 @@ class Outbox:
             return
         self._chunks.append(memoryview(bytes(data) if isinstance(data, bytearray) else data))
         self.size += len(data)
-        self._wake()
+        if not self._flush_soon and not self._sending:
+            # what is written in this turn of the loop leaves together, at its end
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
         if not self._pressured and self.size > HIGH_WATER_BYTES:
             self._pressured = True
             self._on_pressure(True)
+
+    def _flush(self) -> None:
+        """Write what is queued straight onto the wire while that needs no waiting; else wake the task."""
+        self._flush_soon = False
+        step = self.conn.host.settings.max_frame_payload_bytes
+        chunks = self._chunks
+        while chunks and not self._sending:
+            piece = self._take(step)
+            if not self.conn.try_write(piece):
+                chunks.appendleft(memoryview(piece))
+                break
+            self.size -= len(piece)
+        if self._pressured and self.size <= LOW_WATER_BYTES:
+            self._pressured = False
+            self._on_pressure(False)
+        if chunks or self._closing:
+            self._wake()
 
     @property
     def closing(self) -> bool:
@@ -90,7 +112,11 @@ class Outbox:
                     await self._waiter
                     continue
                 piece = self._take(step)
-                await conn.write(piece)
+                self._sending = True
+                try:
+                    await conn.write(piece)
+                finally:
+                    self._sending = False
                 self.size -= len(piece)
                 if self._pressured and self.size <= LOW_WATER_BYTES:
                     self._pressured = False

@@ -46,6 +46,9 @@ class ConnectionHost(Protocol):
     async def send_frame(self, frame: bytes) -> None:
         """`send` for a frame already encoded."""
 
+    def send_frame_nowait(self, frame: bytes) -> bool:
+        """Write a frame at once if that needs no waiting; False (nothing sent) otherwise."""
+
     def send_soon(self, message: Message) -> None:
         """Queue a flow-control frame without waiting (never raises)."""
 
@@ -329,6 +332,16 @@ class Connection:
             if self._close_reason is not None:
                 raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
             await self.host.send_frame(self._data_header + piece)
+
+    def try_write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send ``data`` (at most one frame's worth) at once if nothing stands in the way."""
+        if (
+            self._close_reason is None
+            and self.flow.writable
+            and len(data) <= self.host.settings.max_frame_payload_bytes
+        ):
+            return self.host.send_frame_nowait(self._data_header + data)
+        return False
 
     async def close(self) -> None:
         """Close cleanly: the peer gets Error ``EOF``. Idempotent."""

@@ -59,6 +59,15 @@ class MemoryTransport:
         peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
         self.frames_sent += 1
 
+    def try_send(self, frame: bytes) -> bool:
+        if self._closed_reason is not None or self.peer is None or self.peer._closed_reason is not None:
+            return False
+        if self.peer._queued_binary >= self.peer._max_queued:
+            return False
+        self.peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
+        self.frames_sent += 1
+        return True
+
     async def send_text(self, text: str) -> None:
         """Inject a text message (remotedialer peers never send one; receivers must end the session)."""
         self._peer()._deliver(Frame(FrameKind.TEXT, text.encode()))

@@ -63,6 +63,9 @@ class FrameTransport(Protocol):
     async def send(self, frame: bytes) -> None:
         """Send one binary message; waits while the transport's outgoing buffer is full."""
 
+    def try_send(self, frame: bytes) -> bool:
+        """Send one binary message now if that needs no waiting; False (nothing sent) otherwise."""
+
     async def receive(self) -> Frame:
         """The next binary/text message, or a ping/pong that arrived (pings are already answered)."""
 

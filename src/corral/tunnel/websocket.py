@@ -84,6 +84,24 @@ class WebSocketTransport:
             # aiohttp cancels a write waiting on a connection that was lost: not our caller's cancel
             raise TunnelClosedError("websocket send failed: connection lost") from None
 
+    def try_send(self, frame: bytes) -> bool:
+        """Write the frame at once through aiohttp's frame writer (3.x) while its transport has room.
+
+        aiohttp's own send is a coroutine even when it need not wait; skipping it saves a
+        suspension per frame. Compressed websockets and a paused transport take the slow path.
+        """
+        writer = getattr(self.ws, "_writer", None)
+        write_frame = getattr(writer, "_write_websocket_frame", None)
+        if writer is None or write_frame is None or writer.compress or self.ws.closed:
+            return False
+        if getattr(writer, "_closing", True) or writer.protocol._paused or writer.transport.is_closing():
+            return False
+        try:
+            write_frame(frame, WSMsgType.BINARY, 0)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
     async def ping(self) -> None:
         try:
             await self.ws.ping()
