@@ -41,6 +41,7 @@ class Outbox:
         self._closing = False
         self._sending = False
         self._flush_soon = False
+        self._burst = False
         self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         """True once everything queued has gone out and the connection was closed cleanly."""
         self._task = conn.host.spawn(self._run(), f"writer {conn.conn_id}")
@@ -50,6 +51,12 @@ class Outbox:
     def put(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self.finished.done():
             return
+        if not self._chunks and not self._sending and not self._burst:
+            # the first write of a turn of the loop leaves at once; the rest of the turn's join it
+            self._burst = True
+            asyncio.get_running_loop().call_soon(self._end_burst)
+            if self.conn.try_write(data):
+                return
         self._chunks.append(memoryview(bytes(data) if isinstance(data, bytearray) else data))
         self.size += len(data)
         if not self._flush_soon and not self._sending:
@@ -59,6 +66,9 @@ class Outbox:
         if not self._pressured and self.size > HIGH_WATER_BYTES:
             self._pressured = True
             self._on_pressure(True)
+
+    def _end_burst(self) -> None:
+        self._burst = False
 
     def _flush(self) -> None:
         """Write what is queued straight onto the wire while that needs no waiting; else wake the task."""
