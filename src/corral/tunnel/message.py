@@ -197,18 +197,37 @@ def decode(data: bytes) -> Message:
     return message
 
 
+def _skip_varint(data: bytes, pos: int) -> int:
+    """The offset after a varint of at most 9 bytes at ``pos``; -1 if it is longer or cut off."""
+    end = min(len(data), pos + MAX_VARINT_BYTES - 1)
+    while pos < end:
+        if data[pos] < 0x80:
+            return pos + 1
+        pos += 1
+    return -1
+
+
 def split_data(data: bytes) -> tuple[int, memoryview] | None:
     """``(conn_id, payload)`` of a well-formed Data frame, without copying its payload; else None.
 
-    The read loop's fast path: anything that is not plainly Data goes through `decode`.
+    The read loop's fast path: anything that is not plainly Data (or has a 10-byte varint, whose
+    last byte `decode` must check) goes through `decode`.
     """
-    try:
-        _, pos = decode_varint(data, 0, "message id")
-        conn_id, pos = decode_varint(data, pos, "connection id")
-        if pos >= len(data) or data[pos] != 2:  # varint(1), the Data type, is the single byte 2
+    pos = _skip_varint(data, 0)
+    if pos < 0 or pos >= len(data):
+        return None
+    first = data[pos]
+    if first < 0x80:  # most connection ids: one byte, zig-zag
+        conn_id = (first >> 1) ^ -(first & 1)
+        pos += 1
+    else:
+        if _skip_varint(data, pos) < 0:
             return None
-        _, pos = decode_varint(data, pos + 1, "deadline")
-    except ProtocolError:
+        conn_id, pos = decode_varint(data, pos, "connection id")
+    if pos >= len(data) or data[pos] != 2:  # varint(1), the Data type, is the single byte 2
+        return None
+    pos = _skip_varint(data, pos + 1)
+    if pos < 0:
         return None
     return conn_id, memoryview(data)[pos:]
 
