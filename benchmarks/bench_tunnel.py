@@ -7,6 +7,8 @@ side). The same load generator, target and payloads measure every pair in the sa
 * throughput in MB/s, one connection and 50 in parallel (the target streams N bytes, then closes);
 * latency of 1 KiB request/response round trips on one open connection (p50/p95), and of a new
   tunnelled connection plus one round trip (p50/p95);
+* the CPU time the two tunnel processes spend per MB moved and per round trip (steadier than
+  wall-clock figures on a shared machine);
 
 for corral/corral, Go/Go and the mixed pairs, reported as ratios corral/Go, plus a cProfile of
 corral's server and client during one throughput run. Output: ``reports/bench/tunnel.json`` and a
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.model.stats import quantile
+from corral.tunnel.loop import loop_name
+from corral.tunnel.loop import run as run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "bench" / "tunnel.json"
@@ -183,7 +187,7 @@ def run_role(args: argparse.Namespace) -> None:
         await roles[args.role]()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         if profiler is not None:
             profiler.disable()
@@ -247,6 +251,8 @@ class RunningPair:
     forward: str
     """``host:port`` of the forwarder; each connection there is tunnelled to the target."""
     corral_pids: list[int]
+    pids: list[int]
+    """Both tunnel processes, for their CPU time."""
 
 
 @asynccontextmanager
@@ -276,7 +282,7 @@ async def tunnel_pair(
             pids = [
                 p.proc.pid for p, kind in ((server, server_kind), (client, client_kind)) if kind == "corral"
             ]
-            yield RunningPair(forward, pids)
+            yield RunningPair(forward, pids, [server.proc.pid, client.proc.pid])
 
 
 async def _wait_for_tunnel(forward: str, timeout_seconds: float = 20.0) -> None:
@@ -353,14 +359,33 @@ async def connect_round_trip_ms(address: str, *, count: int) -> list[float]:
     return samples
 
 
-async def measure(address: str) -> dict[str, float]:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of the tunnel's processes (all their threads) so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+async def measure(address: str, pids: list[int] | None = None) -> dict[str, float]:
     await throughput_mb_per_second(address, connections=1, each_bytes=4 * 1024 * 1024)  # warm-up
+    cpu_start = _cpu_seconds(pids or [])
     single = await throughput_mb_per_second(address, connections=1, each_bytes=SINGLE_BYTES)
     parallel = await throughput_mb_per_second(address, connections=PARALLEL, each_bytes=PARALLEL_EACH_BYTES)
+    cpu_per_mb = (
+        (_cpu_seconds(pids or []) - cpu_start) * 1000 / ((SINGLE_BYTES + PARALLEL * PARALLEL_EACH_BYTES) / MB)
+    )
     await round_trip_ms(address, count=50)  # warm-up
+    cpu_start = _cpu_seconds(pids or [])
     trips = await round_trip_ms(address, count=ROUND_TRIPS)
+    cpu_per_trip = (_cpu_seconds(pids or []) - cpu_start) * 1e6 / ROUND_TRIPS
     connects = await connect_round_trip_ms(address, count=CONNECT_ROUND_TRIPS)
     return {
+        "tunnel_cpu_ms_per_mb": round(cpu_per_mb, 3),
+        "tunnel_cpu_us_per_round_trip": round(cpu_per_trip, 1),
         "throughput_1_conn_mb_s": round(single, 1),
         f"throughput_{PARALLEL}_conn_mb_s": round(parallel, 1),
         "round_trip_p50_ms": round(quantile(trips, 50), 3),
@@ -371,7 +396,7 @@ async def measure(address: str) -> dict[str, float]:
 
 
 def _is_better(metric: str, new: float, old: float) -> bool:
-    return new > old if metric.startswith("throughput") else new < old
+    return new > old if metric.startswith("throughput") else new < old  # latency and CPU: lower
 
 
 def _profile_summary(path: Path, limit: int = 12) -> dict[str, Any]:
@@ -437,7 +462,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
                     measured = await measure(target)
                 else:
                     async with tunnel_pair(pair, binaries, target) as running:
-                        measured = await measure(running.forward)
+                        measured = await measure(running.forward, running.pids)
                 print(f"round {round_number + 1} {pair}: {measured}", file=sys.stderr, flush=True)
                 best = results.setdefault(pair, measured)
                 for metric, value in measured.items():
@@ -472,6 +497,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "remotedialer_version": component("remotedialer-server").version,
+        "corral_event_loop": loop_name(),
         "method": (
             "server and client in separate processes, a TCP forwarder on the server side, the same "
             f"target and load generator for every pair; best of {rounds} alternating rounds per metric; "
@@ -502,7 +528,12 @@ def markdown(report: dict[str, Any]) -> str:
     for metric in metrics:
         cells = [metric, *(str(pairs[p][metric]) for p in pairs), *(str(ratios[p][metric]) for p in ratios)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "A throughput ratio < 1 or a latency ratio > 1 means slower than Go remotedialer."]
+    lines += [
+        "",
+        "A throughput ratio < 1 or a latency ratio > 1 means slower than Go remotedialer. The CPU rows"
+        " are what the server and client processes spent (all threads), which a loaded machine skews"
+        f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}.",
+    ]
     for side in ("server", "client"):
         summary = report["corral_profile"].get(side)
         if not summary:

@@ -7,7 +7,7 @@ import asyncio
 import tracemalloc
 
 from corral.tunnel import message as msg
-from corral.tunnel.clock import settle
+from corral.tunnel.clock import FakeClock, settle
 from corral.tunnel.settings import MIB, SessionSettings
 from corral.tunnel.testing import ServiceDialer, allow_all, memory_session_pair, read_exactly, wait_until
 
@@ -17,18 +17,10 @@ TOTAL = 100 * 1000 * 1000
 MEMORY_BOUND = 16 * MIB  # measured about 6 MiB; a leak or a missing Pause would hold much of the 100 MB
 
 
-async def _sample_max(probe, into: list[int]) -> None:
-    while True:
-        into[0] = max(into[0], probe())
-        await asyncio.sleep(0)
-
-
 async def test_100_mb_from_server_to_agent_side_stays_within_bounded_memory():
     dialer = ServiceDialer()
     async with memory_session_pair(allow_all, dialer) as (server, client):
         conn = await server.dial("mem", "discard")
-        peak_buffered = [0]
-        sampler = asyncio.ensure_future(_sample_max(lambda: client.buffered_bytes, peak_buffered))
         block = b"\x5a" * (1 << 20)
         tracemalloc.start()
         try:
@@ -43,12 +35,12 @@ async def test_100_mb_from_server_to_agent_side_stays_within_bounded_memory():
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-            sampler.cancel()
         received = dialer.counts["discard"]
     await dialer.aclose()
     assert received == TOTAL
-    print(f"peak buffered {peak_buffered[0]} B, tracemalloc peak {peak} B")
-    assert peak_buffered[0] <= client.settings.max_buffer_bytes + 16 * client.settings.max_frame_payload_bytes
+    peak_buffered = client.peak_buffered_bytes  # the session's own accounting, at every change
+    print(f"peak buffered {peak_buffered} B, tracemalloc peak {peak} B")
+    assert peak_buffered <= client.settings.max_buffer_bytes + 16 * client.settings.max_frame_payload_bytes
     assert peak <= MEMORY_BOUND, f"tracemalloc peak {peak} bytes for a {TOTAL} byte transfer"
 
 
@@ -56,8 +48,6 @@ async def test_100_mb_from_agent_side_to_server_stays_within_bounded_memory():
     dialer = ServiceDialer()
     async with memory_session_pair(allow_all, dialer) as (server, _client):
         conn = await server.dial("mem", f"source:{TOTAL}")
-        peak_buffered = [0]
-        sampler = asyncio.ensure_future(_sample_max(lambda: conn.buffered_bytes, peak_buffered))
         received = 0
         tracemalloc.start()
         try:
@@ -68,11 +58,11 @@ async def test_100_mb_from_agent_side_to_server_stays_within_bounded_memory():
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-            sampler.cancel()
     await dialer.aclose()
     assert received == TOTAL
-    print(f"peak buffered {peak_buffered[0]} B, tracemalloc peak {peak} B")
-    assert peak_buffered[0] <= server.settings.max_buffer_bytes + 16 * server.settings.max_frame_payload_bytes
+    peak_buffered = server.peak_buffered_bytes
+    print(f"peak buffered {peak_buffered} B, tracemalloc peak {peak} B")
+    assert peak_buffered <= server.settings.max_buffer_bytes + 16 * server.settings.max_frame_payload_bytes
     assert peak <= MEMORY_BOUND, f"tracemalloc peak {peak} bytes for a {TOTAL} byte transfer"
 
 
@@ -105,7 +95,7 @@ async def test_a_flood_of_connects_is_capped_per_session():
     ) as (session, peer, _):
         for conn_id in range(2, 2002):
             await peer.transport.send(msg.encode(msg.connect(conn_id, "mem", "hold")))
-        await settle(200)
+        await settle()
         assert len(session.conns) == 50
         errors = [m for m in peer.drain() if m.type is msg.MessageType.ERROR]
         assert len(errors) == 1950
@@ -114,14 +104,22 @@ async def test_a_flood_of_connects_is_capped_per_session():
     await dialer.aclose()
 
 
-async def test_a_flood_of_data_for_unknown_connections_hits_the_control_queue_cap():
-    settings = SessionSettings(max_pending_control_frames=100)
+async def test_a_peer_that_floods_us_and_does_not_read_loses_the_session_after_the_send_error_timeout():
+    clock = FakeClock()
+    settings = SessionSettings(clock=clock, max_pending_control_frames=100)
     async with session_with_raw_peer("server", settings=settings) as (session, peer, _):
         peer.transport._max_queued = 1  # the peer stops reading: our replies cannot leave
-        for _ in range(500):
-            await peer.transport.send(msg.encode(msg.data(99, b"x")))
-            await asyncio.sleep(0)
-            if session.closed:
-                break
+        await _send_all(peer, [msg.data(99, b"x")] * 500)
         await settle()
-        assert session.close_reason == "peer does not read: control queue full"
+        assert session.frames_received < 500, "the read loop waits while our replies cannot leave"
+        assert 50 < session.pending_control_frames <= 100
+        await clock.advance(4.9)
+        assert not session.closed, "the read loop waits for the writer, for a bounded time"
+        await clock.advance(0.1)
+        assert session.close_reason.startswith("peer does not read: "), session.close_reason
+        assert session.close_reason.endswith(" replies still queued after 5 s"), session.close_reason
+
+
+async def _send_all(peer, messages) -> None:
+    for message in messages:
+        await peer.transport.send(msg.encode(message))

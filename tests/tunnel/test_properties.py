@@ -98,3 +98,14 @@ def test_a_flood_of_connects_keeps_a_client_session_under_its_connection_cap(cou
     frames = [encode(msg.connect(conn_id, "mem", "hold")) for conn_id in range(2, 2 + count)]
     reason = asyncio.run(feed_frames(frames, role="client"))
     assert reason == "input fed", "a flood of Connects is refused one by one, the session survives"
+
+
+@given(st.one_of(messages().map(encode), st.binary(max_size=60)))
+def test_the_data_fast_path_agrees_with_the_decoder(data):
+    split = msg.split_data(data)
+    if split is None:  # not plainly Data: the session hands it to decode, tested above
+        return
+    conn_id, payload = split
+    decoded = decode(data)
+    assert decoded.type is MessageType.DATA
+    assert (decoded.conn_id, decoded.payload) == (conn_id, bytes(payload))

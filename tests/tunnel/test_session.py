@@ -250,8 +250,10 @@ async def test_the_receiver_pauses_a_sender_above_the_buffer_limit_and_resumes_b
             "one Pause, however much more arrives"
         )
         await conn.read(901)
+        await settle()
         assert [m.type for m in peer.drain()][2:] == [], "101 bytes left: still paused"
         await conn.read(2)
+        await settle()  # Resume goes out through the control queue
         assert [m.type for m in peer.drain()][2:] == [MessageType.RESUME]
 
 
@@ -277,7 +279,9 @@ async def test_a_peer_that_ignores_pause_loses_the_connection_at_the_hard_limit(
         for _ in range(5):
             await peer.send(msg.data(conn.conn_id, b"y" * 900))
         assert conn.closed
-        assert "peer ignored Pause, 4500 bytes buffered (limit 4000)" in conn.close_reason
+        assert "peer ignored Pause, 4500 bytes would be buffered (limit 4000)" in conn.close_reason
+        assert conn.buffered_bytes == 0, "a lost connection's buffer is released"
+        assert session.buffered_bytes == 0
         last = peer.drain()[-1]
         assert (last.type, last.conn_id) == (MessageType.ERROR, conn.conn_id)
         assert not session.closed

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from corral.tunnel.manager import SessionManager
-from corral.tunnel.testing import allow_all, check_tunnel_semantics, websocket_session_pair
+from corral.tunnel.testing import allow_all, check_tunnel_semantics, wait_until, websocket_session_pair
 from corral.tunnel.websocket import HandshakeError, connect, tunnel_handler
 
 
@@ -73,20 +73,12 @@ async def test_the_authorizer_sees_the_handshake_headers_and_the_session_is_regi
         connect(url, headers=headers, connect_authorizer=allow_all, on_connect=on_connect)
     )
     await asyncio.wait_for(connected.wait(), 10)
-    for _ in range(200):
-        if manager.has_session("c-1"):
-            break
-        await asyncio.sleep(0.01)
-    assert manager.has_session("c-1")
+    await wait_until(lambda: manager.has_session("c-1"), "the server registers the session")
     assert seen[-1]["X-API-Tunnel-Params"] == "e30="
     assert seen[-1]["Authorization"] == "Bearer x"
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    for _ in range(200):
-        if not manager.has_session("c-1"):
-            break
-        await asyncio.sleep(0.01)
-    assert not manager.has_session("c-1"), "a client that goes away is removed from the manager"
+    await wait_until(lambda: not manager.has_session("c-1"), "a client that goes away is removed")
 
 
 async def test_an_unreachable_server_is_a_tunnel_error_naming_the_url():
@@ -119,10 +111,7 @@ async def test_frames_from_a_raw_websocket_peer_reach_the_session_byte_for_byte(
         aiohttp.ClientSession() as http,
         http.ws_connect(url, headers={"X-API-Tunnel-Token": "good"}, autoping=False) as ws,
     ):
-        for _ in range(200):
-            if manager.has_session("c-1"):
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: manager.has_session("c-1"), "the server registers the session")
         conn = await manager.dial("c-1", "tcp", "10.43.0.1:443")
         connect = await asyncio.wait_for(ws.receive(), 10)
         assert connect.type is aiohttp.WSMsgType.BINARY

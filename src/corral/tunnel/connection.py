@@ -1,19 +1,15 @@
 """One tunnelled connection: a receive buffer with back-pressure and a paced writer.
 
-As in remotedialer's connection.go, readbuffer.go and back_pressure.go: incoming Data is buffered
-without blocking the session's read loop; above ``max_buffer_bytes`` we send Pause, and a read
-that drains the buffer below ``resume_below_bytes`` sends Resume. A writer whose peer paused it
-waits. Closing sends Error ``EOF``; an Error from the peer ends the connection with its text.
-There is no half-close in remotedialer, so neither is there here.
+As in remotedialer's connection.go and readbuffer.go: incoming Data is buffered without blocking
+the session's read loop, and Pause and Resume keep the buffer near ``max_buffer_bytes``; the
+rules, including the answers to remotedialer's single pause flag, are the pure state machine of
+`corral.tunnel.flow`, whose timers run as calls on the session's clock (no task per event).
+Closing sends Error ``EOF``; an Error from the peer ends the connection with its text. There is
+no half-close in remotedialer, so neither is there here.
 
-remotedialer v0.6 keeps a single pause flag per connection for both directions, which lets a
-Go peer forget our Pause, stay stuck in its own, or leave its writer asleep after its own Resume.
-We therefore repeat Pause while its data keeps coming, nudge a peer that paused us and went
-quiet, and answer a Resume that no data follows (``peer_stall_resume_seconds``; None turns
-these off). Against a peer without that flaw they cost a few spare Resume frames.
-
-`Connection.as_streams` bridges the connection to asyncio streams through a socket pair, so
-anything that speaks asyncio (an HTTP client, TLS) can run over it unchanged.
+A connection talks to its session only through `ConnectionHost`; the session drives it through
+the ``receive_*`` methods and `Connection.end`. `Connection.as_streams` and
+`Connection.bridge_socket` make it usable by anything that speaks asyncio (HTTP clients, TLS).
 """
 
 from __future__ import annotations
@@ -21,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from corral.errors import TunnelClosedError
 from corral.tunnel import message as msg
-from corral.tunnel.transport import Signal
-
-if TYPE_CHECKING:
-    from corral.tunnel.session import Session
+from corral.tunnel.clock import TimerHandle
+from corral.tunnel.flow import FlowControl, FlowLimits, Signal
+from corral.tunnel.message import Message
+from corral.tunnel.settings import SessionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -37,31 +34,97 @@ EOF_TEXT = "EOF"
 BRIDGE_CHUNK_BYTES = 64 * 1024
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from its session."""
+
+    @property
+    def settings(self) -> SessionSettings: ...
+
+    async def send(self, message: Message) -> None:
+        """Write one frame in order with every other writer; `TunnelClosedError` once closed."""
+
+    async def send_frame(self, frame: bytes) -> None:
+        """`send` for a frame already encoded."""
+
+    def send_frame_nowait(self, frame: bytes) -> bool:
+        """Write a frame at once if that needs no waiting; False (nothing sent) otherwise."""
+
+    def send_soon(self, message: Message) -> None:
+        """Queue a flow-control frame without waiting (never raises)."""
+
+    async def send_error(self, conn_id: int, text: str) -> None:
+        """Best effort, bounded in time."""
+
+    def forget(self, conn: Connection) -> None:
+        """The connection is closed: stop routing frames to it."""
+
+    def account(self, delta: int) -> None:
+        """Bytes buffered by the session's connections changed by ``delta``."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Run a task the session cancels when it closes; None (coroutine closed) if it is closed."""
+
+
+class _Waiter:
+    """One waiting task at a time, woken by `wake` (cheaper than an Event per notification)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        future = self._future
+        if future is None or future.done():
+            future = self._future = asyncio.get_running_loop().create_future()
+        await future
+
+    def wake(self) -> None:
+        future = self._future
+        if future is not None:
+            self._future = None
+            if not future.done():
+                future.set_result(None)
+
+
 class Connection:
     """A byte stream through a tunnel session, identified by ``conn_id`` on both sides."""
 
-    def __init__(self, session: Session, conn_id: int, proto: str, address: str) -> None:
-        self.session = session
+    def __init__(self, host: ConnectionHost, conn_id: int, proto: str, address: str) -> None:
+        self.host = host
         self.conn_id = conn_id
         self.proto = proto
         self.address = address
-        self._buffer = bytearray()
-        self._changed = Signal()
-        self._we_paused = False
-        self._peer_paused = False
-        self._data_frames = 0
-        self._data_frames_at_pause = 0
-        self._stall_wait = session.settings.peer_stall_resume_seconds or 0.0
-        self._pause_sent_at_level = 0
-        self._nudged_peer = False
-        self._waking = False
-        self._resumes = 0
-        self._data_frames_at_resume = 0
+        settings = host.settings
+        self._clock = settings.clock
+        self.flow = FlowControl(
+            FlowLimits(
+                max_buffer=settings.max_buffer_bytes,
+                resume_below=settings.resume_below_bytes,
+                hard_limit=settings.hard_buffer_limit_bytes,
+                stall=settings.peer_stall_resume_seconds,
+            )
+        )
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._readable = _Waiter()
+        self._writable = _Waiter()
+        self._end_callbacks: list[Callable[[str], None]] = []
+        self._sink: Callable[[bytes | memoryview], None] | None = None
+        self._sink_end: Callable[[str], None] | None = None
+        self._sink_ready = True
+        self._data_header = msg.data_header(conn_id)
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
         self._close_reason: str | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._close_reason is None else f"closed: {self._close_reason}"
         return f"<Connection {self.conn_id} {self.proto}/{self.address} {state}>"
+
+    @property
+    def session(self) -> ConnectionHost:
+        """The session this connection belongs to."""
+        return self.host
 
     @property
     def closed(self) -> bool:
@@ -75,85 +138,152 @@ class Connection:
     @property
     def buffered_bytes(self) -> int:
         """Bytes received and not yet read."""
-        return len(self._buffer)
+        return self.flow.buffered
 
     @property
     def paused_by_peer(self) -> bool:
-        return self._peer_paused
+        return self.flow.peer_paused
 
-    # -- called by the session's read loop (never blocks) -----------------------------------
+    # -- driven by the session's read loop (never blocks) -----------------------------------
 
-    def _on_data(self, payload: bytes) -> str | None:
-        """Buffer incoming bytes; returns an error text when the peer overran the hard limit."""
+    def receive_data(self, payload: bytes | memoryview, *, crowded: bool = False) -> str | None:
+        """Buffer incoming bytes; returns an error text when the peer overran the hard limit.
+
+        ``crowded``: the session is short of buffer space, so Pause the peer early.
+        """
         if self._close_reason is not None:
             return None
-        self._data_frames += 1
-        self._stall_wait = self.session.settings.peer_stall_resume_seconds or 0.0
-        if self._nudged_peer and self._peer_paused:
-            self._peer_paused = False  # its writes flow again: it has forgotten its pause
-            self._changed.notify()
-        self._buffer += payload
-        self._changed.notify()
-        settings = self.session.settings
-        if len(self._buffer) > settings.hard_buffer_limit_bytes:
+        flow = self.flow
+        was_paused = flow.peer_paused
+        accepted, signal = flow.on_data(len(payload), crowded=crowded)
+        if not accepted:
             return (
-                f"connection {self.conn_id}: peer ignored Pause, {len(self._buffer)} bytes buffered"
-                f" (limit {settings.hard_buffer_limit_bytes})"
+                f"connection {self.conn_id}: peer ignored Pause, {flow.buffered + len(payload)} bytes"
+                f" would be buffered (limit {flow.limits.hard_limit})"
             )
-        level = len(self._buffer)
-        if level > settings.max_buffer_bytes and (
-            not self._we_paused or level - self._pause_sent_at_level >= settings.resume_below_bytes
-        ):
-            # again while data keeps coming: remotedialer forgets our Pause when its own buffer drains
-            self._we_paused = True
-            self._pause_sent_at_level = level
-            self.session._send_nowait(msg.pause(self.conn_id))
+        if payload:
+            self._chunks.append(payload)
+            self.host.account(len(payload))
+            if self._sink is not None:
+                self._emit(signal)
+                signal = None
+                self._feed_sink()
+            else:
+                self._readable.wake()
+        if was_paused and not flow.peer_paused:
+            self._writable.wake()
+        self._emit(signal)
+        self._arm()
         return None
 
-    def _on_pause(self) -> None:
-        was_paused = self._peer_paused
-        self._peer_paused = True
-        self._nudged_peer = False  # paused (again): its flag is set, whatever we sent before
-        self._data_frames_at_pause = self._data_frames
-        if not was_paused and self._stall_wait:
-            self.session._spawn(self._nudge_stuck_peer(), f"pause watch {self.conn_id}")
+    # -- push delivery (corral.tunnel.bridge) -------------------------------------------------
 
-    def _on_resume(self) -> None:
-        self._peer_paused = False
-        self._changed.notify()
-        self._resumes += 1
-        self._data_frames_at_resume = self._data_frames
-        if self.session.settings.peer_stall_resume_seconds and not self._waking:
-            self._waking = True
-            self.session._spawn(self._wake_quiet_peer(), f"resume watch {self.conn_id}")
+    def attach(self, deliver: Callable[[bytes | memoryview], None], ended: Callable[[str], None]) -> None:
+        """Hand received bytes to ``deliver`` as they arrive, then ``ended(reason)`` once.
 
-    async def _wake_quiet_peer(self) -> None:
-        """Answer a peer's Resume with ours if its Data does not follow.
-
-        remotedialer (v0.6) clears its pause flag on its own Resume without waking the writer
-        that waits on it; that writer sleeps until the next Pause or Resume arrives. One Resume
-        from us (harmless to a peer that is not paused) wakes it.
+        From then on `read` must not be used. While the sink is not ready (`set_sink_ready`),
+        bytes stay in the buffer, and flow control pauses the peer as for a slow reader.
         """
-        settings = self.session.settings
-        try:
-            while self._close_reason is None:
-                resumes = self._resumes
-                await settings.clock.sleep(settings.peer_stall_resume_seconds or 0.0)
-                if resumes != self._resumes:
-                    continue  # a newer Resume: measure the quiet from it
-                quiet = self._data_frames == self._data_frames_at_resume
-                if quiet and not self._peer_paused and len(self._buffer) < settings.resume_below_bytes:
-                    await self.session._send_message(msg.resume(self.conn_id))
-                return
-        finally:
-            self._waking = False
+        self._sink = deliver
+        self._sink_end = ended
+        self._feed_sink()
 
-    def _mark_closed(self, reason: str) -> None:
-        """End the connection locally (no frame sent): readers drain the buffer, then see the end."""
-        if self._close_reason is None:
-            self._close_reason = reason
-            self._peer_paused = False
-            self._changed.notify()
+    def set_sink_ready(self, ready: bool) -> None:
+        self._sink_ready = ready
+        if ready and self._sink is not None:
+            self._feed_sink()
+
+    def _feed_sink(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        chunks = self._chunks
+        taken = 0
+        while chunks and self._sink_ready:
+            chunk = chunks.popleft()
+            taken += len(chunk)
+            sink(chunk)  # may pause us (the sink's buffer is full) before it returns
+        if taken:
+            self.host.account(-taken)
+            self._emit(self.flow.on_read(taken))
+        if not chunks and self._close_reason is not None and self._sink_end is not None:
+            ended, self._sink_end = self._sink_end, None
+            ended(self._close_reason)
+
+    def receive_pause(self) -> None:
+        self.flow.on_pause(self._clock.now())
+        self._arm()
+
+    def receive_resume(self) -> None:
+        self._emit(self.flow.on_resume(self._clock.now()))
+        self._writable.wake()
+        self._arm()
+
+    def end(self, reason: str, *, discard: bool = False) -> None:
+        """End the connection locally (no frame sent): readers drain the buffer, then see the end.
+
+        ``discard`` drops what is buffered (the stream is broken; nobody should read it).
+        """
+        if self._close_reason is not None:
+            if discard:
+                self._discard()
+                if self._sink is not None:
+                    self._feed_sink()
+            return
+        self._close_reason = reason
+        self.flow.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        if discard:
+            self._discard()
+        self._readable.wake()
+        self._writable.wake()
+        callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            callback(reason)
+        if self._sink is not None:
+            self._feed_sink()
+
+    def add_end_callback(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` when the connection ends (at once if it has)."""
+        if self._close_reason is not None:
+            callback(self._close_reason)
+        else:
+            self._end_callbacks.append(callback)
+
+    def _discard(self) -> None:
+        if self.flow.buffered:
+            self.host.account(-self.flow.buffered)
+        self._chunks.clear()
+        self.flow.drop_buffer()
+
+    def _emit(self, signal: Signal | None) -> None:
+        if signal is Signal.PAUSE:
+            self.host.send_soon(msg.pause(self.conn_id))
+        elif signal is Signal.RESUME:
+            self.host.send_soon(msg.resume(self.conn_id))
+
+    def _arm(self) -> None:
+        """Keep one clock call pending at the flow's deadline (re-armed only when it comes sooner)."""
+        deadline = self.flow.deadline
+        if deadline is None or self._close_reason is not None:
+            return
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._clock.call_later(deadline - self._clock.now(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        if self._close_reason is not None:
+            return
+        was_paused = self.flow.peer_paused
+        self._emit(self.flow.on_timer(self._clock.now()))
+        if was_paused and not self.flow.peer_paused:
+            self._writable.wake()
+        self._arm()
 
     # -- the stream API ---------------------------------------------------------------------
 
@@ -162,62 +292,56 @@ class Connection:
 
         Raises `TunnelClosedError` once the buffer is drained if the connection ended with an error.
         """
-        while not self._buffer:
+        chunks = self._chunks
+        while not chunks:
             if self._close_reason is not None:
                 if self._close_reason == EOF_TEXT:
                     return b""
                 raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
-            await self._changed.wait()
-        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        if self._we_paused and len(self._buffer) < self.session.settings.resume_below_bytes:
-            self._we_paused = False
-            if self._close_reason is None:
-                await self.session._send_message(msg.resume(self.conn_id))
-        return chunk
+            await self._readable.wait()
+        first = chunks[0]
+        if n < 0 or n >= self.flow.buffered:
+            chunk = first if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        elif len(first) <= n:
+            parts = [chunks.popleft()]
+            size = len(first)
+            while chunks and size + len(chunks[0]) <= n:
+                size += len(chunks[0])
+                parts.append(chunks.popleft())
+            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:
+            chunk = first[:n]
+            chunks[0] = first[n:]
+        self.host.account(-len(chunk))
+        self._emit(self.flow.on_read(len(chunk)))
+        return chunk if isinstance(chunk, bytes) else bytes(chunk)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as Data frames, waiting while the peer has paused us."""
-        view = memoryview(data).cast("B")
-        step = self.session.settings.max_frame_payload_bytes
-        for start in range(0, len(view), step):
-            while self._peer_paused and self._close_reason is None:
-                await self._changed.wait()
+        step = self.host.settings.max_frame_payload_bytes
+        size = len(data)
+        if size <= step and not isinstance(data, bytearray):
+            pieces: Any = (data,)
+        else:
+            view = memoryview(data).cast("B")
+            pieces = (view[start : start + step] for start in range(0, len(view), step))
+        for piece in pieces:
+            while not self.flow.writable:
+                await self._writable.wait()
             if self._close_reason is not None:
                 raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
-            await self.session._send_message(msg.data(self.conn_id, bytes(view[start : start + step])))
+            await self.host.send_frame(self._data_header + piece)
 
-    async def _nudge_stuck_peer(self) -> None:
-        """While the peer keeps us paused, nudge it out of its own pause if it is stuck there.
-
-        remotedialer (v0.6) keeps one ``paused`` flag per connection for both directions: once it
-        has paused us, its own writes wait too, until its receive buffer drains. When draining
-        needs those writes (an echo, any full-duplex exchange), it never resumes. So when the peer
-        has sent no Data for ``peer_stall_resume_seconds`` since pausing us and we hold little of
-        its data, we send Resume (which clears its flag and lets its writes go) and keep waiting;
-        we write again once its Data arrives, or after one more quiet period (it no longer knows
-        it paused us, so it would never send Resume). It pauses us again if it must. The quiet
-        period doubles, up to a minute, while the peer stays quiet.
-        """
-        settings = self.session.settings
-        while self._peer_paused and self._close_reason is None:
-            await settings.clock.sleep(self._stall_wait)
-            if not self._peer_paused or self._close_reason is not None:
-                return
-            if self._data_frames != self._data_frames_at_pause:
-                self._data_frames_at_pause = self._data_frames  # its writes flow: not stuck
-                continue
-            if len(self._buffer) >= settings.resume_below_bytes:
-                continue
-            self._stall_wait = min(self._stall_wait * 2, 60.0)
-            if self._nudged_peer:
-                self._peer_paused = False
-                self._changed.notify()
-                return
-            logger.debug("connection %s: peer quiet since pausing us; sending Resume", self.conn_id)
-            self._nudged_peer = True
-            await self.session._send_message(msg.resume(self.conn_id))
+    def try_write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send ``data`` (at most one frame's worth) at once if nothing stands in the way."""
+        if (
+            self._close_reason is None
+            and self.flow.writable
+            and len(data) <= self.host.settings.max_frame_payload_bytes
+        ):
+            return self.host.send_frame_nowait(self._data_header + data)
+        return False
 
     async def close(self) -> None:
         """Close cleanly: the peer gets Error ``EOF``. Idempotent."""
@@ -227,25 +351,34 @@ class Connection:
         """Close and tell the peer why (remotedialer reads at most 100 bytes of it)."""
         if self._close_reason is not None:
             return
-        self._mark_closed(text)
-        self.session._forget(self)
-        await self.session._send_error(self.conn_id, text)
+        self.end(text)
+        self.host.forget(self)
+        await self.host.send_error(self.conn_id, text)
 
     async def wait_closed(self) -> None:
-        while self._close_reason is None:
-            await self._changed.wait()
+        if self._close_reason is not None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(_: str) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.add_end_callback(wake)
+        await future
 
     async def as_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """asyncio streams over this connection (closing the writer closes the connection)."""
-        sock = self.bridge_socket()
-        return await asyncio.open_connection(sock=sock)
+        from corral.tunnel.bridge import open_streams  # the bridge builds on this module
+
+        return await open_streams(self)
 
     def bridge_socket(self) -> socket.socket:
         """One end of a socket pair whose other end is pumped to and from this connection."""
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         theirs.setblocking(False)
-        task = self.session._spawn(self._pump(ours), f"bridge {self.conn_id}")
+        task = self.host.spawn(self._pump(ours), f"bridge {self.conn_id}")
         if task is None:
             ours.close()
         else:  # a task cancelled before its first step never runs its finally clause

@@ -16,12 +16,17 @@ import logging
 import time
 from collections.abc import Callable
 
-from corral.errors import SessionNotFoundError
+from corral.errors import SessionNotFoundError, TunnelError
 from corral.model.trace import Event, TunnelClosed, TunnelOpened
 from corral.tunnel.connection import Connection
+from corral.tunnel.message import printable
 from corral.tunnel.session import Session
+from corral.tunnel.settings import MIB, BufferBudget
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SESSIONS = 1024
+DEFAULT_BUFFER_BUDGET_BYTES = 256 * MIB
 
 SessionHook = Callable[[str, Session], None]
 TraceSink = Callable[[Event], None]
@@ -43,20 +48,41 @@ class SessionManager:
         on_disconnect: SessionHook | None = None,
         trace_sink: TraceSink | None = None,
         trace_time: Callable[[], float] | None = None,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        buffer_budget_bytes: int = DEFAULT_BUFFER_BUDGET_BYTES,
     ) -> None:
         self._sessions: dict[str, list[Session]] = {}
+        self.max_sessions = max_sessions
+        self.budget = BufferBudget(buffer_budget_bytes)
+        """What the connections of all sessions served here may hold together."""
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.trace_sink = trace_sink
         start = time.monotonic()
         self._trace_time = trace_time or (lambda: time.monotonic() - start)
 
+    @property
+    def session_count(self) -> int:
+        return sum(len(sessions) for sessions in self._sessions.values())
+
+    @property
+    def full(self) -> bool:
+        """As many sessions as ``max_sessions``: a new tunnel is refused (503)."""
+        return self.session_count >= self.max_sessions
+
     def add(self, client_key: str, session: Session) -> None:
-        """Register a session (appended: an earlier session of the key keeps serving dials)."""
-        sessions = self._sessions.setdefault(client_key, [])
+        """Register a session (appended: an earlier session of the key keeps serving dials).
+
+        `TunnelError` when ``max_sessions`` are registered already.
+        """
+        sessions = self._sessions.get(client_key, [])
         if session in sessions:
             return
+        if self.full:
+            raise TunnelError(f"{self.session_count} tunnel sessions, the limit (max_sessions)")
+        sessions = self._sessions.setdefault(client_key, [])
         sessions.append(session)
+        session.add_close_callback(self.remove)  # a session that ends never stays registered
         logger.info("tunnel session %s added for %r (%d)", session.session_key, client_key, len(sessions))
         if self.trace_sink is not None:
             cluster, agent = trace_identity(client_key)
@@ -73,7 +99,9 @@ class SessionManager:
             if not sessions:
                 del self._sessions[client_key]
             reason = session.close_reason or "removed"
-            logger.info("tunnel session %s removed for %r: %s", session.session_key, client_key, reason)
+            logger.info(
+                "tunnel session %s removed for %r: %s", session.session_key, client_key, printable(reason)
+            )
             if self.trace_sink is not None:
                 cluster, agent = trace_identity(client_key)
                 event = TunnelClosed(t=self._trace_time(), cluster=cluster, agent=agent, reason=reason)

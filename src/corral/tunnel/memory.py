@@ -30,6 +30,8 @@ class MemoryTransport:
         self.pings_sent = 0
         self.answer_pings = True
         """Set to False to model a peer whose websocket stack stopped answering pings."""
+        self.stuck_close = False
+        """Set to True to model a close that cannot finish (a peer that stopped reading)."""
 
     @property
     def closed(self) -> bool:
@@ -56,6 +58,15 @@ class MemoryTransport:
             peer = self._peer()
         peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
         self.frames_sent += 1
+
+    def try_send(self, frame: bytes) -> bool:
+        if self._closed_reason is not None or self.peer is None or self.peer._closed_reason is not None:
+            return False
+        if self.peer._queued_binary >= self.peer._max_queued:
+            return False
+        self.peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
+        self.frames_sent += 1
+        return True
 
     async def send_text(self, text: str) -> None:
         """Inject a text message (remotedialer peers never send one; receivers must end the session)."""
@@ -88,6 +99,11 @@ class MemoryTransport:
             peer._deliver(Frame(FrameKind.PONG))
 
     async def close(self, reason: str = "") -> None:
+        if self.stuck_close:
+            await Signal().wait()  # a close handshake that the peer never answers
+        self.abort(reason)
+
+    def abort(self, reason: str = "") -> None:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason or "closed"
@@ -143,6 +159,9 @@ class MemoryStream:
             self.peer._changed.notify()
 
     async def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
         if self.closed:
             return
         self.closed = True

@@ -82,8 +82,44 @@ class Message:
         return proto.decode("utf-8", "replace"), address.decode("utf-8", "replace")
 
     def error_text(self) -> str:
-        """The text of an Error frame; ``EOF`` means a graceful close."""
-        return self.payload.decode("utf-8", "replace")
+        """The text of an Error frame, made printable; ``EOF`` means a graceful close.
+
+        A character cut by remotedialer's 100-byte read is dropped, not turned into U+FFFD.
+        """
+        return printable(_decode_cut(self.payload))
+
+
+def _decode_cut(data: bytes) -> str:
+    """UTF-8 text of ``data`` whose last character may have been cut off (dropped then)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
+
+
+def utf8_prefix(text: str, limit: int) -> bytes:
+    """The UTF-8 bytes of ``text`` cut to at most ``limit`` bytes on a character boundary."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:  # never start the cut inside a character
+        cut -= 1
+    return data[:cut]
+
+
+def printable(text: str, limit: int = 512) -> str:
+    """``text`` safe to log: control and other unprintable characters escaped, at most ``limit``.
+
+    Everything a peer sends (addresses, Error texts, close messages) goes through this before it
+    reaches a reason, an exception or a log line, so a peer cannot forge log lines.
+    """
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out if len(text) <= limit else out + f"...({len(text) - limit} more characters)"
 
 
 # -- varints ----------------------------------------------------------------------------------
@@ -161,6 +197,41 @@ def decode(data: bytes) -> Message:
     return message
 
 
+def _skip_varint(data: bytes, pos: int) -> int:
+    """The offset after a varint of at most 9 bytes at ``pos``; -1 if it is longer or cut off."""
+    end = min(len(data), pos + MAX_VARINT_BYTES - 1)
+    while pos < end:
+        if data[pos] < 0x80:
+            return pos + 1
+        pos += 1
+    return -1
+
+
+def split_data(data: bytes) -> tuple[int, memoryview] | None:
+    """``(conn_id, payload)`` of a well-formed Data frame, without copying its payload; else None.
+
+    The read loop's fast path: anything that is not plainly Data (or has a 10-byte varint, whose
+    last byte `decode` must check) goes through `decode`.
+    """
+    pos = _skip_varint(data, 0)
+    if pos < 0 or pos >= len(data):
+        return None
+    first = data[pos]
+    if first < 0x80:  # most connection ids: one byte, zig-zag
+        conn_id = (first >> 1) ^ -(first & 1)
+        pos += 1
+    else:
+        if _skip_varint(data, pos) < 0:
+            return None
+        conn_id, pos = decode_varint(data, pos, "connection id")
+    if pos >= len(data) or data[pos] != 2:  # varint(1), the Data type, is the single byte 2
+        return None
+    pos = _skip_varint(data, pos + 1)
+    if pos < 0:
+        return None
+    return conn_id, memoryview(data)[pos:]
+
+
 # -- constructors, each taking the next message id --------------------------------------------
 
 _ids = itertools.count(random.randrange(1 << 40))  # noqa: S311 - ids only label frames in logs
@@ -169,6 +240,18 @@ _ids = itertools.count(random.randrange(1 << 40))  # noqa: S311 - ids only label
 def next_id() -> int:
     """A process-wide message id (remotedialer seeds its counter randomly; receivers ignore it)."""
     return next(_ids)
+
+
+_DATA_TRAILER = encode_varint(int(MessageType.DATA)) + encode_varint(LEGACY_DEADLINE_MS)
+
+
+def data_header(conn_id: int) -> bytes:
+    """What precedes a Data payload for ``conn_id``: encode(data(...)) is this plus the payload.
+
+    The message id is fixed per connection (receivers never read it; remotedialer numbers them
+    only to label its logs), so a writer builds a Data frame with one concatenation.
+    """
+    return encode_varint(next_id()) + encode_varint(conn_id) + _DATA_TRAILER
 
 
 def data(conn_id: int, payload: bytes) -> Message:
@@ -180,7 +263,8 @@ def connect(conn_id: int, proto: str, address: str) -> Message:
 
 
 def error(conn_id: int, text: str) -> Message:
-    return Message(next_id(), conn_id, MessageType.ERROR, text.encode())
+    """Error with ``text`` cut, on a character boundary, to what remotedialer reads of it."""
+    return Message(next_id(), conn_id, MessageType.ERROR, utf8_prefix(text, ERROR_READ_LIMIT))
 
 
 def pause(conn_id: int) -> Message:

@@ -8,9 +8,9 @@ every 60 s; both sides drop the session after 60 s without a ping or pong; the s
 connections missing from a SyncConnections list without sending Error. A text frame, a malformed
 frame or a transport error ends the session; frames of unknown type are ignored, like remotedialer.
 
-The read loop never blocks on the peer: replies it must send (Pause, Error for unknown
-connections) go to a bounded control queue with its own writer task. Memory is bounded by
-``max_connections`` x ``hard_buffer_limit_bytes`` plus that queue.
+The read loop never waits on a connection: replies it must send (Pause, Resume, Error) go to a
+control queue with its own writer task, and the loop waits only while that queue is full, for at
+most ``send_error_timeout_seconds`` (then the peer does not read). Memory: see `corral.tunnel`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 from corral.errors import ProtocolError, TunnelClosedError, TunnelError
 from corral.tunnel import message as msg
-from corral.tunnel.connection import Connection, pipe_until_either_ends
-from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError
-from corral.tunnel.settings import SessionSettings
-from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Signal, Stream, dial_local
+from corral.tunnel.clock import Timeout, TimerHandle
+from corral.tunnel.connection import EOF_TEXT, Connection
+from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError, printable
+from corral.tunnel.settings import BufferBudget, SessionSettings
+from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Pipe, Signal, Stream, dial_local
 
 __all__ = ["ConnectAuthorizer", "Connection", "Session", "SessionSettings"]
 
@@ -39,6 +40,7 @@ ConnectAuthorizer = Callable[[str, str], bool]
 
 TUNNEL_DISCONNECT = "tunnel disconnect"
 SYNC_CLOSE_REASON = "sync from client"
+_FLOW_TYPES = (MessageType.PAUSE, MessageType.RESUME)
 _background: set[asyncio.Task[None]] = set()
 
 
@@ -55,6 +57,7 @@ class Session:
         connect_authorizer: ConnectAuthorizer | None = None,
         local_dialer: LocalDialer = dial_local,
         settings: SessionSettings | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         if role not in ("server", "client"):
             raise ValueError(f"session role must be 'server' or 'client', got {role!r}")
@@ -66,15 +69,23 @@ class Session:
         self.local_dialer = local_dialer
         self.settings = settings or SessionSettings()
         self.conns: dict[int, Connection] = {}
+        self._holding: set[Connection] = set()
         self._next_conn_id = 1
         self._send_lock = asyncio.Lock()
         self._control: deque[Message] = deque()
+        self._queued_flow: set[tuple[int, MessageType]] = set()
         self._control_signal = Signal()
+        self._control_drained = Signal()
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_reason: str | None = None
         self._closed_signal = Signal()
+        self._close_callbacks: list[Callable[[Session], None]] = []
         self._serving = False
         self._last_keepalive = self.settings.clock.now()
+        self.budget = budget
+        """Shared with the other sessions of the process (`SessionManager.budget`), if any."""
+        self._buffered = 0
+        self.peak_buffered_bytes = 0
         self.frames_received = 0
 
     def __repr__(self) -> str:
@@ -90,8 +101,25 @@ class Session:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes received on all connections and not yet read."""
-        return sum(c.buffered_bytes for c in self.conns.values())
+        """Bytes received on this session's connections and not yet read (or discarded)."""
+        return self._buffered
+
+    @property
+    def pending_control_frames(self) -> int:
+        """Replies queued for the peer (Pause, Resume, Error) and not yet written."""
+        return len(self._control)
+
+    @property
+    def task_count(self) -> int:
+        """Tasks the session runs (its loops, local dials and pipes, stream bridges)."""
+        return len(self._tasks)
+
+    def add_close_callback(self, callback: Callable[[Session], None]) -> None:
+        """Call ``callback(session)`` as soon as the session starts closing (at once if closed)."""
+        if self._close_reason is not None:
+            callback(self)
+        else:
+            self._close_callbacks.append(callback)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -117,7 +145,9 @@ class Session:
                     reason = "wrong websocket message type"
                     break
                 else:
-                    failure = await self._serve_frame(frame.data)
+                    failure = self._serve_frame(frame.data)
+                    if failure is None and len(self._control) >= self.settings.max_pending_control_frames:
+                        failure = await self._wait_for_replies_to_leave()
                     if failure is not None:
                         reason = failure
                         break
@@ -126,28 +156,49 @@ class Session:
         except asyncio.CancelledError:
             await self.close("session cancelled")
             raise
+        except Exception as exc:  # a bug must not leave the session's tasks running
+            logger.exception("session %s/%s failed", self.client_key, self.session_key)
+            reason = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
         await self.close(reason)
         return self._close_reason or reason
 
     async def close(self, reason: str = TUNNEL_DISCONNECT) -> None:
-        """End the session: every connection ends with "tunnel disconnect", the transport closes."""
+        """End the session: every connection ends with "tunnel disconnect", the transport closes.
+
+        Bounded in time: a transport that cannot finish its close handshake within
+        ``close_timeout_seconds`` (a peer that stopped reading) is aborted.
+        """
         if self._close_reason is not None:
             return
         self._close_reason = reason
         logger.debug("session %s/%s (%s) closed: %s", self.client_key, self.session_key, self.role, reason)
-        for conn in list(self.conns.values()):
-            conn._mark_closed(TUNNEL_DISCONNECT)
+        for conn in [*self.conns.values(), *self._holding]:
+            conn.end(TUNNEL_DISCONNECT, discard=True)  # what nobody read is dropped with the tunnel
         self.conns.clear()
+        self._holding.clear()
         self._control.clear()
+        self._queued_flow.clear()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # one listener's bug must not keep the transport open
+                logger.exception("close callback of session %s failed", self.session_key)
+        self._closed_signal.notify()
+        self._control_drained.notify()
         try:
-            await self.transport.close(reason)
+            async with Timeout(self.settings.clock, self.settings.close_timeout_seconds):
+                await self.transport.close(reason)
+        except TimeoutError:
+            logger.debug("session %s: transport close timed out; aborting it", self.session_key)
+            self.transport.abort()
         except Exception:  # a dying transport may fail in any way; the session is closed anyway
             logger.debug("closing transport of session %s failed", self.session_key, exc_info=True)
-        self._closed_signal.notify()
+            self.transport.abort()
 
     def close_soon(self, reason: str = TUNNEL_DISCONNECT) -> None:
         """Start `close` from synchronous code running in the event loop."""
@@ -178,145 +229,321 @@ class Session:
         self.conns[conn.conn_id] = conn
         timeout = self.settings.connect_timeout_seconds if timeout_seconds is None else timeout_seconds
         try:
-            async with asyncio.timeout(timeout):
-                await self._send_message(msg.connect(conn.conn_id, proto, address))
-        except (TimeoutError, TunnelClosedError) as exc:
-            self._forget(conn)
-            conn._mark_closed(str(exc) or "connect timed out")
-            text = f"dial {proto}/{address} through {self.client_key}: {exc or 'timed out'}"
-            raise TunnelClosedError(text) from exc
+            async with Timeout(self.settings.clock, timeout):
+                await self.send(msg.connect(conn.conn_id, proto, address))
+        except BaseException as exc:  # timed out, session gone, or the caller cancelled us
+            self.forget(conn)
+            why = "connect timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            conn.end(why)
+            self.send_soon(msg.error(conn.conn_id, why))  # the Connect may have left: let the peer drop it
+            if isinstance(exc, TimeoutError | TunnelClosedError):
+                text = f"dial {proto}/{address} through {self.client_key}: {why}"
+                raise TunnelClosedError(text) from exc
+            raise
         return conn
 
     # -- frames in --------------------------------------------------------------------------
 
-    async def _serve_frame(self, data: bytes) -> str | None:
+    def _serve_frame(self, data: bytes) -> str | None:
         """Handle one binary frame; returns a reason when the session must end."""
+        if (split := msg.split_data(data)) is not None:  # most frames: Data, without a copy
+            self._on_data(*split)
+            return None
+        return self._serve_decoded(data)
+
+    def _serve_decoded(self, data: bytes) -> str | None:
         try:
             message = msg.decode(data)
         except UnknownMessageTypeError as exc:
             logger.debug("session %s: ignoring %s", self.session_key, exc)
             return None
         except ProtocolError as exc:
-            return f"protocol error: {exc}"
+            return f"protocol error: {printable(str(exc))}"
         mtype = message.type
         if mtype is MessageType.DATA:
-            self._on_data(message)
+            self._on_data(message.conn_id, message.payload)
         elif mtype is MessageType.CONNECT:
             return self._on_connect(message)
         elif mtype is MessageType.ERROR:
-            conn = self.conns.pop(message.conn_id, None)
+            conn = self.conns.get(message.conn_id)
             if conn is not None:
-                conn._mark_closed(message.error_text())
+                self.forget(conn)
+                conn.end(message.error_text())
         elif mtype is MessageType.PAUSE:
             if (conn := self.conns.get(message.conn_id)) is not None:
-                conn._on_pause()
+                conn.receive_pause()
         elif mtype is MessageType.RESUME:
             if (conn := self.conns.get(message.conn_id)) is not None:
-                conn._on_resume()
+                conn.receive_resume()
         elif mtype is MessageType.SYNC_CONNECTIONS:
             return self._on_sync(message)
         else:  # AddClient / RemoveClient advertise sessions between server peers; no peers here
             logger.debug("session %s: ignoring %s frame", self.session_key, mtype.name)
         return None
 
-    def _on_data(self, message: Message) -> None:
-        conn = self.conns.get(message.conn_id)
+    def _on_data(self, conn_id: int, payload: bytes | memoryview) -> None:
+        conn = self.conns.get(conn_id)
         if conn is None:
-            text = f"connection not found {self.client_key}/{self.session_key}/{message.conn_id}"
-            self._send_nowait(msg.error(message.conn_id, text))
-        elif (overrun := conn._on_data(message.payload)) is not None:
-            self._forget(conn)
-            conn._mark_closed(overrun)
-            self._send_nowait(msg.error(conn.conn_id, overrun))
+            text = f"connection not found {self.client_key}/{self.session_key}/{conn_id}"
+            self.send_soon(msg.error(conn_id, text))
+            return
+        size = len(payload)
+        limit = self.settings.max_session_buffer_bytes
+        shared = self.budget
+        crowded = self._buffered > limit // 2
+        overrun: str | None = None
+        if self._buffered + size > limit:
+            overrun = (
+                f"connection {conn.conn_id}: session buffer full, {self._buffered + size} bytes would be"
+                f" buffered (limit {limit})"
+            )
+        elif shared is not None:
+            if shared.used_bytes + size > shared.limit_bytes:
+                overrun = (
+                    f"connection {conn.conn_id}: tunnel buffers of this process full"
+                    f" ({shared.used_bytes} of {shared.limit_bytes} bytes)"
+                )
+            crowded = crowded or shared.used_bytes > shared.limit_bytes // 2
+        if overrun is None:
+            overrun = conn.receive_data(payload, crowded=crowded)
+        if overrun is not None:
+            self.forget(conn)
+            conn.end(overrun, discard=True)
+            self.send_soon(msg.error(conn.conn_id, overrun))
 
     def _on_sync(self, message: Message) -> str | None:
         """Close, without an Error frame, every connection the client no longer lists."""
+        count = len(message.payload) // 8
+        if count > 2 * self.settings.max_connections:
+            # a client only holds connections this session dialed; more ids than that is no list
+            return (
+                f"protocol error: sync connections lists {count} ids, more than twice this"
+                f" session's max_connections ({self.settings.max_connections})"
+            )
         try:
             live = set(msg.decode_connection_ids(message.payload))
         except ProtocolError as exc:
             return f"protocol error: {exc}"
-        for conn_id in [cid for cid in self.conns if cid not in live]:
-            self.conns.pop(conn_id)._mark_closed(SYNC_CLOSE_REASON)
+        for conn in [c for cid, c in self.conns.items() if cid not in live]:
+            self.forget(conn)
+            conn.end(SYNC_CLOSE_REASON)
         return None
 
     def _on_connect(self, message: Message) -> str | None:
         proto, address = message.connect_target()
+        target = printable(f"{proto}/{address}", 300)
         authorizer = self.connect_authorizer
-        if authorizer is None or not authorizer(proto, address):
-            return f"connect not allowed: {proto}/{address}"
+        try:
+            allowed = authorizer is not None and bool(authorizer(proto, address))
+        except Exception as exc:  # an authorizer that fails refuses, and a refusal ends the session
+            logger.warning(
+                "connect authorizer of session %s failed on %s", self.session_key, target, exc_info=True
+            )
+            return f"connect not allowed: {target}: authorizer failed: {type(exc).__name__}"
+        if not allowed:
+            return f"connect not allowed: {target}"
         old = self.conns.get(message.conn_id)
         if old is not None:  # the peer reused a live id: the old connection cannot be addressed any more
-            self._forget(old)
-            old._mark_closed(f"connection id {message.conn_id} reused by a new Connect")
+            self.forget(old)
+            old.end(f"connection id {message.conn_id} reused by a new Connect")
         elif len(self.conns) >= self.settings.max_connections:
-            self._send_nowait(
+            self.send_soon(
                 msg.error(message.conn_id, f"too many connections ({len(self.conns)}) in this session")
             )
             return None
         conn = Connection(self, message.conn_id, proto, address)
         self.conns[conn.conn_id] = conn
-        self._spawn(self._dial_locally(conn), f"dial {proto}/{address}")
+        self._spawn(self._dial_locally(conn), f"dial {target}")
         return None
 
     async def _dial_locally(self, conn: Connection) -> None:
         try:
-            async with asyncio.timeout(self.settings.connect_timeout_seconds):
+            async with Timeout(self.settings.clock, self.settings.connect_timeout_seconds):
                 stream = await self.local_dialer(conn.proto, conn.address)
-        except (OSError, TimeoutError, TunnelError) as exc:
-            text = str(exc) or f"dial {conn.proto} {conn.address}: timed out"
-            await conn.close_with_error(text)
+        except asyncio.CancelledError:
+            self.forget(conn)
+            conn.end(TUNNEL_DISCONNECT)
+            raise
+        except TimeoutError:
+            await conn.close_with_error(f"dial {conn.proto} {conn.address}: i/o timeout")
             return
+        except Exception as exc:  # any failure of a local dialer is this dial's failure, sent as Error
+            text = str(exc) or f"dial {conn.proto} {conn.address}: {type(exc).__name__}"
+            await conn.close_with_error(printable(text))
+            return
+        if isinstance(stream, Pipe):
+            try:
+                await stream.pipe(conn)
+            except BaseException:
+                stream.abort()
+                raise
+        else:
+            await self._serve_local(conn, stream)
+
+    async def _serve_local(self, conn: Connection, stream: Stream) -> None:
+        """Copy both ways until either side ends; then release the stream, whatever happened.
+
+        When the connection ends with an error, the copy towards the stream stops at once; after a
+        clean end it has ``close_timeout_seconds`` to deliver what is buffered. A stream that
+        failed, or whose reader stopped, is aborted rather than closed.
+        """
+        loop = asyncio.get_running_loop()
+        up = loop.create_task(_copy(stream, conn))
+        down = loop.create_task(_copy(conn, stream))
+        state = {"stuck": False, "over": False}
+        timers: list[TimerHandle] = []
+
+        def cut() -> None:
+            if not down.done():
+                state["stuck"] = True
+                down.cancel()
+
+        def on_end(reason: str) -> None:
+            if state["over"]:
+                return
+            if reason == EOF_TEXT:
+                timers.append(self.settings.clock.call_later(self.settings.close_timeout_seconds, cut))
+            else:
+                cut()
+
+        conn.add_end_callback(on_end)
+        failed = False
         try:
-            await pipe_until_either_ends(
-                _copy(stream, conn), _copy(conn, stream), f"connection {conn.conn_id} to {conn.address}"
-            )
+            await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _close_quietly(stream)
+            state["over"] = True
+            for timer in timers:
+                timer.cancel()
+            for task in (up, down):
+                task.cancel()
+            for task in (up, down):
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except (TunnelError, OSError) as exc:
+                    failed = True
+                    logger.debug("connection %s to %s: %s", conn.conn_id, printable(conn.address), exc)
+            await self._release_stream(stream, clean=not (failed or state["stuck"]))
             await conn.close()
 
-    # -- frames out -------------------------------------------------------------------------
+    async def _release_stream(self, stream: Stream, *, clean: bool) -> None:
+        if clean:
+            try:
+                async with Timeout(self.settings.clock, self.settings.close_timeout_seconds):
+                    await stream.close()
+                return
+            except (TimeoutError, OSError, TunnelError):
+                logger.debug("closing a local stream failed; aborting it", exc_info=True)
+            except asyncio.CancelledError:
+                stream.abort()
+                raise
+        stream.abort()
 
-    async def _send_message(self, message: Message) -> None:
+    # -- frames out (the connections' host) ---------------------------------------------------
+
+    async def send(self, message: Message) -> None:
         """Write one frame in order with every other writer; `TunnelClosedError` once the session ended."""
         self._raise_if_closed()
         frame = msg.encode(message)
         async with self._send_lock:
+            self._raise_if_closed()
             await self.transport.send(frame)
 
-    async def _send_error(self, conn_id: int, text: str) -> None:
+    async def send_frame(self, frame: bytes) -> None:
+        """`send` for a Data frame already encoded: written at once when nothing stands in the way."""
+        if self._close_reason is not None:
+            self._raise_if_closed()
+        if not self._send_lock.locked() and self.transport.try_send(frame):
+            return
+        async with self._send_lock:
+            if self._close_reason is not None:
+                self._raise_if_closed()
+            await self.transport.send(frame)
+
+    def send_frame_nowait(self, frame: bytes) -> bool:
+        """Write a frame at once if nobody is writing and the transport has room; False otherwise."""
+        if self._close_reason is not None or self._send_lock.locked():
+            return False
+        return self.transport.try_send(frame)
+
+    async def send_error(self, conn_id: int, text: str) -> None:
         """Best effort, bounded in time (remotedialer's SendErrorTimeout)."""
         try:
-            async with asyncio.timeout(self.settings.send_error_timeout_seconds):
-                await self._send_message(msg.error(conn_id, text))
+            async with Timeout(self.settings.clock, self.settings.send_error_timeout_seconds):
+                await self.send(msg.error(conn_id, text))
         except (TunnelClosedError, TimeoutError) as exc:
             logger.debug("could not send Error for connection %s: %s", conn_id, exc)
 
-    def _send_nowait(self, message: Message) -> None:
-        """Queue a reply from the read loop; a peer that lets the queue overflow loses the session."""
+    def send_soon(self, message: Message) -> None:
+        """Queue a reply (never waits); Pause/Resume of a connection already queued are not repeated.
+
+        The read loop waits while the queue is full; other sources (flow timers, reads) add at
+        most two frames per connection, so the queue never holds more than
+        ``max_pending_control_frames + 2 * max_connections`` frames.
+        """
         if self._close_reason is not None:
             return
-        if len(self._control) >= self.settings.max_pending_control_frames:
+        if message.type in _FLOW_TYPES:
+            key = (message.conn_id, message.type)
+            if key in self._queued_flow:
+                return
+            self._queued_flow.add(key)
+        if len(self._control) >= self.settings.max_pending_control_frames + 2 * self.settings.max_connections:
             self.close_soon("peer does not read: control queue full")
             return
         self._control.append(message)
         self._control_signal.notify()
 
+    def forget(self, conn: Connection) -> None:
+        if self.conns.get(conn.conn_id) is conn:
+            del self.conns[conn.conn_id]
+        if conn.buffered_bytes:  # ended, not yet read: still ours to account and to drop on close
+            if len(self._holding) >= self.settings.max_connections:
+                self._holding = {c for c in self._holding if c.buffered_bytes}
+            self._holding.add(conn)
+
+    def account(self, delta: int) -> None:
+        self._buffered += delta
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered)
+        if (shared := self.budget) is not None:
+            shared.used_bytes += delta
+            shared.peak_bytes = max(shared.peak_bytes, shared.used_bytes)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        return self._spawn(coro, name)
+
+    async def _wait_for_replies_to_leave(self) -> str | None:
+        """The control queue is full: read no more until half of it is written, for a bounded time."""
+        low = self.settings.max_pending_control_frames // 2
+        try:
+            async with Timeout(self.settings.clock, self.settings.send_error_timeout_seconds):
+                while len(self._control) > low and self._close_reason is None:
+                    await self._control_drained.wait()
+        except TimeoutError:
+            return (
+                f"peer does not read: {len(self._control)} replies still queued after"
+                f" {self.settings.send_error_timeout_seconds:g} s"
+            )
+        return None
+
     async def _control_writer(self) -> None:
         while True:
             while not self._control:
                 await self._control_signal.wait()
+            message = self._control.popleft()
+            if message.type in _FLOW_TYPES:
+                self._queued_flow.discard((message.conn_id, message.type))
             try:
-                await self._send_message(self._control.popleft())
+                await self.send(message)
             except TunnelClosedError:
                 return
+            if len(self._control) <= self.settings.max_pending_control_frames // 2:
+                self._control_drained.notify()
 
     def _raise_if_closed(self) -> None:
         if self._close_reason is not None:
             raise TunnelClosedError(f"session {self.client_key}/{self.session_key}: {self._close_reason}")
-
-    def _forget(self, conn: Connection) -> None:
-        if self.conns.get(conn.conn_id) is conn:
-            del self.conns[conn.conn_id]
 
     # -- keepalive and sync -----------------------------------------------------------------
 
@@ -343,7 +570,7 @@ class Session:
         while True:
             await self.settings.clock.sleep(self.settings.sync_interval_seconds)
             try:
-                await self._send_message(msg.sync_connections(list(self.conns)))
+                await self.send(msg.sync_connections(list(self.conns)))
             except TunnelClosedError:
                 return
 
@@ -371,10 +598,3 @@ async def _copy(source: Stream | Connection, sink: Stream | Connection) -> None:
         if not chunk:
             return
         await sink.write(chunk)
-
-
-async def _close_quietly(stream: Stream) -> None:
-    try:
-        await stream.close()
-    except (OSError, TunnelError):
-        logger.debug("closing a local stream failed", exc_info=True)

@@ -37,6 +37,11 @@ __all__ = [
     "websocket_session_pair",
 ]
 
+SESSION_TASKS = 4
+"""A session's own tasks: control writer, read deadline, and on the client pings and syncs."""
+TASKS_PER_CONNECTION = 3
+"""On the agent's side: the local dial and pipe, and one copy each way."""
+
 MakePair = Callable[[ConnectAuthorizer, LocalDialer], AbstractAsyncContextManager[tuple[Session, Session]]]
 
 
@@ -57,6 +62,8 @@ class ServiceDialer:
     counts: dict[str, int] = field(default_factory=dict)
     dialed: list[str] = field(default_factory=list)
     peers: dict[str, MemoryStream] = field(default_factory=dict)
+    limit_bytes: int = 256 * 1024
+    """What each in-memory stream buffers per direction (a target that does not read holds this)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def __call__(self, proto: str, address: str) -> Stream:
@@ -66,7 +73,7 @@ class ServiceDialer:
             raise OSError(f"dial {proto} {address}: no such service")
         if service == "refuse":
             raise ConnectionRefusedError(f"dial {proto} {address}: connection refused")
-        ours, theirs = stream_pair()
+        ours, theirs = stream_pair(limit_bytes=self.limit_bytes)
         self.peers[address] = theirs
         if service == "echo":
             self._start(_echo(theirs))
@@ -238,7 +245,7 @@ async def feed_frames(
         max_pending_control_frames=256,
     )
     ours, theirs = memory_pair(max_queued_frames=1 << 16)
-    dialer = ServiceDialer()
+    dialer = ServiceDialer(limit_bytes=1024)
     session = Session(
         ours,
         role=role,
@@ -251,7 +258,11 @@ async def feed_frames(
     if role == "server":
         for _ in range(predial):
             await session.dial("mem", "echo")
-    byte_cap = settings.max_connections * settings.hard_buffer_limit_bytes
+    byte_cap = min(
+        settings.max_connections * settings.hard_buffer_limit_bytes, settings.max_session_buffer_bytes
+    )
+    reply_cap = settings.max_pending_control_frames + 2 * settings.max_connections
+    task_cap = SESSION_TASKS + TASKS_PER_CONNECTION * settings.max_connections
     try:
         for frame in frames:
             if session.closed:
@@ -260,17 +271,24 @@ async def feed_frames(
                 await theirs.send_text(frame)
             else:
                 await theirs.send(frame)
-            await settle(3)
+            await settle()
             theirs._inbox.clear()  # the peer reads and drops our replies
             theirs._queued_binary = 0
             theirs._changed.notify()
             assert len(session.conns) <= settings.max_connections, f"{len(session.conns)} connections"
             assert session.buffered_bytes <= byte_cap, f"{session.buffered_bytes} bytes buffered"
-            assert len(session._control) <= settings.max_pending_control_frames
+            for conn in session.conns.values():
+                assert conn.buffered_bytes <= settings.hard_buffer_limit_bytes
+            assert session.pending_control_frames <= reply_cap, f"{session.pending_control_frames} replies"
+            assert session.task_count <= task_cap, f"{session.task_count} tasks"
     finally:
         await session.close("input fed")
         reason = await task
+        await settle()
         await dialer.aclose()
+    assert session.peak_buffered_bytes <= byte_cap
+    assert session.task_count == 0, f"{session.task_count} tasks outlive the session"
+    assert session.buffered_bytes == 0, f"{session.buffered_bytes} bytes outlive the session"
     return reason
 
 

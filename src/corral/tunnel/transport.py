@@ -17,20 +17,28 @@ import contextlib
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from corral.tunnel.connection import Connection
 
 
 class Signal:
     """Wake every waiter once; waiters re-check their condition (a condition variable for one loop)."""
 
+    __slots__ = ("_event",)
+
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None
 
     def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
     async def wait(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
         await self._event.wait()
 
 
@@ -55,6 +63,9 @@ class FrameTransport(Protocol):
     async def send(self, frame: bytes) -> None:
         """Send one binary message; waits while the transport's outgoing buffer is full."""
 
+    def try_send(self, frame: bytes) -> bool:
+        """Send one binary message now if that needs no waiting; False (nothing sent) otherwise."""
+
     async def receive(self) -> Frame:
         """The next binary/text message, or a ping/pong that arrived (pings are already answered)."""
 
@@ -63,6 +74,9 @@ class FrameTransport(Protocol):
 
     async def close(self, reason: str = "") -> None:
         """End the transport; the peer's `receive` then raises `TunnelClosedError`."""
+
+    def abort(self) -> None:
+        """End the transport at once, dropping whatever is unsent (a close that cannot finish)."""
 
 
 class Stream(Protocol):
@@ -74,9 +88,23 @@ class Stream(Protocol):
 
     async def close(self) -> None: ...
 
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes (the reader stopped, or the connection failed)."""
 
-LocalDialer = Callable[[str, str], Awaitable[Stream]]
-"""``(proto, address) -> Stream``: how a client session reaches what the server asked for."""
+
+@runtime_checkable
+class Pipe(Protocol):
+    """A local end that joins a connection itself (no copy loops): `corral.tunnel.bridge`."""
+
+    async def pipe(self, conn: Connection) -> None:
+        """Carry bytes both ways until either side ends; release everything before returning."""
+
+    def abort(self) -> None:
+        """Drop the local end at once."""
+
+
+LocalDialer = Callable[[str, str], Awaitable[Stream | Pipe]]
+"""``(proto, address) -> Stream | Pipe``: how a client session reaches what the server asked for."""
 
 
 class AsyncioStream:
@@ -98,16 +126,59 @@ class AsyncioStream:
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
 
+    def abort(self) -> None:
+        self.writer.transport.abort()
 
-async def dial_local(proto: str, address: str) -> Stream:
-    """Dial ``tcp`` (host:port) or ``unix`` (path) like Go's net.Dialer; errors are OSError."""
+
+MAX_HOST_CHARS = 253
+
+
+def parse_tcp_address(proto: str, address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as Go's net.SplitHostPort reads it; `OSError` naming the fault.
+
+    The port is ASCII digits in 0..65535; the host is an IP literal or a name that IDNA can
+    encode, with no control characters or spaces. Peers choose these bytes, so nothing else may
+    reach the resolver.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise OSError(f"dial {proto} {address}: missing port in address")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise OSError(f"dial {proto} {address}: invalid port {port!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise OSError(f"dial {proto} {address}: missing ']' in address")
+        host = host[1:-1]
+    elif ":" in host:
+        raise OSError(f"dial {proto} {address}: too many colons in address")
+    if not host or len(host) > MAX_HOST_CHARS or not host.isprintable() or any(c.isspace() for c in host):
+        raise OSError(f"dial {proto} {address}: invalid host {host!r}")
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            raise OSError(f"dial {proto} {address}: invalid host {host!r}: {exc}") from None
+    elif ":" not in host and any(len(label) > 63 for label in host.split(".")):
+        raise OSError(f"dial {proto} {address}: invalid host {host!r}: a label is longer than 63")
+    return host, int(port)
+
+
+async def dial_local(proto: str, address: str) -> Stream | Pipe:
+    """Dial ``tcp`` (host:port) or ``unix`` (path) like Go's net.Dialer; errors are OSError.
+
+    The socket's protocol is joined to the tunnel connection directly (`SocketBridge`).
+    """
+    from corral.tunnel.bridge import SocketBridge  # the bridge builds on the connection module
+
+    loop = asyncio.get_running_loop()
+    bridge = SocketBridge()
     if proto in ("tcp", "tcp4", "tcp6"):
-        host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit():
-            raise OSError(f"dial {proto} {address}: missing port in address")
-        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        return AsyncioStream(reader, writer)
+        host, port = parse_tcp_address(proto, address)
+        await loop.create_connection(lambda: bridge, host, port)
+        return bridge
     if proto == "unix":
-        reader, writer = await asyncio.open_unix_connection(address)
-        return AsyncioStream(reader, writer)
+        if "\x00" in address or not address:
+            raise OSError(f"dial {proto} {address!r}: invalid socket path")
+        await loop.create_unix_connection(lambda: bridge, address)
+        return bridge
     raise OSError(f"dial {proto} {address}: unknown network {proto}")

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from corral.errors import TunnelClosedError, TunnelError
 from corral.tunnel.manager import SessionManager
+from corral.tunnel.message import printable, utf8_prefix
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import MIB, SessionSettings
 from corral.tunnel.transport import Frame, FrameKind, LocalDialer, dial_local
@@ -33,6 +34,8 @@ __all__ = ["HandshakeError", "TunnelClient", "WebSocketTransport", "connect", "t
 
 logger = logging.getLogger(__name__)
 
+MAX_CLOSE_REASON_BYTES = 123
+"""A close frame's reason: 125 payload bytes less the status code (RFC 6455, 5.5)."""
 MAX_MESSAGE_BYTES = 16 * MIB
 """Largest websocket message accepted (remotedialer peers send Data of at most a write's size)."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
@@ -74,6 +77,30 @@ class WebSocketTransport:
             await self.ws.send_bytes(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise TunnelClosedError(f"websocket send failed: {exc}") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiohttp cancels a write waiting on a connection that was lost: not our caller's cancel
+            raise TunnelClosedError("websocket send failed: connection lost") from None
+
+    def try_send(self, frame: bytes) -> bool:
+        """Write the frame at once through aiohttp's frame writer (3.x) while its transport has room.
+
+        aiohttp's own send is a coroutine even when it need not wait; skipping it saves a
+        suspension per frame. Compressed websockets and a paused transport take the slow path.
+        """
+        writer = getattr(self.ws, "_writer", None)
+        write_frame = getattr(writer, "_write_websocket_frame", None)
+        if writer is None or write_frame is None or writer.compress or self.ws.closed:
+            return False
+        if getattr(writer, "_closing", True) or writer.protocol._paused or writer.transport.is_closing():
+            return False
+        try:
+            write_frame(frame, WSMsgType.BINARY, 0)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
     async def ping(self) -> None:
         try:
@@ -94,7 +121,7 @@ class WebSocketTransport:
         if kind is WSMsgType.PONG:
             return Frame(FrameKind.PONG)
         if kind is WSMsgType.ERROR:
-            raise TunnelClosedError(f"websocket error: {message.data}")
+            raise TunnelClosedError(f"websocket error: {printable(str(message.data))}")
         code = self.ws.close_code
         raise TunnelClosedError(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
@@ -102,7 +129,16 @@ class WebSocketTransport:
         if self._pong is not None:
             self._pong.cancel()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
-            await self.ws.close(message=reason.encode()[:120])
+            await self.ws.close(message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
+
+    def abort(self) -> None:
+        """Drop the TCP connection under the websocket (aiohttp 3.x keeps it on the frame writer)."""
+        if self._pong is not None:
+            self._pong.cancel()
+        writer = getattr(self.ws, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.abort()
 
 
 def tunnel_handler(
@@ -122,6 +158,8 @@ def tunnel_handler(
             return web.Response(status=400, text=str(exc))
         if not ok:
             return web.Response(status=401, text=FAILED_AUTHENTICATION)
+        if manager.full:
+            return web.Response(status=503, text="too many tunnel sessions")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=max_message_bytes)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text=f"Error during upgrade for host [{client_key}]")
@@ -132,9 +170,10 @@ def tunnel_handler(
             client_key=client_key,
             connect_authorizer=connect_authorizer,
             settings=settings,
+            budget=manager.budget,
         )
         reason = await manager.serve(client_key, session)
-        logger.info("tunnel session of %r ended: %s", client_key, reason)
+        logger.info("tunnel session of %r ended: %s", client_key, printable(reason))
         return ws
 
     return handle
