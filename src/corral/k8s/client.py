@@ -1,83 +1,71 @@
-"""A small synchronous Kubernetes API client over the standard library (`http.client` + `ssl`).
+"""The synchronous Kubernetes client of fixtures, tests, the CLI and the control-plane bring-up.
 
-Fixtures, the control-plane bring-up and the CLI make a few dozen calls in plain functions, so a
-blocking client with no event loop and no extra dependency is the simplest correct tool; the
-async proxy code gets its own client. One keep-alive connection per client, guarded by a lock,
-reopened once when the server closed it. Failures become `KubeAPIError` with the HTTP status and
-the API's reason; bodies are cut to ~256 characters and credentials never enter a message.
+A path-based facade (``get("/api/v1/nodes")``) over the official ``kubernetes`` ApiClient: the
+callers speak in API paths and JSON, the official client brings authentication (client
+certificates, tokens, exec plugins), connection pooling and TLS. Failures are the typed
+`KubeAPIError` subclasses of `corral.k8s.errors`; `apply` is server-side apply; `watch` streams
+events and resumes from the last resourceVersion.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
-import os
-import ssl
-import tempfile
+import logging
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from corral.errors import KubeAPIError
+from corral.errors import KubeAPIError, NotFoundError
+from corral.k8s.connect import impersonation_headers
+from corral.k8s.errors import api_error, connection_error, decode_body
 from corral.k8s.kubeconfig import KubeConfig
+from corral.k8s.protocol import (
+    FIELD_MANAGER,
+    JSON,
+    SELF_SUBJECT_ACCESS_REVIEWS,
+    SUBJECT_ACCESS_REVIEWS,
+    Header,
+    Response,
+    WatchCursor,
+    allowed,
+    apply_request,
+    deadline,
+    patch_headers,
+    prepare,
+    resource_attributes,
+    selectors,
+    self_subject_access_review,
+    subject_access_review,
+    watch_window,
+)
+
+if TYPE_CHECKING:
+    from corral.k8s._sync import SyncTransport
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-JSON = dict[str, Any]
-Header = tuple[str, str]
 
-_BODY_LIMIT = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """Status and decoded JSON body (``{}`` when empty, ``{"text": ...}`` when not JSON)."""
-
-    status: int
-    body: JSON
-
-
-def ssl_context(config: KubeConfig) -> ssl.SSLContext:
-    """A TLS client context that trusts the kubeconfig's CA and presents its client certificate."""
-    if config.insecure_skip_tls_verify:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif config.ca_pem is not None:
-        context = ssl.create_default_context(cadata=config.ca_pem.decode("ascii"))
-    else:
-        context = ssl.create_default_context()
-    if config.cert_pem is not None and config.key_pem is not None:
-        # `load_cert_chain` reads only files: hand it a private temporary one, removed at once.
-        with tempfile.TemporaryDirectory(prefix="corral-tls-") as folder:
-            chain = Path(folder) / "client.pem"
-            fd = os.open(chain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(config.cert_pem.rstrip(b"\n") + b"\n" + config.key_pem)
-            context.load_cert_chain(str(chain))
-    return context
+__all__ = ["JSON", "KubeClient", "Response", "Watch", "wait_for"]
 
 
 class KubeClient:
-    """Blocking JSON requests to one kube-apiserver with one identity."""
+    """Blocking JSON requests to one kube-apiserver with one identity (thread-safe)."""
 
-    def __init__(self, config: KubeConfig, *, timeout_seconds: float = 30.0) -> None:
-        url = urllib.parse.urlsplit(config.server)
-        if url.scheme not in ("https", "http") or not url.hostname:
-            raise KubeAPIError(f"unusable server URL {config.server!r}", status=0, reason="BadServer")
+    def __init__(
+        self, config: KubeConfig, *, timeout_seconds: float = 30.0, _transport: SyncTransport | None = None
+    ) -> None:
         self.config = config
-        self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._prefix = url.path.rstrip("/")
-        self._tls = ssl_context(config) if url.scheme == "https" else None
-        self._timeout = timeout_seconds
-        self._conn: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
-        self._identity_headers = _identity_headers(config)
+        self.timeout_seconds = timeout_seconds
+        self._identity = impersonation_headers(config)
+        if _transport is None:
+            from corral.k8s._sync import SyncTransport
+
+            self._transport = SyncTransport(config, timeout_seconds=timeout_seconds)
+            self._owns_transport = True
+        else:
+            self._transport, self._owns_transport = _transport, False
 
     def __enter__(self) -> KubeClient:
         return self
@@ -86,14 +74,18 @@ class KubeClient:
         self.close()
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Close the connection pool (a client made by `impersonating` leaves its parent's open)."""
+        if self._owns_transport:
+            self._transport.close()
 
     def impersonating(self, user: str, groups: Iterable[str] = ()) -> KubeClient:
-        """A new client with the same credentials that sends Impersonate-User/-Group headers."""
-        return KubeClient(self.config.impersonating(user, tuple(groups)), timeout_seconds=self._timeout)
+        """A client on the same connections and credentials that acts as ``user`` in ``groups``.
+
+        It sends ``Impersonate-User`` and one ``Impersonate-Group`` header per group; the
+        credentials need the ``impersonate`` verb. Closing it leaves this client open.
+        """
+        config = self.config.impersonating(user, tuple(groups))
+        return KubeClient(config, timeout_seconds=self.timeout_seconds, _transport=self._transport)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -102,115 +94,82 @@ class KubeClient:
         method: str,
         path: str,
         *,
-        body: JSON | None = None,
+        body: Any = None,
         headers: Iterable[Header] = (),
-        query: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         check: bool = True,
+        timeout_seconds: float | None = None,
     ) -> Response:
-        """Send one request; with ``check`` a status >= 400 raises `KubeAPIError`."""
-        target = self._prefix + path
-        if query:
-            target += "?" + urllib.parse.urlencode(query)
-        payload = json.dumps(body).encode() if body is not None else None
-        all_headers: list[Header] = [("Accept", "application/json"), *self._identity_headers, *headers]
-        if payload is not None and not any(name.lower() == "content-type" for name, _ in all_headers):
-            content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
-            all_headers.append(("Content-Type", content_type))
-        status, raw = self._send(method, target, payload, all_headers)
-        decoded = _decode(raw)
+        """Send one request to an API path; with ``check`` a status >= 400 raises its typed error."""
+        prepared = prepare(method, path, body=body, headers=headers, query=query, identity=self._identity)
+        status, raw = self._transport.send(prepared, timeout_seconds=timeout_seconds)
+        decoded = decode_body(raw)
         if check and status >= 400:
-            raise _api_error(method, path, status, decoded, raw)
+            raise api_error(prepared.method, prepared.path, status, decoded)
         return Response(status, decoded)
 
-    def _send(
-        self, method: str, target: str, payload: bytes | None, headers: list[Header]
-    ) -> tuple[int, bytes]:
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._connection()
-                try:
-                    conn.putrequest(method, target, skip_accept_encoding=True)
-                    for name, value in headers:
-                        conn.putheader(name, value)
-                    conn.putheader("Content-Length", str(len(payload or b"")))
-                    conn.endheaders(payload)
-                    response = conn.getresponse()
-                    return response.status, response.read()
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                    self._drop()
-                    if attempt == 2:
-                        raise _connection_error(method, target, self.config.server, e) from e
-                except (OSError, http.client.HTTPException) as e:
-                    self._drop()
-                    raise _connection_error(method, target, self.config.server, e) from e
-        raise AssertionError("unreachable")  # pragma: no cover
+    def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+        return self.request("GET", path, query=query).body
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self._tls is not None:
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=self._tls
-                )
-            else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-        return self._conn
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
-
-    # -- helpers ----------------------------------------------------------------------------------
-
-    def get(self, path: str, **kwargs: Any) -> JSON:
-        return self.request("GET", path, **kwargs).body
+    def list(
+        self,
+        path: str,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        query: Mapping[str, str] | None = None,
+    ) -> JSON:
+        """GET a collection; the answer's ``metadata.resourceVersion`` is where a `watch` starts."""
+        pairs = [*selectors(label_selector, field_selector), *(query or {}).items()]
+        return self.request("GET", path, query=pairs).body
 
     def exists(self, path: str) -> bool:
-        """True when GET answers 200, False on 404; other statuses raise."""
-        response = self.request("GET", path, check=False)
-        if response.status == 404:
+        """True when GET answers 200, False on 404; other failures raise."""
+        try:
+            self.request("GET", path)
+        except NotFoundError:
             return False
-        if response.status >= 400:
-            raise _api_error("GET", path, response.status, response.body, b"")
         return True
 
-    def create(self, collection: str, obj: JSON, **kwargs: Any) -> JSON:
+    def create(self, collection: str, obj: JSON, *, query: Mapping[str, str] | None = None) -> JSON:
         """POST an object to a collection path such as ``/api/v1/namespaces``."""
-        return self.request("POST", collection, body=obj, **kwargs).body
+        return self.request("POST", collection, body=obj, query=query).body
 
-    def delete(self, path: str, *, missing_ok: bool = True) -> JSON:
-        response = self.request("DELETE", path, check=False)
-        if response.status == 404 and missing_ok:
-            return {}
-        if response.status >= 400:
-            raise _api_error("DELETE", path, response.status, response.body, b"")
-        return response.body
+    def replace(self, path: str, obj: JSON) -> JSON:
+        """PUT the whole object (its metadata.resourceVersion, when set, guards against races)."""
+        return self.request("PUT", path, body=obj).body
 
-    def apply(self, collection: str, obj: JSON) -> JSON:
-        """Create the object, or replace it when it exists (keeping its resourceVersion)."""
-        response = self.request("POST", collection, body=obj, check=False)
-        if response.status != 409:
-            if response.status >= 400:
-                raise _api_error("POST", collection, response.status, response.body, b"")
-            return response.body
-        name = obj.get("metadata", {}).get("name", "")
-        path = f"{collection}/{name}"
-        current = self.get(path)
-        merged = {**obj, "metadata": {**obj.get("metadata", {}), **_keep_version(current)}}
-        return self.request("PUT", path, body=merged).body
+    def patch(self, path: str, patch: Any, *, kind: str = "merge") -> JSON:
+        """PATCH an object: ``kind`` is ``merge`` (RFC 7386), ``strategic`` or ``json`` (RFC 6902)."""
+        return self.request("PATCH", path, body=patch, headers=patch_headers(kind)).body
+
+    def apply(
+        self, collection: str, obj: JSON, *, force: bool = False, field_manager: str = FIELD_MANAGER
+    ) -> JSON:
+        """Server-side apply ``obj`` (which names apiVersion, kind and metadata.name) into ``collection``.
+
+        Creates the object or updates the fields ``field_manager`` owns; a field another manager
+        owns raises `ConflictError` unless ``force`` takes it over.
+        """
+        path, query, headers = apply_request(collection, obj, force=force, field_manager=field_manager)
+        return self.request("PATCH", path, body=obj, query=query, headers=headers).body
+
+    def delete(self, path: str, *, missing_ok: bool = True, propagation: str | None = None) -> JSON:
+        """DELETE an object; a missing one is ``{}`` unless ``missing_ok`` is False (`NotFoundError`)."""
+        body = {"propagationPolicy": propagation} if propagation else None
+        try:
+            return self.request("DELETE", path, body=body).body
+        except NotFoundError:
+            if missing_ok:
+                return {}
+            raise
 
     def can_i(
         self, verb: str, resource: str, *, namespace: str = "", group: str = "", name: str = ""
     ) -> bool:
         """Ask the apiserver (SelfSubjectAccessReview) whether this identity may do something."""
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": _resource_attributes(verb, resource, namespace, group, name)},
-        }
-        answer = self.create("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
-        return bool(answer.get("status", {}).get("allowed", False))
+        review = self_subject_access_review(resource_attributes(verb, resource, namespace, group, name))
+        return allowed(self.create(SELF_SUBJECT_ACCESS_REVIEWS, review))
 
     def allows(
         self,
@@ -228,22 +187,100 @@ class KubeClient:
         RBAC authorizes from informer caches, so a new (Cluster)RoleBinding takes effect a moment after it
         is created; poll this with `wait_for` before relying on a binding.
         """
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {
-                "user": user,
-                "groups": list(groups),
-                "resourceAttributes": _resource_attributes(verb, resource, namespace, group, name),
-            },
-        }
-        answer = self.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
-        return bool(answer.get("status", {}).get("allowed", False))
+        attributes = resource_attributes(verb, resource, namespace, group, name)
+        return allowed(self.create(SUBJECT_ACCESS_REVIEWS, subject_access_review(user, groups, attributes)))
+
+    def watch(
+        self,
+        path: str,
+        *,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        timeout_seconds: float | None = None,
+    ) -> Watch:
+        """Watch a collection from ``resource_version`` (usually a `list`'s): see `Watch`."""
+        cursor = WatchCursor(path, resource_version, selectors(label_selector, field_selector))
+        return Watch(self, cursor, timeout_seconds=timeout_seconds)
 
 
-def _resource_attributes(verb: str, resource: str, namespace: str, group: str, name: str) -> dict[str, str]:
-    attributes = {"verb": verb, "resource": resource, "group": group, "namespace": namespace, "name": name}
-    return {k: v for k, v in attributes.items() if v}
+class Watch:
+    """A watch: iterate for ``(type, object)`` with type ADDED, MODIFIED or DELETED.
+
+    The stream is reopened from the last resourceVersion seen (events and bookmarks) whenever the
+    apiserver ends it, until ``timeout_seconds`` (if given) have passed or `stop` is called; then
+    iteration ends. 410 Gone (the resourceVersion was compacted away) raises `GoneError`: list
+    again and watch from the list's resourceVersion. Use it as a context manager, or call `stop`
+    (from any thread) to close the stream.
+    """
+
+    def __init__(self, client: KubeClient, cursor: WatchCursor, *, timeout_seconds: float | None) -> None:
+        self._client = client
+        self.cursor = cursor
+        self._deadline = deadline(timeout_seconds)
+        self._stopped = threading.Event()
+        self._response: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def resource_version(self) -> str:
+        """Where a new watch would resume: the last resourceVersion seen."""
+        return self.cursor.resource_version
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the watch: iteration stops, a blocked read in another thread returns."""
+        self._stopped.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.shutdown()
+
+    def __iter__(self) -> Iterator[tuple[str, JSON]]:
+        client, cursor = self._client, self.cursor
+        while not self._stopped.is_set():
+            window = watch_window(self._deadline)
+            if window is None:
+                return
+            prepared = prepare("GET", cursor.path, query=cursor.query(window), identity=client._identity)
+            response = client._transport.stream(prepared, read_timeout_seconds=window + 30)
+            with self._lock:
+                self._response = response
+            try:
+                if response.status >= 400:
+                    raise api_error("WATCH", cursor.path, response.status, decode_body(response.data))
+                for line in _lines(response):
+                    if self._stopped.is_set():
+                        return
+                    event = cursor.event(line)
+                    if event is not None:
+                        yield event
+            except KubeAPIError:
+                raise
+            except Exception as e:
+                if self._stopped.is_set():
+                    return
+                raise connection_error("WATCH", cursor.path, client.config.server, e) from e
+            finally:
+                with self._lock:
+                    self._response = None
+                response.close()
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    buffered = b""
+    for chunk in response.stream(65536, decode_content=True):
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        yield from lines
+    if buffered:
+        yield buffered
 
 
 def wait_for(
@@ -257,7 +294,7 @@ def wait_for(
 
     `KubeAPIError` raised by the predicate counts as "not yet" until the deadline, then is chained.
     """
-    deadline = time.monotonic() + timeout_seconds
+    ends_at = time.monotonic() + timeout_seconds
     last_error: KubeAPIError | None = None
     while True:
         try:
@@ -266,51 +303,9 @@ def wait_for(
             last_error, result = e, None
         if result:
             return result
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= ends_at:
             detail = f"; last error: {last_error}" if last_error else ""
             raise TimeoutError(
                 f"timed out after {timeout_seconds:g}s waiting for {what}{detail}"
             ) from last_error
         time.sleep(interval_seconds)
-
-
-def _identity_headers(config: KubeConfig) -> list[Header]:
-    headers: list[Header] = []
-    if config.token:
-        headers.append(("Authorization", f"Bearer {config.token}"))
-    if config.impersonate_user:
-        headers.append(("Impersonate-User", config.impersonate_user))
-        headers += [("Impersonate-Group", group) for group in config.impersonate_groups]
-    return headers
-
-
-def _keep_version(current: JSON) -> JSON:
-    version = current.get("metadata", {}).get("resourceVersion")
-    return {"resourceVersion": version} if version else {}
-
-
-def _decode(raw: bytes) -> JSON:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"text": raw[:_BODY_LIMIT].decode("utf-8", "replace")}
-    return value if isinstance(value, dict) else {"items": value}
-
-
-def _api_error(method: str, path: str, status: int, body: JSON, raw: bytes) -> KubeAPIError:
-    reason = str(body.get("reason") or http.client.responses.get(status, "Unknown"))
-    message = str(body.get("message") or body.get("text") or raw[:_BODY_LIMIT].decode("utf-8", "replace"))
-    if len(message) > _BODY_LIMIT:
-        message = message[: _BODY_LIMIT - 3] + "..."
-    return KubeAPIError(f"{method} {path}: {status} {reason}: {message}", status=status, reason=reason)
-
-
-def _connection_error(method: str, target: str, server: str, error: BaseException) -> KubeAPIError:
-    path = target.split("?", 1)[0]
-    return KubeAPIError(
-        f"{method} {path}: cannot reach {server}: {type(error).__name__}: {error}",
-        status=0,
-        reason="ConnectionError",
-    )

@@ -1,8 +1,8 @@
 """Kubeconfig files: read the parts corral needs, write self-contained ones.
 
 corral reads one context of a kubeconfig (server, CA, client certificate and key, bearer token,
-impersonation) into a `KubeConfig` value, and writes kubeconfigs with every credential embedded
-as data, so a file works wherever it is copied. Secrets never appear in a ``repr``.
+exec credential plugin, impersonation) into a `KubeConfig` value, and writes kubeconfigs with every
+credential embedded as data, so a file works wherever it is copied. Secrets never appear in a ``repr``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,35 @@ from corral.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExecPlugin:
+    """A ``users[].user.exec`` credential plugin: a command that prints an ExecCredential.
+
+    Adopted clusters (EKS, GKE, OIDC logins) authenticate so; the official clients run the command
+    and refresh its token when it expires. A relative command path was resolved against the
+    kubeconfig's folder when it was read, as kubectl does.
+    """
+
+    command: str
+    api_version: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    provide_cluster_info: bool = False
+    interactive_mode: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        section: dict[str, Any] = {"apiVersion": self.api_version, "command": self.command}
+        if self.args:
+            section["args"] = list(self.args)
+        if self.env:
+            section["env"] = [{"name": name, "value": value} for name, value in self.env]
+        if self.provide_cluster_info:
+            section["provideClusterInfo"] = True
+        if self.interactive_mode:
+            section["interactiveMode"] = self.interactive_mode
+        return section
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KubeConfig:
     """Where a cluster is and how to authenticate to it (one context of a kubeconfig)."""
 
@@ -28,11 +57,14 @@ class KubeConfig:
     cert_pem: bytes | None = field(default=None, repr=False)
     key_pem: bytes | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    exec_plugin: ExecPlugin | None = None
     impersonate_user: str | None = None
     impersonate_groups: tuple[str, ...] = ()
     cluster_name: str = "cluster"
     user_name: str = "user"
     insecure_skip_tls_verify: bool = False
+    tls_server_name: str | None = None
+    """The name to verify the serving certificate against, when it is not the URL's host."""
 
     def impersonating(self, user: str, groups: tuple[str, ...] = ()) -> KubeConfig:
         """The same credentials acting as another user (needs the `impersonate` verb)."""
@@ -89,11 +121,13 @@ class KubeConfig:
             cert_pem=_data_or_file(user, "client-certificate", base, source),
             key_pem=_data_or_file(user, "client-key", base, source),
             token=_token(user, base, source),
+            exec_plugin=_exec_plugin(user, base, source),
             impersonate_user=user.get("as") or None,
             impersonate_groups=tuple(str(g) for g in groups),
             cluster_name=str(cluster_name),
             user_name=str(user_name or "user"),
             insecure_skip_tls_verify=bool(cluster.get("insecure-skip-tls-verify", False)),
+            tls_server_name=_optional_str(cluster, "tls-server-name", source),
         )
 
     # -- writing ---------------------------------------------------------------------------------
@@ -106,6 +140,8 @@ class KubeConfig:
             cluster["certificate-authority-data"] = _b64(self.ca_pem)
         if self.insecure_skip_tls_verify:
             cluster["insecure-skip-tls-verify"] = True
+        if self.tls_server_name:
+            cluster["tls-server-name"] = self.tls_server_name
         user: dict[str, Any] = {}
         if self.cert_pem is not None:
             user["client-certificate-data"] = _b64(self.cert_pem)
@@ -113,6 +149,8 @@ class KubeConfig:
             user["client-key-data"] = _b64(self.key_pem)
         if self.token is not None:
             user["token"] = self.token
+        if self.exec_plugin is not None:
+            user["exec"] = self.exec_plugin.to_dict()
         if self.impersonate_user:
             user["as"] = self.impersonate_user
         if self.impersonate_groups:
@@ -199,3 +237,50 @@ def _token(user: Mapping[str, Any], base: Path, source: str) -> str | None:
         except OSError as e:
             raise ConfigError(f"{source}: cannot read tokenFile {str(file)!r}: {e.strerror or e}") from e
     return None
+
+
+def _optional_str(section: Mapping[str, Any], key: str, source: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _exec_plugin(user: Mapping[str, Any], base: Path, source: str) -> ExecPlugin | None:
+    section = user.get("exec")
+    if section is None:
+        return None
+    where = f"{source}: users[].user.exec"
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
+    command, api_version = section.get("command"), section.get("apiVersion")
+    if not isinstance(command, str) or not command:
+        raise ConfigError(f"{where} needs a command")
+    if not isinstance(api_version, str) or not api_version.startswith("client.authentication.k8s.io/"):
+        raise ConfigError(
+            f"{where}.apiVersion must be client.authentication.k8s.io/<version>, got {api_version!r}"
+        )
+    args = section.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise ConfigError(f"{where}.args must be a list of strings")
+    env = section.get("env") or []
+    if not isinstance(env, list) or not all(
+        isinstance(item, Mapping) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str)
+        for item in env
+    ):
+        raise ConfigError(f"{where}.env must be a list of {{name, value}} strings")
+    # kubectl resolves a command with a path separator against the kubeconfig's folder; a bare
+    # name is looked up on PATH when the plugin runs.
+    if "/" in command and not Path(command).is_absolute():
+        command = str(base / command)
+    interactive = section.get("interactiveMode")
+    return ExecPlugin(
+        command=command,
+        api_version=api_version,
+        args=tuple(args),
+        env=tuple((str(item["name"]), str(item["value"])) for item in env),
+        provide_cluster_info=bool(section.get("provideClusterInfo", False)),
+        interactive_mode=str(interactive) if interactive else None,
+    )
