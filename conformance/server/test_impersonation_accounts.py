@@ -15,14 +15,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from corral.auth.identity import AUTHENTICATED_GROUPS, UserInfo
+from corral.cli import main
 from corral.controlplane.clusters import ClusterHandle, ClusterSet
 from corral.k8s import KubeClient, KubeConfig, wait_for
 from corral.k8s.aio import AsyncKubeClient
 from corral.model.trace import Event, ImpersonationAccountEnsured
 from corral.server.accounts import ImpersonationAccountSet, request_token
 from corral.server.cattle import ensure_cattle_credential
+from corral.server.doctor import check_impersonation
 
 NS = "cattle-impersonation-system"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
@@ -252,3 +255,42 @@ async def test_token_request_for_a_service_account(handle: ClusterHandle, cattle
 
         with pytest.raises(ServiceAccountTokenError, match="default/nobody"):
             await request_token(client, namespace="default", name="nobody", expiration_seconds=600)
+
+
+async def test_doctor_finds_a_deleted_cluster_role_binding(
+    accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
+) -> None:
+    account_set, _ = accounts
+    user = new_user("devs")
+    await account_set.token_for(user)
+    with handle.client() as admin:
+        healthy = check_impersonation(admin, cluster="c-us", user=user.name, groups=["devs"])
+        assert healthy.healthy, healthy.lines()
+        drifted = check_impersonation(admin, cluster="c-us", user=user.name, groups=["ops"])
+        assert [f.kind for f in drifted.findings] == ["wrong"]
+        admin.delete(f"{RBAC}/clusterrolebindings/cattle-impersonation-{user.name}")
+        broken = check_impersonation(admin, cluster="c-us", user=user.name)
+    assert [str(f) for f in broken.findings] == [
+        f"MISSING: ClusterRoleBinding cattle-impersonation-{user.name}: does not exist: "
+        "the account's token can impersonate no one"
+    ]
+    result = CliRunner().invoke(
+        main,
+        [
+            "doctor",
+            "impersonation",
+            "--cluster",
+            "c-us",
+            "--user",
+            user.name,
+            "--kubeconfig",
+            str(handle.kubeconfig),
+        ],
+    )
+    assert result.exit_code == 1
+    assert f"MISSING: ClusterRoleBinding cattle-impersonation-{user.name}" in result.output
+    # The next request repairs it.
+    account_set.invalidate(user.name)
+    await account_set.token_for(user)
+    with handle.client() as admin:
+        assert check_impersonation(admin, cluster="c-us", user=user.name).healthy

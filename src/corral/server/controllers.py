@@ -148,13 +148,20 @@ class ClusterController:
             name=f"{self.cluster_id}/impersonation-roles",
         )
         roles.on_change(self._impersonation_object_changed)
+        bindings = Informer(
+            self.client,
+            f"{RBAC}/clusterrolebindings",
+            label_selector=f"{imp.IMPERSONATOR_LABEL}=true",
+            name=f"{self.cluster_id}/impersonation-bindings",
+        )
+        bindings.on_change(self._impersonation_object_changed)
         accounts = Informer(
             self.client,
             f"/api/v1/namespaces/{imp.IMPERSONATION_NAMESPACE}/serviceaccounts",
             name=f"{self.cluster_id}/impersonation-accounts",
         )
         accounts.on_change(self._impersonation_object_changed)
-        self._informers = [namespaces, roles, accounts]
+        self._informers = [namespaces, roles, bindings, accounts]
         self.namespaces = namespaces
         for informer in self._informers:
             await informer.start()
