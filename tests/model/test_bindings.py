@@ -19,8 +19,16 @@ def smoke_with(bindings: list[dict[str, Any]]) -> dict[str, Any]:
 
     data = yaml.safe_load(SMOKE.read_text())
     data = copy.deepcopy(data)
+    for user in data["users"]:
+        user.pop("bindings", None)
     data["users"][0]["bindings"] = bindings
     return data
+
+
+def test_the_smoke_scenario_binds_both_users() -> None:
+    alice, bob = Scenario.load(SMOKE).users
+    assert Binding(cluster="c-au", role="cluster-member") in alice.bindings
+    assert bob.bindings == (Binding(cluster="c-us", role="cluster-owner"),)
 
 
 def test_bindings_are_read() -> None:
