@@ -151,6 +151,126 @@ def cluster_down(run_dir: Path, provider: str | None) -> None:
     click.echo(f"stopped the clusters of {run_dir}", err=True)
 
 
+# -- the reference topology ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+def up(scenario_path: Path, run_dir: Path) -> None:
+    """Bring up the scenario's topology: upstream, server(s), clusters, users; write RUN/topology.json."""
+    from corral.controlplane import build as builder
+    from corral.run.up import up as bring_up
+
+    try:
+        binaries = builder.ensure_built(builder.CONTROL_PLANE, progress=_ProgressLine())
+        topology = bring_up(
+            scenario_path, run_dir, binaries=binaries, progress=lambda line: click.echo(line, err=True)
+        )
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    if topology.get("kubectl"):
+        click.echo(f'export PATH="{Path(topology["kubectl"]).parent}:$PATH"')
+    for name, user in topology["users"].items():
+        click.echo(f"# {name} ({user['id']}) through the server's proxy:")
+        click.echo(f"kubectl --kubeconfig {user['kubeconfig']} get namespaces")
+    click.echo(f"corral down --dir {run_dir}")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral up`.",
+)
+def down(run_dir: Path) -> None:
+    """Stop everything `corral up` started in RUN_DIR (also what a crashed run left)."""
+    from corral.run.up import down as bring_down
+
+    try:
+        bring_down(run_dir)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"stopped the topology of {run_dir}", err=True)
+
+
+@main.group()
+def doctor() -> None:
+    """Diagnose a running topology."""
+
+
+@doctor.command("impersonation")
+@click.option(
+    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
+)
+@click.option(
+    "--user", required=True, help="User: scenario name, username or id (with --dir); an id otherwise."
+)
+@click.option(
+    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Admin kubeconfig of the downstream cluster (instead of --dir).",
+)
+@click.option("--context", default=None, help="Context of --kubeconfig.")
+@click.option(
+    "--group", "groups", multiple=True, help="The user's groups, to check the role's groups exactly."
+)
+def doctor_impersonation(
+    *,
+    cluster: str,
+    user: str,
+    run_dir: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    groups: tuple[str, ...],
+) -> None:
+    """Check USER's impersonation account in CLUSTER: the five objects, their rules and the token."""
+    from corral.k8s import KubeClient, KubeConfig
+    from corral.run.topology import read_topology
+    from corral.server.doctor import check_impersonation
+
+    try:
+        if (run_dir is None) == (kubeconfig is None):
+            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        user_id = user
+        if run_dir is not None:
+            topology = read_topology(run_dir)
+            entry = topology["clusters"].get(cluster) or next(
+                (c for c in topology["clusters"].values() if c["id"] == cluster), None
+            )
+            if entry is None:
+                raise click.UsageError(
+                    f"no cluster {cluster!r} in {run_dir} (known: {', '.join(topology['clusters'])})"
+                )
+            kubeconfig = Path(entry["admin_kubeconfig"])
+            found = topology["users"].get(user) or next(
+                (u for u in topology["users"].values() if user in (u["id"], u["username"])), None
+            )
+            user_id = found["id"] if found else user
+        assert kubeconfig is not None
+        with KubeClient(KubeConfig.load(kubeconfig, context=context)) as admin:
+            report = check_impersonation(admin, cluster=cluster, user=user_id, groups=groups or None)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines():
+        click.echo(line)
+    if not report.healthy:
+        sys.exit(1)
+
+
 # -- the SimPy model ------------------------------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ class Scenario:
         regions = read_regions(root.get("regions"))
         rtt = read_rtt(root.get("rtt_ms", {}), regions)
         clusters = read_clusters(root.get("clusters"), regions)
-        users = read_users(root.get("users", []), regions)
+        users = read_users(root.get("users", []), regions, tuple(c.name for c in clusters))
         return cls(
             name=name,
             regions=regions,
