@@ -64,8 +64,17 @@ class LocalAuth:
         found = self.state.users.by_index("username", username)
         return found[0] if found else None
 
-    def _record(self, user_id: str) -> passwords.PasswordRecord | None:
-        secret = self.state.passwords.get(f"{passwords.PASSWORDS_NAMESPACE}/{user_id}")
+    async def _record(self, user_id: str) -> passwords.PasswordRecord | None:
+        key = f"{passwords.PASSWORDS_NAMESPACE}/{user_id}"
+        secret = self.state.passwords.get(key)
+        if secret is None:
+            try:
+                secret = await self.state.upstream.get(
+                    f"/api/v1/namespaces/{passwords.PASSWORDS_NAMESPACE}/secrets/{user_id}"
+                )
+                await self.state.passwords.observe(secret)
+            except KubeAPIError:
+                secret = None
         if secret is None:
             return None
         try:
@@ -77,7 +86,15 @@ class LocalAuth:
     async def verify(self, username: str, password: str) -> LoginResult:
         """The user when the password is right; the same key derivation runs when the user is unknown."""
         user = self.by_username(username)
-        record = self._record(str(user["metadata"]["name"])) if user is not None else None
+        if user is None:
+            # Another process may have created the user a moment ago: look in the upstream once,
+            # while the dummy derivation runs, so an unknown name costs what a wrong password costs.
+            dummy = asyncio.to_thread(passwords.verify_or_dummy, None, password, iterations=self.iterations)
+            await asyncio.gather(dummy, self._refresh_users())
+            user = self.by_username(username)
+            if user is None:
+                return LoginResult(user=None)
+        record = await self._record(str(user["metadata"]["name"])) if user is not None else None
         try:
             ok = await asyncio.to_thread(
                 passwords.verify_or_dummy, record, password, iterations=self.iterations
@@ -90,6 +107,12 @@ class LocalAuth:
         if record.algorithm == passwords.BCRYPT:
             await self._migrate(str(user["metadata"]["name"]), password)
         return LoginResult(user=user, enabled=user.get("enabled") is not False)
+
+    async def _refresh_users(self) -> None:
+        try:
+            await self.state.refresh("users")
+        except KubeAPIError as exc:
+            logger.warning("listing users after a cache miss failed: %s", exc)
 
     async def _migrate(self, user_id: str, password: str) -> None:
         fresh = await asyncio.to_thread(passwords.hash_password, password, iterations=self.iterations)

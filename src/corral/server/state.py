@@ -112,6 +112,7 @@ class ServerState:
         self.projects.add_index("cluster", _field("spec", "clusterName"))
         self.globalrolebindings.add_index("user", _field("userName"))
         self.crts.add_index("token", _field("status", "token"))
+        self._refreshing: dict[str, asyncio.Future[None]] = {}
 
     # -- informers by role -------------------------------------------------------------------
 
@@ -247,6 +248,22 @@ class ServerState:
             return None
         await self._informer(plural).observe(obj)
         return obj
+
+    async def refresh(self, plural: str) -> None:
+        """List one kind from the upstream into its cache now (a miss of an object another process
+        may have written a moment ago). Concurrent callers share one list."""
+        running = self._refreshing.get(plural)
+        if running is None:
+            running = asyncio.ensure_future(self._refresh(plural))
+            self._refreshing[plural] = running
+            running.add_done_callback(lambda _: self._refreshing.pop(plural, None))
+        await asyncio.shield(running)
+
+    async def _refresh(self, plural: str) -> None:
+        listing = await self.upstream.list(STORED[plural].collection)
+        informer = self._informer(plural)
+        for item in listing.get("items") or []:
+            await informer.observe({"apiVersion": API_VERSION, "kind": STORED[plural].kind, **item})
 
     async def ensure_namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
         body: JSON = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
