@@ -528,9 +528,31 @@ class V3API:
             if (obj.get("spec") or {}).get("internal"):
                 raise V3Error("InvalidAction", "the local cluster cannot be deleted")
             await self.state.delete("clusters", id_)
-            await self.state.upstream.delete(f"/api/v1/namespaces/{id_}")
+            await self._delete_cluster_objects(id_)
             return self._one(call, "clusters", obj)
         raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _delete_cluster_objects(self, cluster_id: str) -> None:
+        """What Rancher's cluster removal takes along: bindings, projects, registration tokens, namespaces."""
+        for project in self.state.projects.by_index("cluster", cluster_id):
+            for binding in self.state.prtbs.by_index("project", object_id(project)):
+                meta = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", meta["name"], namespace=meta["namespace"]
+                )
+            await self.state.delete("projects", project["metadata"]["name"], namespace=cluster_id)
+            backing = str((project.get("status") or {}).get("backingNamespace") or "")
+            if backing:
+                await self.state.upstream.delete(f"/api/v1/namespaces/{backing}")
+        for binding in self.state.crtbs.by_index("cluster", cluster_id):
+            await self.state.delete(
+                "clusterroletemplatebindings", binding["metadata"]["name"], namespace=cluster_id
+            )
+        for token in self.state.crts.list(cluster_id):
+            await self.state.delete(
+                "clusterregistrationtokens", token["metadata"]["name"], namespace=cluster_id
+            )
+        await self.state.upstream.delete(f"/api/v1/namespaces/{cluster_id}")
 
     async def _create_cluster(self, call: _Call) -> web.StreamResponse:
         body = await self._body(call.request)
@@ -803,6 +825,11 @@ class V3API:
             if not self.access.owns_project(user, id_):
                 raise _denied("delete", "project")
             cluster, _, name = id_.partition(":")
+            for binding in self.state.prtbs.by_index("project", id_):
+                metadata = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", metadata["name"], namespace=metadata["namespace"]
+                )
             await self.state.delete("projects", name, namespace=cluster)
             backing = str((project.get("status") or {}).get("backingNamespace") or "")
             if backing:
