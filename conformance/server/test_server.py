@@ -539,3 +539,48 @@ def test_bad_login_bodies_get_the_public_api_error(a: ServerProcess) -> None:
             "baseType": "error",
         }
     assert a.request("POST", "/v3-public/localProviders/local?action=nothing", raw=b"{}").status == 404
+
+
+def test_corral_kubeconfig_writes_a_proxy_kubeconfig_for_a_user(
+    a: ServerProcess, servers: Servers, admin: str, tmp_path: Path, corral_binaries: Any
+) -> None:
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from corral.cli import main
+
+    user_id, username, _ = _user(a, admin, servers)
+    granted = a.request(
+        "POST",
+        "/v3/clusterroletemplatebindings",
+        body={"clusterId": "local", "userId": user_id, "roleTemplateId": "cluster-member"},
+        token=admin,
+    )
+    assert granted.status == 201, granted.raw
+    output = tmp_path / "user.kubeconfig"
+    result = CliRunner().invoke(
+        main,
+        [
+            "kubeconfig", "--user", username, "--cluster", "local",
+            "--upstream-kubeconfig", str(servers.handle.kubeconfig), "--ttl-minutes", "60", "-o", str(output),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert output.stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load(output.read_text())
+    token = config["users"][0]["user"]["token"]
+    servers.secrets.append(token.split(":", 1)[1])
+    assert config["clusters"][0]["cluster"]["server"] == f"{servers.started[0].url}/k8s/clusters/local"
+    with servers.upstream() as upstream:
+        stored = upstream.get(f"{MGMT}/tokens/{token.split(':')[0]}")
+    assert stored["ttl"] == 60 * 60_000
+    assert stored["userId"] == user_id
+    kubectl = str(corral_binaries["kubectl"])
+    whoami = subprocess.run(
+        [kubectl, "--kubeconfig", str(output), "auth", "whoami",
+         "-o", "jsonpath={.status.userInfo.username}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert whoami.returncode == 0, whoami.stderr
+    assert whoami.stdout == user_id
