@@ -32,6 +32,7 @@ TYPES: Final[Mapping[str, str]] = {
     "projectroletemplatebindings": "projectRoleTemplateBinding",
     "projects": "project",
     "settings": "setting",
+    "globalrolebindings": "globalRoleBinding",
 }
 """The v3 collection name (the stored plural) and its norman type."""
 
@@ -43,6 +44,7 @@ _REFERENCES: Final = {
     "roleTemplateNames": "roleTemplateIds",
     "groupPrincipalName": "groupPrincipalId",
     "userPrincipalName": "userPrincipalId",
+    "globalRoleName": "globalRoleId",
     "displayName": "name",
 }
 

@@ -803,6 +803,49 @@ class V3API:
             namespace=namespace,
         )
 
+    # -- global role bindings ----------------------------------------------------------------
+
+    async def _globalrolebindings(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, admin = call.request.method, self.access.is_admin(call.auth.user)
+        if not id_:
+            if method == "GET":
+                items = self.state.globalrolebindings.list()
+                if not admin:
+                    items = [b for b in items if b.get("userName") == call.user_id]
+                return self._collection(call, "globalrolebindings", items, create=admin)
+            if method == "POST":
+                self._require_admin(call, "create", "globalRoleBinding")
+                body = await self._body(call.request)
+                role = self._string(body, "globalRoleId")
+                if role not in ("admin", "user"):
+                    raise V3Error("InvalidReference", f"globalRole {role} is not valid", status=422)
+                subject = self._subject(body)
+                if "userName" not in subject:
+                    raise V3Error("MissingRequired", "userId is required")
+                stored = await self.state.create(
+                    "globalrolebindings",
+                    {
+                        "metadata": {
+                            "generateName": "grb-",
+                            "annotations": {CREATOR_ANNOTATION: call.user_id},
+                        },
+                        "userName": subject["userName"],
+                        "globalRoleName": role,
+                    },
+                )
+                return self._one(call, "globalrolebindings", stored, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        obj = self.state.globalrolebindings.get(id_) if _valid_name(id_) else None
+        if obj is None or (not admin and obj.get("userName") != call.user_id):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "globalrolebindings", obj)
+        if method == "DELETE":
+            self._require_admin(call, "delete", "globalRoleBinding")
+            await self.state.delete("globalrolebindings", id_)
+            return self._one(call, "globalrolebindings", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
     # -- projects ----------------------------------------------------------------------------
 
     async def _projects(self, call: _Call, id_: str) -> web.StreamResponse:
