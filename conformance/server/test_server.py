@@ -71,7 +71,10 @@ def servers(cluster_set: ClusterSet, tmp_path_factory: pytest.TempPathFactory) -
         yield group
     finally:
         for server in group.started:
+            killed = server.process.poll() is not None
             server.stop()
+            if not killed:
+                assert server.process.returncode == 0, f"server {server.name} did not exit cleanly on SIGTERM"
         for server in group.started:
             text = server.logs()
             for secret in group.secrets:

@@ -43,6 +43,7 @@ _REFERENCES: Final = {
     "roleTemplateName": "roleTemplateId",
     "roleTemplateNames": "roleTemplateIds",
     "groupPrincipalName": "groupPrincipalId",
+    "groupName": "groupId",
     "userPrincipalName": "userPrincipalId",
     "globalRoleName": "globalRoleId",
     "displayName": "name",

@@ -679,20 +679,25 @@ class V3API:
     # -- bindings ----------------------------------------------------------------------------
 
     def _subject(self, body: Mapping[str, Any]) -> JSON:
+        """The binding's subject: ``userId``/``userPrincipalId``, ``groupPrincipalId`` or ``groupId``."""
         user_id = self._string(body, "userId", required=False)
-        group = self._string(body, "groupPrincipalId", required=False)
+        group_principal = self._string(body, "groupPrincipalId", required=False)
+        group = self._string(body, "groupId", required=False)
         principal = self._string(body, "userPrincipalId", required=False)
         if not user_id and principal.startswith("local://"):
             user_id = principal.removeprefix("local://")
-        if bool(user_id) == bool(group):
+        if sum(map(bool, (user_id, group_principal, group))) != 1:
             raise V3Error(
-                "MissingRequired", "exactly one of userId, userPrincipalId or groupPrincipalId is required"
+                "MissingRequired",
+                "exactly one of userId, userPrincipalId, groupPrincipalId or groupId is required",
             )
         if user_id:
             if not _valid_name(user_id) or self.state.users.get(user_id) is None:
                 raise V3Error("InvalidReference", f"user {user_id} is not valid", status=422)
             return {"userName": user_id, "userPrincipalName": f"local://{user_id}"}
-        return {"groupPrincipalName": group}
+        if group:
+            return {"groupName": group}
+        return {"groupPrincipalName": group_principal}
 
     def _role(self, body: Mapping[str, Any], context: str) -> str:
         role = self._string(body, "roleTemplateId")
