@@ -23,7 +23,7 @@ from corral.model.stats import (
     succeeded,
     summarise,
 )
-from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
+from corral.model.topology import AGENT_PROFILES, AgentProfile, Binding, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
     ClusterTokenSynced,
@@ -65,6 +65,7 @@ __all__ = [
     "AccessPath",
     "AgentProfile",
     "AvailabilityBin",
+    "Binding",
     "Calibration",
     "Cluster",
     "ClusterConditionChanged",
