@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -478,7 +479,9 @@ class ClusterControllers:
                 self._own.append(informer)
             self.informers[plural] = informer
         self.trace = trace
-        self.trace_time = trace_time
+        started = time.monotonic()
+        self.trace_time: Callable[[], float] = trace_time or (lambda: time.monotonic() - started)
+        """Trace time: seconds since these controllers were made, unless the server gives its own clock."""
         self.status_interval_seconds = status_interval_seconds
         self.clean_interval_seconds = clean_interval_seconds
         self.controllers: dict[str, ClusterController] = {}
