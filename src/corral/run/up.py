@@ -205,6 +205,7 @@ def _up(run: _Run) -> dict[str, Any]:
         "--tls-key", str(key_file),
         "--bootstrap-password-file", str(password_file),
         "--trace", str(trace_file),
+        "--tls-ca", str(ca_file),
     ]  # fmt: skip
     urls = _start_servers(run, argv)
     report(f"{len(urls)} server process(es) ready at {', '.join(urls)}")

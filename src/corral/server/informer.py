@@ -251,6 +251,8 @@ class Informer:
 
     async def _watch(self) -> None:
         while not self._stopping:
+            opened = asyncio.get_running_loop().time()
+            delivered = 0
             async with self.client.watch(
                 self.path,
                 resource_version=self.resource_version,
@@ -258,9 +260,13 @@ class Informer:
                 field_selector=self.field_selector,
             ) as events:
                 async for event_type, obj in events:
+                    delivered += 1
                     self.resource_version = events.resource_version
                     await self._apply(event_type, self._complete(obj))
                 self.resource_version = events.resource_version or self.resource_version
+            if not delivered and asyncio.get_running_loop().time() - opened < 1.0:
+                # A stream that closes at once, again and again, must not spin the loop.
+                await asyncio.sleep(self.retry_seconds)
 
     def _complete(self, obj: JSON) -> JSON:
         """List items of built-in kinds carry no apiVersion/kind: add the list's."""
