@@ -136,6 +136,7 @@ class ClusterController:
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
+        self._running: tuple[str, str] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -191,15 +192,16 @@ class ClusterController:
             await self.client.close()
 
     async def wait_idle(self, timeout_seconds: float = 30.0) -> None:
-        """Return once every queued reconcile is done (tests, and ``corral up`` before it reports)."""
+        """Return once no reconcile is queued or running (tests, and ``corral up`` before it reports)."""
         async with asyncio.timeout(timeout_seconds):
-            while self._pending:
+            while self._pending or self._running:
                 self._idle.clear()
                 await self._idle.wait()
 
     # -- the work queue ---------------------------------------------------------------------------
 
     def enqueue(self, kind: str, key: str) -> None:
+        """Queue a reconcile; one already queued absorbs this one, a running one is followed by it."""
         item = (kind, key)
         if item not in self._pending:
             self._pending.add(item)
@@ -207,17 +209,19 @@ class ClusterController:
 
     async def _work(self) -> None:
         while True:
-            kind, key = await self._queue.get()
+            item = await self._queue.get()
+            # Off the pending set before it runs: a change seen while it runs queues it again.
+            self._pending.discard(item)
+            self._running = item
             try:
-                await self._reconcile(kind, key)
+                await self._reconcile(*item)
             except asyncio.CancelledError:
                 raise
             except (CorralError, KeyError, ValueError) as e:
-                logger.warning("cluster %s: %s %s: %s; retrying", self.cluster_id, kind, key, e)
-                self._pending.discard((kind, key))
-                asyncio.get_running_loop().call_later(1.0, self.enqueue, kind, key)
-                continue
-            self._pending.discard((kind, key))
+                logger.warning("cluster %s: %s %s: %s; retrying", self.cluster_id, item[0], item[1], e)
+                asyncio.get_running_loop().call_later(1.0, self.enqueue, *item)
+            finally:
+                self._running = None
             if not self._pending:
                 self._idle.set()
 
