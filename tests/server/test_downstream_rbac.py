@@ -76,7 +76,10 @@ def test_external_template_is_bound_directly() -> None:
         crtb(roleTemplateName="cluster-admin", groupPrincipalName="local://g"), external=True
     )
     assert binding["roleRef"]["name"] == "cluster-admin"
-    assert binding["subjects"][0]["kind"] == "Group"
+    # A local group is bound by the name the proxy impersonates it with.
+    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "g"}]
+    other = rbac.subject_of(crtb(roleTemplateName="x", groupPrincipalName="github_org://42"))
+    assert other["name"] == "github_org://42"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -134,8 +135,8 @@ class ClusterController:
         self._informers: list[Informer] = []
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
-        self._busy = False
         self._idle = asyncio.Event()
+        self._running: tuple[str, str] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -191,15 +192,16 @@ class ClusterController:
             await self.client.close()
 
     async def wait_idle(self, timeout_seconds: float = 30.0) -> None:
-        """Return once every queued reconcile is done (tests, and ``corral up`` before it reports)."""
+        """Return once no reconcile is queued or running (tests, and ``corral up`` before it reports)."""
         async with asyncio.timeout(timeout_seconds):
-            while self._pending or self._busy:
+            while self._pending or self._running:
                 self._idle.clear()
                 await self._idle.wait()
 
     # -- the work queue ---------------------------------------------------------------------------
 
     def enqueue(self, kind: str, key: str) -> None:
+        """Queue a reconcile; one already queued absorbs this one, a running one is followed by it."""
         item = (kind, key)
         if item not in self._pending:
             self._pending.add(item)
@@ -207,20 +209,19 @@ class ClusterController:
 
     async def _work(self) -> None:
         while True:
-            kind, key = await self._queue.get()
-            # Out of the pending set before the work starts: a change that arrives while this item is
-            # being reconciled queues it again instead of being lost.
-            self._pending.discard((kind, key))
-            self._busy = True
+            item = await self._queue.get()
+            # Off the pending set before it runs: a change seen while it runs queues it again.
+            self._pending.discard(item)
+            self._running = item
             try:
-                await self._reconcile(kind, key)
+                await self._reconcile(*item)
             except asyncio.CancelledError:
                 raise
             except (CorralError, KeyError, ValueError) as e:
-                logger.warning("cluster %s: %s %s: %s; retrying", self.cluster_id, kind, key, e)
-                asyncio.get_running_loop().call_later(1.0, self.enqueue, kind, key)
+                logger.warning("cluster %s: %s %s: %s; retrying", self.cluster_id, item[0], item[1], e)
+                asyncio.get_running_loop().call_later(1.0, self.enqueue, *item)
             finally:
-                self._busy = False
+                self._running = None
             if not self._pending:
                 self._idle.set()
 
@@ -482,7 +483,9 @@ class ClusterControllers:
                 self._own.append(informer)
             self.informers[plural] = informer
         self.trace = trace
-        self.trace_time = trace_time
+        started = time.monotonic()
+        self.trace_time: Callable[[], float] = trace_time or (lambda: time.monotonic() - started)
+        """Trace time: seconds since these controllers were made, unless the server gives its own clock."""
         self.status_interval_seconds = status_interval_seconds
         self.clean_interval_seconds = clean_interval_seconds
         self.controllers: dict[str, ClusterController] = {}

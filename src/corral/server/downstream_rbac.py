@@ -48,6 +48,7 @@ AGGREGATION_FEATURE_LABEL: Final = "management.cattle.io/roletemplate-aggregatio
 CLUSTER_ROLE_OWNER_LABEL: Final = "authz.cluster.cattle.io/clusterrole-owner"
 CRTB_OWNER: Final = "authz.cluster.cattle.io/crtb-owner"
 PRTB_OWNER: Final = "authz.cluster.cattle.io/prtb-owner"
+LOCAL_PREFIX: Final = "local://"
 PROJECT_ID: Final = "field.cattle.io/projectId"
 """Label (``p-xxxxx``) and annotation (``<cluster>:p-xxxxx``) of a project's namespaces."""
 
@@ -136,7 +137,12 @@ def subject_of(binding: Mapping[str, Any]) -> dict[str, str]:
     if not chosen:
         raise ConfigError(f"role template binding {name!r} has no subject")
     kind, value = chosen[0]
-    return {"kind": kind, "apiGroup": RBAC_GROUP, "name": str(value)}
+    name_value = str(value)
+    if kind == "Group":
+        # The proxy impersonates local groups without their ``local://`` (Rancher's authenticator drops
+        # it), so the binding names them alike; Rancher itself binds the principal name as it is.
+        name_value = name_value.removeprefix(LOCAL_PREFIX)
+    return {"kind": kind, "apiGroup": RBAC_GROUP, "name": name_value}
 
 
 def _role_ref(name: str) -> dict[str, str]:
