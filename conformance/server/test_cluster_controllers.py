@@ -150,6 +150,7 @@ def crtb(user_id: str, role: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.requirement("SRV-011")
 async def test_registration_recorded_rancher_s_fields(world: World) -> None:
     cluster = world.upstream.get(f"{MGMT}/clusters/{CLUSTER_ID}")
     status = cluster["status"]
@@ -162,6 +163,7 @@ async def test_registration_recorded_rancher_s_fields(world: World) -> None:
     assert {c["type"] for c in status["conditions"] if c["status"] == "True"} >= {"Provisioned"}
 
 
+@pytest.mark.requirement("SRV-010")
 async def test_status_carries_nodes_namespaces_and_version(world: World) -> None:
     def synced() -> dict[str, Any] | None:
         status = world.upstream.get(f"{MGMT}/clusters/{CLUSTER_ID}").get("status", {})
@@ -174,6 +176,7 @@ async def test_status_carries_nodes_namespaces_and_version(world: World) -> None
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
 
 
+@pytest.mark.requirement("SRV-007", "SRV-008", "IMP-009", "IMP-010", "TRACE-002")
 async def test_a_cluster_binding_lands_downstream_and_brings_the_account(world: World) -> None:
     user_id = new_user(world.upstream, "devs")
     binding = world.upstream.create(
@@ -230,6 +233,7 @@ async def test_a_cluster_binding_lands_downstream_and_brings_the_account(world: 
         )
 
 
+@pytest.mark.requirement("IMP-010")
 async def test_one_of_two_bindings_removed_keeps_the_account(world: World) -> None:
     user_id = new_user(world.upstream)
     bindings = [
@@ -251,6 +255,7 @@ async def test_one_of_two_bindings_removed_keeps_the_account(world: World) -> No
         assert admin.exists(f"{RBAC}/clusterroles/cattle-impersonation-{user_id}")
 
 
+@pytest.mark.requirement("SRV-007", "SRV-008")
 async def test_project_binding_reaches_the_project_s_namespaces(world: World) -> None:
     user_id = new_user(world.upstream)
     project = f"p-{uuid.uuid4().hex[:5]}"

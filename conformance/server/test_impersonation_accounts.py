@@ -69,6 +69,9 @@ def owner(obj: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.requirement(
+    "IMP-001", "IMP-002", "IMP-003", "IMP-004", "IMP-005", "IMP-006", "IMP-007", "TRACE-002"
+)
 async def test_the_five_objects_are_rancher_s(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:
@@ -144,6 +147,7 @@ async def test_the_five_objects_are_rancher_s(
     assert len(events) == 1
 
 
+@pytest.mark.requirement("IMP-012", "TRACE-002")
 async def test_fifty_first_requests_create_each_account_once(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:
@@ -172,6 +176,7 @@ async def test_fifty_first_requests_create_each_account_once(
     assert all(e.created for e in ensured)
 
 
+@pytest.mark.requirement("IMP-011")
 async def test_group_change_rewrites_the_role_on_the_next_request(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:
@@ -186,6 +191,7 @@ async def test_group_change_rewrites_the_role_on_the_next_request(
     assert [e.created for e in events if isinstance(e, ImpersonationAccountEnsured)] == [True, False]
 
 
+@pytest.mark.requirement("IMP-010")
 async def test_removing_the_role_lets_gc_remove_the_rest(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:
@@ -215,6 +221,7 @@ async def test_removing_the_role_lets_gc_remove_the_rest(
     assert await account_set.token_for(user)
 
 
+@pytest.mark.requirement("IMP-013")
 async def test_stale_token_secrets_are_cleaned(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:
@@ -241,6 +248,7 @@ async def test_stale_token_secrets_are_cleaned(
         assert len(left["items"]) == 1
 
 
+@pytest.mark.requirement("PROXY-011")
 async def test_token_request_for_a_service_account(handle: ClusterHandle, cattle_token: str) -> None:
     config = KubeConfig(server=handle.server, ca_pem=handle.ca_pem, token=cattle_token)
     async with AsyncKubeClient(config) as client:
@@ -257,6 +265,7 @@ async def test_token_request_for_a_service_account(handle: ClusterHandle, cattle
             await request_token(client, namespace="default", name="nobody", expiration_seconds=600)
 
 
+@pytest.mark.requirement("IMP-014")
 async def test_doctor_finds_a_deleted_cluster_role_binding(
     accounts: tuple[ImpersonationAccountSet, list[Event]], handle: ClusterHandle
 ) -> None:

@@ -62,6 +62,7 @@ def _cm(name: str, value: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": {"corral-test": "informer"}}, "data": {"v": value}}
 
 
+@pytest.mark.requirement("SRV-015")
 async def test_lists_then_watches_every_change_in_order(namespace: tuple[AsyncKubeClient, str]) -> None:
     client, ns = namespace
     path = f"/api/v1/namespaces/{ns}/configmaps"
@@ -88,6 +89,7 @@ async def test_lists_then_watches_every_change_in_order(namespace: tuple[AsyncKu
         await informer.stop()
 
 
+@pytest.mark.requirement("SRV-016")
 async def test_observe_and_forget_are_seen_before_the_watch_and_stale_events_are_ignored(
     namespace: tuple[AsyncKubeClient, str],
 ) -> None:
@@ -116,6 +118,7 @@ async def test_observe_and_forget_are_seen_before_the_watch_and_stale_events_are
         await informer.stop()
 
 
+@pytest.mark.requirement("SRV-017")
 async def test_restart_resumes_the_watch_without_a_list(namespace: tuple[AsyncKubeClient, str]) -> None:
     client, ns = namespace
     path = f"/api/v1/namespaces/{ns}/configmaps"

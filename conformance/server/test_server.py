@@ -118,6 +118,7 @@ def _secret(servers: Servers, token: str) -> str:
 # -- state in the upstream --------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SRV-001", "SRV-007", "SRV-018", "TOK-012")
 def test_crds_settings_and_the_local_cluster_are_in_the_upstream(servers: Servers, a: ServerProcess) -> None:
     with servers.upstream() as upstream:
         for crd in ("users", "tokens", "clusters", "settings", "projectroletemplatebindings"):
@@ -149,6 +150,7 @@ def test_crds_settings_and_the_local_cluster_are_in_the_upstream(servers: Server
         assert set(secret["data"]) == {"password", "salt"}
 
 
+@pytest.mark.requirement("SRV-019")
 def test_cacerts_needs_no_token_and_everything_else_does(a: ServerProcess, servers: Servers) -> None:
     public = a.request("GET", "/v3/settings/cacerts")
     assert public.status == 200
@@ -164,6 +166,7 @@ def test_cacerts_needs_no_token_and_everything_else_does(a: ServerProcess, serve
 # -- login ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("TOK-001", "TOK-005", "TOK-013")
 def test_login_answers_in_rancher_shape_and_stores_the_token_hashed(
     a: ServerProcess, servers: Servers, admin: str
 ) -> None:
@@ -188,6 +191,7 @@ def test_login_answers_in_rancher_shape_and_stores_the_token_hashed(
     assert stored["userId"] == stored["metadata"]["labels"]["authn.management.cattle.io/token-userId"]
 
 
+@pytest.mark.requirement("TOK-013")
 def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(a: ServerProcess) -> None:
     wrong = a.login("admin", "not-the-password")
     unknown = a.login(f"nobody-{uuid.uuid4().hex[:6]}", "not-the-password")
@@ -195,6 +199,7 @@ def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(a: ServerProce
     assert wrong.body == unknown.body == LOGIN_FAILED
 
 
+@pytest.mark.requirement("TOK-002", "TOK-003", "TOK-004")
 def test_bearer_basic_and_the_cookie_each_authenticate(a: ServerProcess, admin: str) -> None:
     assert a.request("GET", "/v3/users?me=true", headers={"Authorization": f"Bearer {admin}"}).status == 200
     assert a.request("GET", "/v3/users?me=true", headers={"Authorization": basic(admin)}).status == 200
@@ -206,6 +211,7 @@ def test_bearer_basic_and_the_cookie_each_authenticate(a: ServerProcess, admin: 
     assert both.status == 401
 
 
+@pytest.mark.requirement("TOK-004", "TOK-013")
 def test_cookie_login_sets_r_sess(a: ServerProcess, servers: Servers) -> None:
     answer = a.login("admin", ADMIN_PASSWORD, responseType="cookie")
     assert answer.status == 200
@@ -220,6 +226,7 @@ def test_cookie_login_sets_r_sess(a: ServerProcess, servers: Servers) -> None:
 # -- tokens -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("TOK-006", "TOK-007", "TOK-008", "TOK-013")
 def test_disabled_expired_and_deleted_tokens_are_refused_on_the_next_request(
     a: ServerProcess, servers: Servers, admin: str
 ) -> None:
@@ -253,6 +260,7 @@ def test_disabled_expired_and_deleted_tokens_are_refused_on_the_next_request(
     assert a.request("GET", "/v3/tokens", token=token).status == 401
 
 
+@pytest.mark.requirement("TOK-011")
 def test_last_used_at_is_written(a: ServerProcess, servers: Servers, admin: str) -> None:
     name = admin.split(":", maxsplit=1)[0]
     a.request("GET", "/v3/tokens", token=admin)
@@ -265,6 +273,7 @@ def test_last_used_at_is_written(a: ServerProcess, servers: Servers, admin: str)
     assert stored.endswith("Z")
 
 
+@pytest.mark.requirement("SRV-020")
 def test_token_listing_shows_only_the_callers_tokens_and_never_a_secret(
     a: ServerProcess, servers: Servers, admin: str
 ) -> None:
@@ -285,6 +294,7 @@ def test_token_listing_shows_only_the_callers_tokens_and_never_a_secret(
 # -- two processes ----------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SRV-003")
 def test_two_processes_serve_the_same_user_alike(
     a: ServerProcess, b: ServerProcess, servers: Servers, admin: str
 ) -> None:
@@ -305,6 +315,7 @@ def test_two_processes_serve_the_same_user_alike(
     )
 
 
+@pytest.mark.requirement("SRV-002")
 def test_a_killed_process_loses_no_acknowledged_write(servers: Servers, b: ServerProcess, admin: str) -> None:
     victim = servers.start("victim")
     acknowledged: list[str] = []
@@ -342,6 +353,7 @@ def test_a_killed_process_loses_no_acknowledged_write(servers: Servers, b: Serve
 # -- the v3 API -------------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SRV-006")
 def test_clusters_projects_bindings_and_visibility(a: ServerProcess, servers: Servers, admin: str) -> None:
     user_id, username, password = _user(a, admin, servers)
     token = _secret(servers, a.login(username, password).body["token"])
@@ -411,6 +423,7 @@ def test_clusters_projects_bindings_and_visibility(a: ServerProcess, servers: Se
     assert a.request("DELETE", f"/v3/clusters/{cluster_id}", token=admin).status == 200
 
 
+@pytest.mark.requirement("TOK-016")
 def test_a_cluster_scoped_token_is_refused_elsewhere(a: ServerProcess, servers: Servers, admin: str) -> None:
     created = a.request("POST", "/v3/tokens", body={"clusterId": "local"}, token=admin)
     assert created.status == 201, created.raw
@@ -420,6 +433,7 @@ def test_a_cluster_scoped_token_is_refused_elsewhere(a: ServerProcess, servers: 
     assert a.request("GET", "/v3/users", token=token).status == 401
 
 
+@pytest.mark.requirement("SRV-007", "SRV-018")
 def test_roletemplates_and_settings_read(a: ServerProcess, admin: str) -> None:
     templates = a.request("GET", "/v3/roletemplates?limit=-1", token=admin).body["data"]
     owner = next(t for t in templates if t["id"] == "cluster-owner")
@@ -430,6 +444,7 @@ def test_roletemplates_and_settings_read(a: ServerProcess, admin: str) -> None:
     assert ttl["default"] == "43200"
 
 
+@pytest.mark.requirement("KCFG-001", "KCFG-002", "KCFG-003", "KCFG-004", "PROXY-024")
 def test_generate_kubeconfig_reaches_the_local_cluster_with_kubectl(
     a: ServerProcess, servers: Servers, admin: str, tmp_path: Path, corral_binaries: Any
 ) -> None:
@@ -497,6 +512,7 @@ BAD = [
 @pytest.mark.parametrize(
     ("method", "path", "raw", "status"), BAD, ids=[f"{m} {p} {r!r}"[:60] for m, p, r, _ in BAD]
 )
+@pytest.mark.requirement("SRV-005")
 def test_bad_input_gets_rancher_error_shape(
     a: ServerProcess, admin: str, method: str, path: str, raw: bytes | None, status: int
 ) -> None:
@@ -526,11 +542,13 @@ BAD_TOKENS = [
 
 
 @pytest.mark.parametrize("value", BAD_TOKENS, ids=[v[:30] for v in BAD_TOKENS])
+@pytest.mark.requirement("SRV-019")
 def test_malformed_tokens_get_401_must_authenticate(a: ServerProcess, value: str) -> None:
     answer = a.request("GET", "/v3/clusters", headers={"Authorization": value})
     assert (answer.status, answer.raw) == (401, MUST_AUTHENTICATE)
 
 
+@pytest.mark.requirement("TOK-017")
 def test_bad_login_bodies_get_the_public_api_error(a: ServerProcess) -> None:
     for raw in (b"{", b"[]", b'{"username": 1}', b""):
         answer = a.request("POST", "/v3-public/localProviders/local?action=login", raw=raw)
@@ -544,6 +562,7 @@ def test_bad_login_bodies_get_the_public_api_error(a: ServerProcess) -> None:
     assert a.request("POST", "/v3-public/localProviders/local?action=nothing", raw=b"{}").status == 404
 
 
+@pytest.mark.requirement("KCFG-007")
 def test_corral_kubeconfig_writes_a_proxy_kubeconfig_for_a_user(
     a: ServerProcess, servers: Servers, admin: str, tmp_path: Path, corral_binaries: Any
 ) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import ssl
 import subprocess
-import time
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -114,6 +115,7 @@ def context_of(topology: Topology, cluster: str) -> str:
 # -- the file ------------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SRV-012")
 def test_topology_paths_are_absolute_and_secrets_private(topology: Topology) -> None:
     doc = topology.doc
     secret_files = [doc["server"]["admin"]["password_file"], doc["server"]["admin"]["token_file"]]
@@ -137,6 +139,7 @@ def test_topology_paths_are_absolute_and_secrets_private(topology: Topology) -> 
 # -- kubectl through the proxy -------------------------------------------------------------------
 
 
+@pytest.mark.requirement("PROXY-014", "PROXY-023")
 def test_kubectl_verbs_through_the_proxy(topology: Topology) -> None:
     ctx = ["--context", context_of(topology, "c-us"), "-n", "team-a"]
     name = f"cm-{uuid.uuid4().hex[:6]}"
@@ -147,11 +150,34 @@ def test_kubectl_verbs_through_the_proxy(topology: Topology) -> None:
     assert sorted(nodes.stdout.split()) == ["node/c-au-cp", "node/c-au-w1", "node/c-au-w2"]
     watch = subprocess.Popen(
         [str(topology.kubectl), "--kubeconfig", topology.doc["users"]["alice"]["kubeconfig"], *ctx,
-         "get", "configmaps", "--watch", "-o", "name", "--request-timeout=30s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "get", "configmaps", "--watch", "-o", "name", "--request-timeout=120s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+
+    def pump() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            lines.put(line.strip())
+
+    def watch_printed(wanted: str) -> bool:
+        while not lines.empty():
+            seen.append(lines.get_nowait())
+        return wanted in seen
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        time.sleep(1.0)  # let the watch start before the create it is to see
+        # A sentinel the watch must print first: then it is open, and sees the create below.
+        sentinel = f"{name}-sentinel"
+        made = topology.kubectl_as("alice", *ctx, "create", "configmap", sentinel, "--from-literal=a=0")
+        assert made.returncode == 0, made.stderr
+        wait_for(
+            lambda: watch_printed(f"configmap/{sentinel}"),
+            timeout_seconds=60,
+            what="the watch through the proxy to print the sentinel",
+        )
         created = topology.kubectl_as("alice", *ctx, "create", "configmap", name, "--from-literal=a=1")
         assert created.returncode == 0, created.stderr
         assert (
@@ -164,12 +190,22 @@ def test_kubectl_verbs_through_the_proxy(topology: Topology) -> None:
         assert updated.returncode == 0, updated.stderr
         deleted = topology.kubectl_as("alice", *ctx, "delete", "configmap", name)
         assert deleted.returncode == 0, deleted.stderr
+        topology.kubectl_as("alice", *ctx, "delete", "configmap", sentinel)
+        wait_for(
+            lambda: watch_printed(f"configmap/{name}"),
+            timeout_seconds=60,
+            what="the watch through the proxy to print the created config map",
+        )
     finally:
         watch.terminate()
-        out, _ = watch.communicate(timeout=30)
-    assert f"configmap/{name}" in out
+        watch.wait(timeout=30)
+        reader.join(timeout=30)
+        if watch.stdout is not None:
+            watch.stdout.close()
+    assert f"configmap/{name}" in seen
 
 
+@pytest.mark.requirement("PROXY-023")
 def test_auth_can_i_list_through_the_proxy(topology: Topology) -> None:
     listed = topology.kubectl_as(
         "alice", "--context", context_of(topology, "c-us"), "-n", "team-a", "auth", "can-i", "--list"
@@ -192,6 +228,7 @@ def test_auth_can_i_list_through_the_proxy(topology: Topology) -> None:
     assert other.stdout.strip() == "no"
 
 
+@pytest.mark.requirement("PROXY-009", "PROXY-010")
 def test_as_is_allowed_to_the_admin_and_refused_to_a_user(topology: Topology) -> None:
     alice, bob = topology.user_id("alice"), topology.user_id("bob")
     refused = topology.kubectl_as(
@@ -216,6 +253,7 @@ def test_as_is_allowed_to_the_admin_and_refused_to_a_user(topology: Topology) ->
     assert "forbidden" in as_alice_secrets.stderr.lower()
 
 
+@pytest.mark.requirement("PROXY-022", "SRV-008")
 def test_isolation_between_users_and_group_bindings(topology: Topology) -> None:
     us = context_of(topology, "c-us")
     denied = topology.kubectl_as("alice", "--context", us, "get", "secrets", "-n", "kube-system")
@@ -244,6 +282,7 @@ def test_isolation_between_users_and_group_bindings(topology: Topology) -> None:
         topology.v3("DELETE", f"/v3/clusterroletemplatebindings/{binding['id']}")
 
 
+@pytest.mark.requirement("PROXY-008")
 def test_header_attacks_gain_nothing(topology: Topology) -> None:
     base = f"{topology.doc['server']['url']}/k8s/clusters/{topology.cluster_id('c-us')}"
     url = f"{base}/api/v1/namespaces/kube-system/secrets"
@@ -278,6 +317,7 @@ def test_header_attacks_gain_nothing(topology: Topology) -> None:
 # -- the impersonation accounts --------------------------------------------------------------------
 
 
+@pytest.mark.requirement("IMP-001", "IMP-002", "IMP-003", "IMP-004", "IMP-005", "IMP-006")
 def test_the_five_objects_after_a_first_request(topology: Topology) -> None:
     assert (
         topology.kubectl_as("alice", "--context", context_of(topology, "c-au"), "get", "nodes").returncode
@@ -325,6 +365,7 @@ def proxy_get(topology: Topology, token: str, cluster: str, path: str) -> int:
     return asyncio.run(go())
 
 
+@pytest.mark.requirement("IMP-011")
 def test_group_change_shows_on_the_next_request(topology: Topology) -> None:
     user_id, token, _ = new_bound_user(topology, "c-au")
     assert proxy_get(topology, token, "c-au", "/api/v1/nodes") == 200
@@ -333,13 +374,20 @@ def test_group_change_shows_on_the_next_request(topology: Topology) -> None:
             f"{MGMT}/userattributes/{user_id}",
             {"GroupPrincipals": {"local": {"items": [{"metadata": {"name": "local://qa"}}]}}},
         )
-        time.sleep(1.0)  # the server's watch of user attributes
-    assert proxy_get(topology, token, "c-au", "/api/v1/nodes") == 200
     with topology.admin("c-au") as admin:
-        role = admin.get(f"{RBAC}/clusterroles/cattle-impersonation-{user_id}")
+
+        def next_request_has_qa() -> dict[str, Any] | None:
+            # The server learns of the change through its watch of user attributes; the request
+            # after that is the one to rewrite the role.
+            assert proxy_get(topology, token, "c-au", "/api/v1/nodes") == 200
+            role: dict[str, Any] = admin.get(f"{RBAC}/clusterroles/cattle-impersonation-{user_id}")
+            return role if "qa" in role["rules"][3]["resourceNames"] else None
+
+        role = wait_for(next_request_has_qa, timeout_seconds=60, what="the group change on a request")
     assert "qa" in role["rules"][3]["resourceNames"]
 
 
+@pytest.mark.requirement("IMP-010")
 def test_removing_the_last_binding_removes_the_account(topology: Topology) -> None:
     user_id, token, crtb = new_bound_user(topology, "c-au")
     assert proxy_get(topology, token, "c-au", "/api/v1/nodes") == 200
@@ -357,6 +405,7 @@ def test_removing_the_last_binding_removes_the_account(topology: Topology) -> No
         )
 
 
+@pytest.mark.requirement("IMP-012")
 def test_fifty_users_first_requests_create_each_account_once(topology: Topology) -> None:
     users = [new_bound_user(topology, "c-us") for _ in range(50)]
 
@@ -386,6 +435,7 @@ def test_fifty_users_first_requests_create_each_account_once(topology: Topology)
 # -- doctor and trace ------------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("IMP-014")
 def test_doctor_finds_a_deleted_cluster_role_binding(topology: Topology) -> None:
     assert (
         topology.kubectl_as("alice", "--context", context_of(topology, "c-au"), "get", "nodes").returncode
@@ -411,6 +461,7 @@ def test_doctor_finds_a_deleted_cluster_role_binding(topology: Topology) -> None
     )
 
 
+@pytest.mark.requirement("TRACE-001", "TRACE-002", "TRACE-005")
 def test_the_trace_has_the_model_s_events_and_passes_the_checks(topology: Topology) -> None:
     assert (
         topology.kubectl_as("bob", "--context", context_of(topology, "c-us"), "get", "namespaces").returncode
