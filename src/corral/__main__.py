@@ -1,0 +1,5 @@
+"""``python -m corral``: the `corral` command, for child processes started with this interpreter."""
+
+from corral.cli import main
+
+main()
