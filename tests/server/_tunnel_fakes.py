@@ -10,7 +10,7 @@ from corral.server.proxy_interfaces import ClusterTarget
 from corral.tunnel import Session, Stream, memory_pair, stream_pair
 from corral.tunnel.testing import allow_all
 
-TOKEN = "bcdfghjklmnpqrstvwxz2456789bcdfghjklmnpqrstvwxz2456"  # noqa: S105 - a test token
+TOKEN = "bcdfghjklmnpqrstvwxz2456789bcdfghjklmnpqrstvwxz2456"
 
 
 @dataclass

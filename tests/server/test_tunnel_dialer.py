@@ -1,4 +1,4 @@
-"""The tunnel dialer's policy with a fake clock: cluster agent first, node fallback, bounded wait, failover trace."""
+"""The tunnel dialer with a fake clock: cluster agent first, node fallback, bounded wait, failover trace."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from corral.server.proxy_interfaces import DialError
 from corral.server.tunnel_dialer import AGENT_DISCONNECTED, DialPolicy, TunnelDialer
 from corral.tunnel import FakeClock, SessionSettings
 from corral.tunnel.testing import wait_until
-
 from tests.server._tunnel_fakes import Clusters, MemoryAgent, Registrar, Tokens
 
 API = ("10.43.0.1", 443)
