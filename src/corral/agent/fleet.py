@@ -45,6 +45,7 @@ __all__ = [
     "list_agents",
     "select_agent",
     "start_agent",
+    "stop_all",
 ]
 
 AGENTS_FILE: Final = "agents.json"
@@ -297,3 +298,23 @@ def fault(
             time.sleep(0.01)
     _trace(run_dir, f"{action}-{role}", agent.target, lifted=False)
     return agent
+
+
+def stop_all(run_dir: Path, *, timeout_seconds: float = 10.0) -> int:
+    """SIGCONT then SIGTERM every live agent of the run folder, SIGKILL the late; returns how many ran."""
+    running = [a for a in list_agents(run_dir.resolve()) if a.alive()]
+    for agent in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agent.pid, signal.SIGCONT)
+            os.killpg(agent.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_seconds
+    while any(a.alive() for a in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for agent in running:
+        if agent.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(agent.pid, signal.SIGKILL)
+    for proc in list(_DETACHED):
+        if proc.poll() is not None:
+            _DETACHED.remove(proc)
+    return len(running)
