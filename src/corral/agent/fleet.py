@@ -45,6 +45,7 @@ __all__ = [
     "list_agents",
     "select_agent",
     "start_agent",
+    "start_cluster_agents",
     "stop_all",
 ]
 
@@ -318,3 +319,49 @@ def stop_all(run_dir: Path, *, timeout_seconds: float = 10.0) -> int:
         if proc.poll() is not None:
             _DETACHED.remove(proc)
     return len(running)
+
+
+def start_cluster_agents(
+    run_dir: Path,
+    *,
+    cluster: str,
+    profile: Literal["rke1", "rke2"],
+    replicas: int,
+    nodes: Sequence[str],
+    server: str,
+    token: str,
+    ca_checksum: str,
+    kubeconfig: Path,
+) -> list[AgentProcess]:
+    """The agents Rancher runs for a cluster: ``replicas`` cluster agents, and for ``rke1`` a node agent
+    per node (docs/rancher.md#cluster-agent-replicas, #node-agents)."""
+    started = [
+        start_agent(
+            run_dir,
+            name=f"cluster-agent-{cluster}-{replica}",
+            cluster=cluster,
+            kind="cluster",
+            replica=replica,
+            server=server,
+            token=token,
+            ca_checksum=ca_checksum,
+            kubeconfig=kubeconfig,
+        )
+        for replica in range(replicas)
+    ]
+    if profile == "rke1":
+        started.extend(
+            start_agent(
+                run_dir,
+                name=f"node-agent-{cluster}-{node}",
+                cluster=cluster,
+                kind="node",
+                node=node,
+                server=server,
+                token=token,
+                ca_checksum=ca_checksum,
+                kubeconfig=kubeconfig,
+            )
+            for node in nodes
+        )
+    return started
