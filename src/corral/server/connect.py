@@ -310,8 +310,16 @@ class TunnelEndpoints:
         self._handler = tunnel_handler(self.manager, self.authorize, settings=self.settings)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get(CONNECT_PATH, self._handler)
-        app.router.add_get(REGISTER_PATH, self._handler)
+        app.router.add_get(CONNECT_PATH, self._serve)
+        app.router.add_get(REGISTER_PATH, self._serve)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        response = await self._handler(request)
+        if isinstance(response, web.WebSocketResponse) and request.transport is not None:
+            # The session is over and a websocket connection never serves HTTP again: release the
+            # socket now, also when the closing handshake with a frozen peer timed out.
+            request.transport.close()
+        return response
 
     def listen(self, listener: SessionListener) -> None:
         self._listeners.append(listener)
