@@ -238,3 +238,16 @@ async def test_rancher_mode_answers_with_the_first_sessions_failure(clock, event
     held.close()
     await first.stop()
     await second.stop()
+
+
+async def test_in_the_fast_mode_an_agent_that_connects_ends_the_wait_at_once(endpoints, clock, events):
+    dialer = make_dialer(endpoints, clock, events, retry_sessions=True)
+    task = asyncio.ensure_future(dial(dialer))
+    await wait_until(lambda: clock.pending_sleepers >= 1, "the first sleep")
+    agent = MemoryAgent(endpoints, "c-1")
+    await wait_until(task.done, "the dial, with the clock standing still")
+    await task
+    assert clock.now() == 0.0
+    await wait_until(lambda: bool(agent.dialed), "the dial through the new session")
+    assert agent.dialed == ["tcp/10.43.0.1:443"]
+    await agent.stop()

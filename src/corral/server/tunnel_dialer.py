@@ -9,14 +9,16 @@ agent's session with a 5-10 s jittered sleep after each, then `DialError` ``clus
 disconnected`` (the proxy answers 500). Every wait goes through the injected clock.
 
 With ``retry_sessions`` (the fast mode) a dial that fails on one session is tried on the key's
-other sessions; together with the server's pings (`corral.server.connect.FastFailover`) a dead
-session is noticed within a second or two, and aiohttp's retry of an idempotent request whose
-connection dropped lands on a live session. The dialer also writes `FailoverCompleted` when dials
-can go through another agent after the cluster agent's session was lost.
+other sessions, and a dial waiting for the agent goes on as soon as one connects. Together with
+the server's pings (`corral.server.connect.FastFailover`) a dead session is noticed within a
+second or two, and aiohttp's retry of an idempotent request whose connection dropped lands on a
+live session. The dialer also writes `FailoverCompleted` when dials can go through another agent
+after the cluster agent's session was lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
@@ -86,6 +88,7 @@ class TunnelDialer:
         self.trace_sink = trace_sink
         self._trace_time = trace_time or self.clock.now
         self._lost: dict[str, tuple[float, str]] = {}
+        self._arrivals: dict[str, asyncio.Event] = {}
         endpoints.listen(self._session_changed)
 
     # -- the Dialer protocol ---------------------------------------------------------------------
@@ -108,8 +111,21 @@ class TunnelDialer:
                 if sock is not None:
                     return sock
             jitter = self.policy.wait_seconds * self.policy.wait_jitter * self.rng.random()
-            await self.clock.sleep(self.policy.wait_seconds + jitter)
+            await self._pause(cluster, self.policy.wait_seconds + jitter)
         raise DialError(AGENT_DISCONNECTED)
+
+    async def _pause(self, cluster: str, seconds: float) -> None:
+        """Rancher: the full sleep. Fast mode: the sleep, or less when an agent of the cluster connects."""
+        if not self.policy.retry_sessions:
+            await self.clock.sleep(seconds)
+            return
+        arrival = self._arrivals.setdefault(cluster, asyncio.Event())
+        waits = {asyncio.ensure_future(self.clock.sleep(seconds)), asyncio.ensure_future(arrival.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     # -- the choices ---------------------------------------------------------------------------
 
@@ -173,6 +189,8 @@ class TunnelDialer:
 
     def _session_changed(self, key: str, session: Session, connected: bool) -> None:
         cluster, _, node = key.partition(":")
+        if connected and cluster in self._arrivals:
+            self._arrivals.pop(cluster).set()  # wakes the dials waiting for this cluster (fast mode)
         if not connected and not node and cluster not in self._lost:
             self._lost[cluster] = (self._trace_time(), CLUSTER_AGENT)
         if cluster in self._lost:
