@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -250,7 +249,8 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
         loop.add_signal_handler(signum, stop.set)
     context = tls_context(options)
     built = await build_app(options, trace=trace)
-    runner = web.AppRunner(built.app, access_log=None, handle_signals=False)
+    # Open streams (watches through the proxy) get a few seconds to end; then they are cut.
+    runner = web.AppRunner(built.app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
@@ -262,12 +262,22 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
         await stop.wait()
         logger.info("stopping the server on %s", url)
     finally:
-        await runner.cleanup()
-        await built.proxy.close()
-        with contextlib.suppress(CorralError, asyncio.CancelledError):
-            await built.controllers.stop()
-        await built.authenticator.drain()
-        await built.state.stop()
-        await built.state.upstream.close()
+        await _quietly(runner.cleanup(), "the listener")
+        await _quietly(built.proxy.close(), "the proxy's sessions")
+        await _quietly(built.controllers.stop(), "the cluster controllers")
+        await _quietly(built.authenticator.drain(), "lastUsedAt writes")
+        await _quietly(built.state.stop(), "the informers")
+        await _quietly(built.state.upstream.close(), "the upstream client")
         if trace is not None:
             trace.close()
+
+
+async def _quietly(step: Awaitable[object], what: str, *, timeout_seconds: float = 5.0) -> None:
+    """One shutdown step, bounded in time; a failure is logged and the next step still runs."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await step
+    except TimeoutError:
+        logger.warning("stopping %s took over %gs; going on", what, timeout_seconds)
+    except (CorralError, OSError) as exc:
+        logger.warning("stopping %s failed: %s", what, exc)

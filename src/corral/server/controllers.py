@@ -134,6 +134,7 @@ class ClusterController:
         self._informers: list[Informer] = []
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
+        self._busy = False
         self._idle = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class ClusterController:
     async def wait_idle(self, timeout_seconds: float = 30.0) -> None:
         """Return once every queued reconcile is done (tests, and ``corral up`` before it reports)."""
         async with asyncio.timeout(timeout_seconds):
-            while self._pending:
+            while self._pending or self._busy:
                 self._idle.clear()
                 await self._idle.wait()
 
@@ -207,16 +208,19 @@ class ClusterController:
     async def _work(self) -> None:
         while True:
             kind, key = await self._queue.get()
+            # Out of the pending set before the work starts: a change that arrives while this item is
+            # being reconciled queues it again instead of being lost.
+            self._pending.discard((kind, key))
+            self._busy = True
             try:
                 await self._reconcile(kind, key)
             except asyncio.CancelledError:
                 raise
             except (CorralError, KeyError, ValueError) as e:
                 logger.warning("cluster %s: %s %s: %s; retrying", self.cluster_id, kind, key, e)
-                self._pending.discard((kind, key))
                 asyncio.get_running_loop().call_later(1.0, self.enqueue, kind, key)
-                continue
-            self._pending.discard((kind, key))
+            finally:
+                self._busy = False
             if not self._pending:
                 self._idle.set()
 

@@ -32,6 +32,7 @@ TYPES: Final[Mapping[str, str]] = {
     "projectroletemplatebindings": "projectRoleTemplateBinding",
     "projects": "project",
     "settings": "setting",
+    "globalrolebindings": "globalRoleBinding",
 }
 """The v3 collection name (the stored plural) and its norman type."""
 
@@ -42,7 +43,9 @@ _REFERENCES: Final = {
     "roleTemplateName": "roleTemplateId",
     "roleTemplateNames": "roleTemplateIds",
     "groupPrincipalName": "groupPrincipalId",
+    "groupName": "groupId",
     "userPrincipalName": "userPrincipalId",
+    "globalRoleName": "globalRoleId",
     "displayName": "name",
 }
 

@@ -85,6 +85,13 @@ def _field(*path: str) -> Any:
     return values
 
 
+def _fields(*names: str) -> Any:
+    def values(obj: JSON) -> Iterable[str]:
+        return [str(obj[n]) for n in names if isinstance(obj.get(n), str) and obj[n]]
+
+    return values
+
+
 class ServerState:
     """The upstream client and one informer per management kind (plus the local-user password Secrets).
 
@@ -104,10 +111,10 @@ class ServerState:
         self.tokens.add_index("user", _label(USER_ID_LABEL))
         self.users.add_index("username", _field("username"))
         self.crtbs.add_index("user", _field("userName"))
-        self.crtbs.add_index("group", _field("groupPrincipalName"))
+        self.crtbs.add_index("group", _fields("groupPrincipalName", "groupName"))
         self.crtbs.add_index("cluster", _field("clusterName"))
         self.prtbs.add_index("user", _field("userName"))
-        self.prtbs.add_index("group", _field("groupPrincipalName"))
+        self.prtbs.add_index("group", _fields("groupPrincipalName", "groupName"))
         self.prtbs.add_index("project", _field("projectName"))
         self.projects.add_index("cluster", _field("spec", "clusterName"))
         self.globalrolebindings.add_index("user", _field("userName"))

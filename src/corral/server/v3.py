@@ -528,9 +528,31 @@ class V3API:
             if (obj.get("spec") or {}).get("internal"):
                 raise V3Error("InvalidAction", "the local cluster cannot be deleted")
             await self.state.delete("clusters", id_)
-            await self.state.upstream.delete(f"/api/v1/namespaces/{id_}")
+            await self._delete_cluster_objects(id_)
             return self._one(call, "clusters", obj)
         raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _delete_cluster_objects(self, cluster_id: str) -> None:
+        """What Rancher's cluster removal takes along: bindings, projects, registration tokens, namespaces."""
+        for project in self.state.projects.by_index("cluster", cluster_id):
+            for binding in self.state.prtbs.by_index("project", object_id(project)):
+                meta = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", meta["name"], namespace=meta["namespace"]
+                )
+            await self.state.delete("projects", project["metadata"]["name"], namespace=cluster_id)
+            backing = str((project.get("status") or {}).get("backingNamespace") or "")
+            if backing:
+                await self.state.upstream.delete(f"/api/v1/namespaces/{backing}")
+        for binding in self.state.crtbs.by_index("cluster", cluster_id):
+            await self.state.delete(
+                "clusterroletemplatebindings", binding["metadata"]["name"], namespace=cluster_id
+            )
+        for token in self.state.crts.list(cluster_id):
+            await self.state.delete(
+                "clusterregistrationtokens", token["metadata"]["name"], namespace=cluster_id
+            )
+        await self.state.upstream.delete(f"/api/v1/namespaces/{cluster_id}")
 
     async def _create_cluster(self, call: _Call) -> web.StreamResponse:
         body = await self._body(call.request)
@@ -657,20 +679,25 @@ class V3API:
     # -- bindings ----------------------------------------------------------------------------
 
     def _subject(self, body: Mapping[str, Any]) -> JSON:
+        """The binding's subject: ``userId``/``userPrincipalId``, ``groupPrincipalId`` or ``groupId``."""
         user_id = self._string(body, "userId", required=False)
-        group = self._string(body, "groupPrincipalId", required=False)
+        group_principal = self._string(body, "groupPrincipalId", required=False)
+        group = self._string(body, "groupId", required=False)
         principal = self._string(body, "userPrincipalId", required=False)
         if not user_id and principal.startswith("local://"):
             user_id = principal.removeprefix("local://")
-        if bool(user_id) == bool(group):
+        if sum(map(bool, (user_id, group_principal, group))) != 1:
             raise V3Error(
-                "MissingRequired", "exactly one of userId, userPrincipalId or groupPrincipalId is required"
+                "MissingRequired",
+                "exactly one of userId, userPrincipalId, groupPrincipalId or groupId is required",
             )
         if user_id:
             if not _valid_name(user_id) or self.state.users.get(user_id) is None:
                 raise V3Error("InvalidReference", f"user {user_id} is not valid", status=422)
             return {"userName": user_id, "userPrincipalName": f"local://{user_id}"}
-        return {"groupPrincipalName": group}
+        if group:
+            return {"groupName": group}
+        return {"groupPrincipalName": group_principal}
 
     def _role(self, body: Mapping[str, Any], context: str) -> str:
         role = self._string(body, "roleTemplateId")
@@ -781,6 +808,49 @@ class V3API:
             namespace=namespace,
         )
 
+    # -- global role bindings ----------------------------------------------------------------
+
+    async def _globalrolebindings(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, admin = call.request.method, self.access.is_admin(call.auth.user)
+        if not id_:
+            if method == "GET":
+                items = self.state.globalrolebindings.list()
+                if not admin:
+                    items = [b for b in items if b.get("userName") == call.user_id]
+                return self._collection(call, "globalrolebindings", items, create=admin)
+            if method == "POST":
+                self._require_admin(call, "create", "globalRoleBinding")
+                body = await self._body(call.request)
+                role = self._string(body, "globalRoleId")
+                if role not in ("admin", "user"):
+                    raise V3Error("InvalidReference", f"globalRole {role} is not valid", status=422)
+                subject = self._subject(body)
+                if "userName" not in subject:
+                    raise V3Error("MissingRequired", "userId is required")
+                stored = await self.state.create(
+                    "globalrolebindings",
+                    {
+                        "metadata": {
+                            "generateName": "grb-",
+                            "annotations": {CREATOR_ANNOTATION: call.user_id},
+                        },
+                        "userName": subject["userName"],
+                        "globalRoleName": role,
+                    },
+                )
+                return self._one(call, "globalrolebindings", stored, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        obj = self.state.globalrolebindings.get(id_) if _valid_name(id_) else None
+        if obj is None or (not admin and obj.get("userName") != call.user_id):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "globalrolebindings", obj)
+        if method == "DELETE":
+            self._require_admin(call, "delete", "globalRoleBinding")
+            await self.state.delete("globalrolebindings", id_)
+            return self._one(call, "globalrolebindings", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
     # -- projects ----------------------------------------------------------------------------
 
     async def _projects(self, call: _Call, id_: str) -> web.StreamResponse:
@@ -803,6 +873,11 @@ class V3API:
             if not self.access.owns_project(user, id_):
                 raise _denied("delete", "project")
             cluster, _, name = id_.partition(":")
+            for binding in self.state.prtbs.by_index("project", id_):
+                metadata = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", metadata["name"], namespace=metadata["namespace"]
+                )
             await self.state.delete("projects", name, namespace=cluster)
             backing = str((project.get("status") or {}).get("backingNamespace") or "")
             if backing:
