@@ -218,36 +218,6 @@ def kube_api_auth(
         raise click.ClickException(str(e)) from e
 
 
-# -- faults ---------------------------------------------------------------------------------------
-
-
-@main.group()
-def fault() -> None:
-    """Inject faults into the clusters of a run folder."""
-
-
-@fault.command("node")
-@click.argument("action", type=click.Choice(["stop", "kill", "start"]))
-@click.option("--node", "node", required=True, help="Name of a real node of the scenario.")
-@click.option(
-    "--dir",
-    "run_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Run folder of `corral cluster up --nodes real`.",
-)
-def fault_node(action: str, node: str, run_dir: Path) -> None:
-    """Stop a real node cleanly, kill it hard, or start it again."""
-    from corral.controlplane import nodes
-
-    actions = {"stop": nodes.stop_node, "kill": nodes.kill_node, "start": nodes.start_node}
-    try:
-        actions[action](run_dir, node)
-    except CorralError as e:
-        raise click.ClickException(str(e)) from e
-    click.echo(f"{node}: {action} done", err=True)
-
-
 # -- the reference topology ----------------------------------------------------------------------
 
 
@@ -366,6 +336,120 @@ def doctor_impersonation(
         click.echo(line)
     if not report.healthy:
         sys.exit(1)
+
+
+# -- agents and their faults ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--cluster", "as_cluster", is_flag=True, help="Run as the cluster agent (cattle-cluster-agent)."
+)
+@click.option("--node", default=None, help="Run as the node agent of NODE (cattle-node-agent, profile rke1).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The downstream cluster's credentials (default: the Pod's in-cluster ServiceAccount).",
+)
+@click.option(
+    "--credentials-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/cattle-credentials"),
+    show_default=True,
+    help="Folder with url and token (used when CATTLE_SERVER / CATTLE_TOKEN are unset).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the connected marker goes (default: the working directory).",
+)
+@click.option(
+    "--retry",
+    type=click.Choice(["rancher", "backoff"]),
+    default="rancher",
+    show_default=True,
+    help="Reconnect cadence: Rancher's 5 s + 5 s, or jittered exponential backoff.",
+)
+@click.option("--no-heartbeat", is_flag=True, help="Node agent: leave the Node's Lease to a real kubelet.")
+def agent(
+    *,
+    as_cluster: bool,
+    node: str | None,
+    kubeconfig: Path | None,
+    credentials_dir: Path,
+    state_dir: Path | None,
+    retry: str,
+    no_heartbeat: bool,
+) -> None:
+    """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
+    import asyncio
+
+    from corral.agent import RetryPolicy, load_config, run_agent
+    from corral.agent.run import AgentOptions
+
+    if as_cluster == (node is not None):
+        raise click.UsageError("give exactly one of --cluster and --node NAME")
+    try:
+        config = load_config(
+            kind="cluster" if as_cluster else "node",
+            node=node or "",
+            credentials_dir=credentials_dir,
+            state_dir=state_dir,
+            kubeconfig=kubeconfig,
+        )
+        options = AgentOptions(retry=RetryPolicy(kind=retry), heartbeat=not no_heartbeat)  # type: ignore[arg-type]
+        asyncio.run(run_agent(config, options))
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@main.group()
+def fault() -> None:
+    """Hurt a running topology on purpose (processes recorded in a run folder)."""
+
+
+@fault.command("agent")
+@click.argument("action", type=click.Choice(["kill", "freeze", "stop", "start"]))
+@click.option("--cluster", required=True, help="The agent's cluster.")
+@click.option("--replica", type=int, default=None, help="Cluster-agent replica (default 0).")
+@click.option("--node", default=None, help="The node agent of NODE instead of a cluster-agent replica.")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | None, run_dir: Path) -> None:
+    """kill (SIGKILL), freeze (SIGSTOP), stop (SIGTERM, clean close) or start (again) an agent."""
+    from corral.agent.fleet import fault as apply_fault
+
+    if replica is not None and node is not None:
+        raise click.UsageError("give at most one of --replica and --node")
+    try:
+        record = apply_fault(run_dir, action, cluster=cluster, replica=replica, node=node)  # type: ignore[arg-type]
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{action}: {record.target} (pid {record.pid})", err=True)
+
+
+@fault.command("node")
+@click.argument("action", type=click.Choice(["stop", "kill", "start"]))
+@click.option("--node", "node", required=True, help="Name of a real node of the scenario.")
+@click.option(
+    "--dir",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral cluster up --nodes real`.",
+)
+def fault_node(action: str, node: str, run_dir: Path) -> None:
+    """Stop a real node cleanly, kill it hard, or start it again."""
+    from corral.controlplane import nodes
+
+    actions = {"stop": nodes.stop_node, "kill": nodes.kill_node, "start": nodes.start_node}
+    try:
+        actions[action](run_dir, node)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{node}: {action} done", err=True)
 
 
 # -- the server ----------------------------------------------------------------------------------

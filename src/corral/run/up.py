@@ -217,6 +217,7 @@ def _up(run: _Run) -> dict[str, Any]:
     token_file = write_private(secrets_dir / "admin.token", admin_token.encode())
 
     cluster_ids = _clusters(run, api, admin_token)
+    _start_agents(run, api, admin_token, cluster_ids, ca_file)
     users = _users(run, api, admin_token, cluster_ids)
     document = {
         "server": {
@@ -247,6 +248,47 @@ def _up(run: _Run) -> dict[str, Any]:
     write_topology(run_dir, document)
     report(f"topology of {scenario.name} up in {time.monotonic() - started:.1f}s: {run_dir / TOPOLOGY_FILE}")
     return document
+
+
+# -- agents ------------------------------------------------------------------------------------------
+
+
+def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str], ca_file: Path) -> None:
+    """Each downstream cluster's agents as processes, by profile, once the server serves ``/v3/connect``.
+
+    A registration token per cluster comes from the v3 API; the agents get it as Rancher mounts it.
+    A server without the tunnel endpoints (404) gets no agents: the in-process registration stands.
+    """
+    from corral.agent.config import ca_checksum
+    from corral.agent.fleet import start_cluster_agents
+
+    probe = urllib.request.Request(api.url + "/v3/connect", method="GET")  # noqa: S310 - https only
+    try:
+        with urllib.request.urlopen(probe, context=api._tls, timeout=10):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            run.report("the server has no /v3/connect: no agents started")
+            return
+    except OSError:
+        return
+    checksum = ca_checksum(ca_file.read_text())
+    for cluster in run.scenario.clusters:
+        cluster_id = cluster_ids[cluster.name]
+        body = {"type": "clusterRegistrationToken", "clusterId": cluster_id}
+        crt = api.call("POST", "/v3/clusterregistrationtokens", body, token=token)
+        agents = start_cluster_agents(
+            run.run_dir,
+            cluster=cluster_id,
+            profile=cluster.agent,
+            replicas=cluster.cluster_agents,
+            nodes=[n.name for n in cluster.nodes],
+            server=api.url,
+            token=str(crt["token"]),
+            ca_checksum=checksum,
+            kubeconfig=run.clusters[cluster.name].kubeconfig,
+        )
+        run.report(f"cluster {cluster.name}: {len(agents)} agent process(es) started")
 
 
 def _password() -> str:

@@ -34,9 +34,9 @@ from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
 from corral.server.localauth import LocalAuth
 from corral.server.proxy import AuthProxy
-from corral.server.proxy_dial import DirectDialer
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
 from corral.server.state import ServerState
+from corral.server.tunnels import Tunnels, build_tunnels
 from corral.server.v3 import V3API
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Built:
     authenticator: TokenAuthenticator
     proxy: AuthProxy
     controllers: ClusterControllers
+    tunnels: Tunnels
     admin_id: str
 
 
@@ -190,13 +191,17 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     await controllers.start()
     authenticator = TokenAuthenticator(state)
     access = Access(state)
+    clusters = StateClusters(state, access)
+    # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly.
+    tunnels = build_tunnels(state, clusters=clusters, trace_sink=trace, trace_time=trace_time)
+    await tunnels.start()
     proxy = AuthProxy(
         authenticator=authenticator,
-        clusters=StateClusters(state, access),
+        clusters=clusters,
         accounts=controllers,
         reviewer=UpstreamReviewer(upstream),
         service_account_tokens=controllers,
-        dialer=DirectDialer(),
+        dialer=tunnels.dialer,
         trace_sink=trace,
         trace_time=trace_time,
     )
@@ -209,6 +214,7 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     )
     app = web.Application(client_max_size=1024 * 1024)
     api.add_routes(app)
+    tunnels.endpoints.add_routes(app)
     proxy.add_routes(app)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/ping", _ping)
@@ -218,6 +224,7 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         authenticator=authenticator,
         proxy=proxy,
         controllers=controllers,
+        tunnels=tunnels,
         admin_id=admin_id,
     )
 
@@ -264,6 +271,7 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     finally:
         await _quietly(runner.cleanup(), "the listener")
         await _quietly(built.proxy.close(), "the proxy's sessions")
+        await _quietly(built.tunnels.close(), "the agents' tunnels")
         await _quietly(built.controllers.stop(), "the cluster controllers")
         await _quietly(built.authenticator.drain(), "lastUsedAt writes")
         await _quietly(built.state.stop(), "the informers")

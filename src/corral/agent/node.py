@@ -1,0 +1,130 @@
+"""A virtual node's heartbeat, kept by its node agent as a kubelet keeps a real node's.
+
+While the agent runs it renews the node's Lease in ``kube-node-lease`` every 10 s (a kubelet's
+default: a quarter of the 40 s lease) and posts ``Ready=True`` in the Node's status at start and
+every minute. When it stops, nothing is written any more, so the node controller of the cluster
+marks the node NotReady (Unknown) on Kubernetes' own schedule (the node monitor grace period after
+the last renewal) -- exactly as for a kubelet that died. Real nodes have their kubelet for this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from typing import Any, Final
+
+from corral.errors import AlreadyExistsError, CorralError, NotFoundError
+from corral.k8s.aio import AsyncKubeClient
+from corral.tunnel import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LEASE_DURATION_SECONDS", "NodeHeartbeat"]
+
+LEASE_NAMESPACE: Final = "kube-node-lease"
+LEASE_DURATION_SECONDS: Final = 40
+LEASES: Final = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
+
+
+def _micro(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _seconds(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NodeHeartbeat:
+    """Renews one node's Lease and Ready condition until stopped."""
+
+    def __init__(
+        self,
+        client: AsyncKubeClient,
+        node: str,
+        *,
+        lease_interval_seconds: float = LEASE_DURATION_SECONDS / 4,
+        status_interval_seconds: float = 60.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.lease_interval_seconds = lease_interval_seconds
+        self.status_interval_seconds = status_interval_seconds
+        self.clock = clock or SystemClock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        last_status: float | None = None
+        while True:
+            try:
+                await self.renew_lease()
+                now = self.clock.now()
+                if last_status is None or now - last_status >= self.status_interval_seconds:
+                    await self.post_ready()
+                    last_status = now
+            except CorralError as exc:
+                logger.warning("node %s heartbeat: %s", self.node, exc)
+            await self.clock.sleep(self.lease_interval_seconds)
+
+    async def renew_lease(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        path = f"{LEASES}/{self.node}"
+        try:
+            await self.client.patch(path, {"spec": {"renewTime": _micro(now), "holderIdentity": self.node}})
+        except NotFoundError:
+            node = await self.client.get(f"/api/v1/nodes/{self.node}")
+            lease: dict[str, Any] = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.node,
+                    "namespace": LEASE_NAMESPACE,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": self.node,
+                            "uid": node["metadata"]["uid"],
+                        }
+                    ],
+                },
+                "spec": {
+                    "holderIdentity": self.node,
+                    "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                    "renewTime": _micro(now),
+                },
+            }
+            with contextlib.suppress(AlreadyExistsError):
+                await self.client.create(LEASES, lease)
+
+    async def post_ready(self) -> None:
+        now = _seconds(datetime.datetime.now(datetime.UTC))
+        node = await self.client.get(f"/api/v1/nodes/{self.node}")
+        previous: dict[str, Any] = next(
+            (c for c in (node.get("status") or {}).get("conditions") or () if c.get("type") == "Ready"), {}
+        )
+        transition = previous.get("lastTransitionTime") if previous.get("status") == "True" else now
+        condition = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "corral node agent is posting ready status",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": transition or now,
+        }
+        await self.client.patch(
+            f"/api/v1/nodes/{self.node}/status", {"status": {"conditions": [condition]}}, kind="strategic"
+        )
