@@ -56,18 +56,18 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: build the control plane and bring up the smoke scenario's clusters."""
+    """The main job: build the control plane and bring up the smoke scenario's whole topology."""
     install(session)
     session.run("corral", "build")
     run_dir = session.posargs[0] if session.posargs else DEMO_DIR
-    session.run("corral", "cluster", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+    session.run("corral", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
 
 
 @nox.session(python=PYTHON, default=False)
 def down(session: nox.Session) -> None:
-    """Stop the clusters `nox -s demo` started."""
+    """Stop what `nox -s demo` started."""
     install(session)
-    session.run("corral", "cluster", "down", "--dir", session.posargs[0] if session.posargs else DEMO_DIR)
+    session.run("corral", "down", "--dir", session.posargs[0] if session.posargs else DEMO_DIR)
 
 
 @nox.session(python=PYTHON, default=False)

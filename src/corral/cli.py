@@ -200,6 +200,261 @@ def kube_api_auth(
         raise click.ClickException(str(e)) from e
 
 
+# -- the reference topology ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+def up(scenario_path: Path, run_dir: Path) -> None:
+    """Bring up the scenario's topology: upstream, server(s), clusters, users; write RUN/topology.json."""
+    from corral.controlplane import build as builder
+    from corral.run.up import up as bring_up
+
+    try:
+        binaries = builder.ensure_built(builder.CONTROL_PLANE, progress=_ProgressLine())
+        topology = bring_up(
+            scenario_path, run_dir, binaries=binaries, progress=lambda line: click.echo(line, err=True)
+        )
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    if topology.get("kubectl"):
+        click.echo(f'export PATH="{Path(topology["kubectl"]).parent}:$PATH"')
+    for name, user in topology["users"].items():
+        click.echo(f"# {name} ({user['id']}) through the server's proxy:")
+        click.echo(f"kubectl --kubeconfig {user['kubeconfig']} get namespaces")
+    click.echo(f"corral down --dir {run_dir}")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral up`.",
+)
+def down(run_dir: Path) -> None:
+    """Stop everything `corral up` started in RUN_DIR (also what a crashed run left)."""
+    from corral.run.up import down as bring_down
+
+    try:
+        bring_down(run_dir)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"stopped the topology of {run_dir}", err=True)
+
+
+@main.group()
+def doctor() -> None:
+    """Diagnose a running topology."""
+
+
+@doctor.command("impersonation")
+@click.option(
+    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
+)
+@click.option(
+    "--user", required=True, help="User: scenario name, username or id (with --dir); an id otherwise."
+)
+@click.option(
+    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Admin kubeconfig of the downstream cluster (instead of --dir).",
+)
+@click.option("--context", default=None, help="Context of --kubeconfig.")
+@click.option(
+    "--group", "groups", multiple=True, help="The user's groups, to check the role's groups exactly."
+)
+def doctor_impersonation(
+    *,
+    cluster: str,
+    user: str,
+    run_dir: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    groups: tuple[str, ...],
+) -> None:
+    """Check USER's impersonation account in CLUSTER: the five objects, their rules and the token."""
+    from corral.k8s import KubeClient, KubeConfig
+    from corral.run.topology import read_topology
+    from corral.server.doctor import check_impersonation
+
+    try:
+        if (run_dir is None) == (kubeconfig is None):
+            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        user_id = user
+        if run_dir is not None:
+            topology = read_topology(run_dir)
+            entry = topology["clusters"].get(cluster) or next(
+                (c for c in topology["clusters"].values() if c["id"] == cluster), None
+            )
+            if entry is None:
+                raise click.UsageError(
+                    f"no cluster {cluster!r} in {run_dir} (known: {', '.join(topology['clusters'])})"
+                )
+            kubeconfig = Path(entry["admin_kubeconfig"])
+            found = topology["users"].get(user) or next(
+                (u for u in topology["users"].values() if user in (u["id"], u["username"])), None
+            )
+            user_id = found["id"] if found else user
+        assert kubeconfig is not None
+        with KubeClient(KubeConfig.load(kubeconfig, context=context)) as admin:
+            report = check_impersonation(admin, cluster=cluster, user=user_id, groups=groups or None)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines():
+        click.echo(line)
+    if not report.healthy:
+        sys.exit(1)
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:8443")
+    return host.strip("[]"), int(port)
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@main.command()
+@click.option("--kubeconfig", required=True, type=_FILE, help="Admin kubeconfig of the upstream cluster.")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve HTTPS on.")
+@click.option("--tls-cert", required=True, type=_FILE, help="Serving certificate (PEM, chain allowed).")
+@click.option("--tls-key", required=True, type=_FILE, help="Its private key (PEM).")
+@click.option(
+    "--tls-ca", type=_FILE, help="CA published as `cacerts` (default: the chain's last certificate)."
+)
+@click.option("--server-url", default="", help="The server's external URL (the `server-url` setting).")
+@click.option(
+    "--bootstrap-password-file", type=_FILE, help="First admin password (else env, else generated)."
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where a generated password goes."
+)
+@click.option(
+    "--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), help="Trace JSONL to append."
+)
+@click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
+def server(
+    *,
+    kubeconfig: Path,
+    listen: str,
+    tls_cert: Path,
+    tls_key: Path,
+    tls_ca: Path | None,
+    server_url: str,
+    bootstrap_password_file: Path | None,
+    data_dir: Path | None,
+    trace_file: Path | None,
+    server_log_level: str | None,
+) -> None:
+    """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
+    import asyncio
+
+    from corral.server.app import READY_LINE, ServerOptions, run_server
+
+    if server_log_level:
+        logs.configure(server_log_level)
+    host, port = _listen(listen)
+    password = bootstrap_password_file.read_text().strip() if bootstrap_password_file else None
+    options = ServerOptions(
+        kubeconfig=kubeconfig,
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        server_url=server_url,
+        bootstrap_password=password or None,
+        data_dir=data_dir,
+        trace=trace_file,
+    )
+    try:
+        asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@main.command("kubeconfig")
+@click.option("--user", required=True, help="User id, username, or (with --dir) scenario user name.")
+@click.option("--cluster", required=True, help="Cluster id, display name, or (with --dir) scenario name.")
+@click.option(
+    "--dir",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run folder of `corral up`.",
+)
+@click.option("--upstream-kubeconfig", type=_FILE, help="Admin kubeconfig of the management cluster.")
+@click.option("--server", "server_url", default="", help="Server URL (default: the `server-url` setting).")
+@click.option(
+    "--ttl-minutes", type=int, default=None, help="Token TTL (default: kubeconfig-default-token-ttl-minutes)."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (0600); default stdout.",
+)
+def kubeconfig_command(
+    *,
+    user: str,
+    cluster: str,
+    run_dir: Path | None,
+    upstream_kubeconfig: Path | None,
+    server_url: str,
+    ttl_minutes: int | None,
+    output: Path | None,
+) -> None:
+    """Write a kubeconfig for USER to reach CLUSTER through the server's proxy, with a kubeconfig token."""
+    from corral.k8s import KubeClient, KubeConfig
+    from corral.k8s.kubeconfig import write_private
+    from corral.server.mint import mint_kubeconfig
+
+    try:
+        if run_dir is not None:
+            from corral.run.topology import read_topology
+
+            topology = read_topology(run_dir)
+            upstream_kubeconfig = upstream_kubeconfig or Path(topology["upstream"]["admin_kubeconfig"])
+            server_url = server_url or str(topology["server"]["url"])
+            user = str((topology["users"].get(user) or {}).get("id") or user)
+            cluster = str((topology["clusters"].get(cluster) or {}).get("id") or cluster)
+        if upstream_kubeconfig is None:
+            raise click.UsageError("give --upstream-kubeconfig or --dir")
+        with KubeClient(KubeConfig.load(upstream_kubeconfig)) as upstream:
+            minted = mint_kubeconfig(
+                upstream, user=user, cluster=cluster, server_url=server_url, ttl_minutes=ttl_minutes
+            )
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    if output is None:
+        click.echo(minted.config, nl=False)
+    else:
+        write_private(output, minted.config.encode())
+    click.echo(
+        f"kubeconfig token {minted.token_name} for {minted.user_id} on {minted.cluster_id}, "
+        f"TTL {minted.ttl_minutes} minutes",
+        err=True,
+    )
+
+
 # -- the SimPy model ------------------------------------------------------------------------------
 
 

@@ -99,6 +99,7 @@ def test_the_controller_manager_runs_only_the_six_controllers_without_a_serving_
     assert args["leader-elect"] == "false"
     assert args["service-account-private-key-file"] == "/run/c1/pki/sa.key"
     assert args["root-ca-file"] == "/run/c1/pki/serving-ca.crt"
+    assert int(args["kube-api-qps"]) > 20  # above client-go's default, so token Secrets fill quickly
 
 
 def test_etcd_listens_on_loopback_only_as_a_single_member() -> None:

@@ -132,4 +132,8 @@ def kcm_args(binary: Path, *, pki: ClusterPKI, kubeconfig: Path) -> list[str]:
         "--secure-port=0",
         "--concurrent-namespace-syncs=2",
         "--concurrent-gc-syncs=5",
+        # Client-go's default 20 QPS makes the token controller fill a burst of fifty new token
+        # Secrets in seconds; a cluster's first requests wait on it.
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
     ]

@@ -13,7 +13,7 @@ from corral.model.faults import FAULT_KINDS, Fault, FaultKind
 from corral.model.scenario import Scenario
 from corral.model.server import Server
 from corral.model.stats import Summariser, availability, fault_windows, quantile, succeeded, summarise
-from corral.model.topology import AGENT_PROFILES, AgentProfile, Cluster, Node, User
+from corral.model.topology import AGENT_PROFILES, AgentProfile, Binding, Cluster, Node, User
 from corral.model.trace import (
     ClusterConditionChanged,
     ClusterTokenSynced,
@@ -54,6 +54,7 @@ __all__ = [
     "VERBS",
     "AccessPath",
     "AgentProfile",
+    "Binding",
     "Calibration",
     "Cluster",
     "ClusterConditionChanged",

@@ -73,7 +73,7 @@ class Scenario:
         regions = read_regions(root.get("regions"))
         rtt = read_rtt(root.get("rtt_ms", {}), regions)
         clusters = read_clusters(root.get("clusters"), regions)
-        users = read_users(root.get("users", []), regions)
+        users = read_users(root.get("users", []), regions, tuple(c.name for c in clusters))
         server = read_server(root.get("server", None), regions)
         return cls(
             name=name,

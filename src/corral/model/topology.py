@@ -97,12 +97,28 @@ class Cluster:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """A role-template binding of a user in one cluster: a cluster role, or a role in one project.
+
+    ``role`` names a RoleTemplate (``cluster-member``, ``project-owner``, ...); with ``project``
+    the binding is a project binding and ``namespaces`` are that project's namespaces.
+    """
+
+    cluster: str
+    role: str
+    project: str | None = None
+    namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class User:
     """A user of the management server, with the region their requests start from."""
 
     name: str
     region: str
     groups: tuple[str, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+    """Role-template bindings for ``corral up``; the SimPy model ignores them."""
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)(?::0(\d)d)?\}")
@@ -217,11 +233,34 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
     return tuple(clusters)
 
 
-def read_users(node: Field, regions: tuple[str, ...]) -> tuple[User, ...]:
+def read_bindings(node: Field, clusters: tuple[str, ...]) -> tuple[Binding, ...]:
+    bindings = []
+    seen: set[tuple[str, str | None, str]] = set()
+    for item in node.sequence():
+        item.only("cluster", "role", "project", "namespaces")
+        cluster = item.get("cluster").string(choices=clusters)
+        role = item.get("role").string(dns_label=True)
+        project = item.get("project").string(dns_label=True) if item.has("project") else None
+        namespaces = tuple(
+            Field(n.value, source=n.source, path=n.path).string(dns_label=True)
+            for n in item.get("namespaces", []).sequence()
+        )
+        if namespaces and project is None:
+            item.get("namespaces").fail("namespaces belong to a project: add `project`")
+        if (cluster, project, role) in seen:
+            item.fail(
+                f"duplicate binding of {role!r} in {cluster!r}" + (f" project {project!r}" if project else "")
+            )
+        seen.add((cluster, project, role))
+        bindings.append(Binding(cluster=cluster, role=role, project=project, namespaces=namespaces))
+    return tuple(bindings)
+
+
+def read_users(node: Field, regions: tuple[str, ...], clusters: tuple[str, ...] = ()) -> tuple[User, ...]:
     users = []
     seen: dict[str, str] = {}
     for item, name in _generate(node.sequence(), "user"):
-        item.only("name", "count", "region", "groups")
+        item.only("name", "count", "region", "groups", "bindings")
         if name in seen:
             item.get("name").fail(f"duplicate user {name!r} (first at {seen[name]})")
         seen[name] = item.path
@@ -230,6 +269,7 @@ def read_users(node: Field, regions: tuple[str, ...]) -> tuple[User, ...]:
                 name=name,
                 region=item.get("region").string(choices=regions),
                 groups=item.get("groups", []).strings(),
+                bindings=read_bindings(item.get("bindings", []), clusters),
             )
         )
     return tuple(users)

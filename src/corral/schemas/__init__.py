@@ -1,0 +1,1 @@
+"""JSON Schemas of corral's files, shipped as package data (``topology.schema.json``)."""

@@ -1,0 +1,273 @@
+"""The server process: the v3 API, the public login and the authentication proxy on one HTTPS listener.
+
+`run_server` prepares the upstream (`corral.server.bootstrap`), starts the state's informers and the
+cluster controllers, then serves until it is told to stop. The proxy's seams come from the state:
+clusters from the Cluster cache (``local`` is the upstream itself), client-impersonation reviews
+as SubjectAccessReviews on the management cluster, impersonation accounts and ServiceAccount tokens
+from the controllers. Several processes may serve one upstream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from corral.auth.identity import UserInfo
+from corral.errors import ConfigError, CorralError, KubeAPIError
+from corral.k8s.aio import AsyncKubeClient
+from corral.k8s.kubeconfig import KubeConfig
+from corral.model.trace import Event, TraceWriter
+from corral.server.access import Access
+from corral.server.authn import TokenAuthenticator, TokenIssuer
+from corral.server.bootstrap import BootstrapSettings, bootstrap
+from corral.server.controllers import ClusterControllers
+from corral.server.localauth import LocalAuth
+from corral.server.proxy import AuthProxy
+from corral.server.proxy_dial import DirectDialer
+from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
+from corral.server.state import ServerState
+from corral.server.v3 import V3API
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["READY_LINE", "ServerOptions", "StateClusters", "UpstreamReviewer", "build_app", "run_server"]
+
+READY_LINE = "corral server ready on "
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerOptions:
+    """``corral server``'s options."""
+
+    kubeconfig: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path | None = None
+    """The CA published as ``cacerts`` (default: the last certificate of ``tls_cert``)."""
+    server_url: str = ""
+    bootstrap_password: str | None = field(default=None, repr=False)
+    data_dir: Path | None = None
+    trace: Path | None = None
+
+
+def _certificates(pem: str) -> list[str]:
+    marker = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + marker + "\n" for part in pem.split(marker)[:-1] if part.strip()]
+
+
+def cacerts_of(options: ServerOptions) -> str:
+    """The PEM for the ``cacerts`` setting: ``--tls-ca``, or the chain's last certificate."""
+    if options.tls_ca is not None:
+        return options.tls_ca.read_text()
+    chain = _certificates(options.tls_cert.read_text())
+    if not chain:
+        raise ConfigError(f"--tls-cert {options.tls_cert}: no PEM certificate in it")
+    return chain[-1]
+
+
+class StateClusters:
+    """The proxy's `ClusterLookup` over the Cluster cache and the v3 visibility rules."""
+
+    def __init__(self, state: ServerState, access: Access) -> None:
+        self.state = state
+        self.access = access
+
+    async def can_access(self, cluster: str, user: UserInfo) -> bool:
+        return self.access.can_see_cluster(user, cluster)
+
+    async def get(self, cluster: str) -> ClusterTarget | None:
+        obj = self.state.clusters.get(cluster)
+        if obj is None:
+            return None
+        status = obj.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        endpoint = str(status.get("apiEndpoint") or "")
+        return ClusterTarget(
+            name=cluster,
+            api_endpoint=endpoint,
+            ca_pem=_pem(str(status.get("caCert") or "")),
+            provisioned=bool(endpoint) and conditions.get("Provisioned") == "True",
+        )
+
+
+def _pem(value: str) -> str | None:
+    """``status.caCert``: base64 of the PEM as Rancher stores it (a bare PEM is accepted too)."""
+    if not value:
+        return None
+    if value.lstrip().startswith("-----BEGIN"):
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        logger.warning("a cluster's caCert is neither PEM nor base64 of a PEM; the system store is used")
+        return None
+
+
+class UpstreamReviewer:
+    """Client-impersonation SubjectAccessReviews on the management cluster (Rancher 2.15 and later)."""
+
+    def __init__(self, upstream: AsyncKubeClient) -> None:
+        self.upstream = upstream
+
+    async def allowed(self, review: AccessReview, *, cluster: str | None) -> bool:
+        if cluster is not None:
+            raise AccessReviewError(
+                "reviews on a downstream cluster are not offered: use the management scope"
+            )
+        try:
+            return await self.upstream.allows(
+                review.user,
+                list(review.groups),
+                review.verb,
+                review.resource,
+                namespace=review.namespace,
+                group=review.group,
+                name=review.name,
+            )
+        except KubeAPIError as exc:
+            raise AccessReviewError(f"SubjectAccessReview failed: {exc}") from None
+
+
+class _Trace:
+    """Appends trace events, one line per write, to a file several processes share."""
+
+    def __init__(self, path: Path) -> None:
+        self._stream: IO[str] = path.open("a", encoding="utf-8", buffering=1)
+        self._writer = TraceWriter(self._stream)
+        self._started = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        self._writer.write(event)
+
+    def time(self) -> float:
+        return time.monotonic() - self._started
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@dataclass(slots=True)
+class Built:
+    """The running pieces of one server process."""
+
+    app: web.Application
+    state: ServerState
+    authenticator: TokenAuthenticator
+    proxy: AuthProxy
+    controllers: ClusterControllers
+    admin_id: str
+
+
+async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | None = None) -> Built:
+    """Prepare the upstream, start the caches and the controllers, and assemble the aiohttp app."""
+    config = KubeConfig.load(options.kubeconfig)
+    upstream = AsyncKubeClient(config)
+    state = ServerState(upstream)
+    settings = BootstrapSettings(
+        server_url=options.server_url,
+        cacerts=cacerts_of(options),
+        upstream_server=config.server,
+        upstream_ca_pem=config.ca_pem.decode() if config.ca_pem else None,
+        bootstrap_password=options.bootstrap_password,
+        data_dir=options.data_dir,
+    )
+    admin_id = await bootstrap(state, settings)
+    trace_time = trace.time if isinstance(trace, _Trace) else None
+    controllers = ClusterControllers(state, trace=trace, trace_time=trace_time)
+    await controllers.start()
+    authenticator = TokenAuthenticator(state)
+    access = Access(state)
+    proxy = AuthProxy(
+        authenticator=authenticator,
+        clusters=StateClusters(state, access),
+        accounts=controllers,
+        reviewer=UpstreamReviewer(upstream),
+        service_account_tokens=controllers,
+        dialer=DirectDialer(),
+        trace_sink=trace,
+        trace_time=trace_time,
+    )
+    api = V3API(
+        state=state,
+        authenticator=authenticator,
+        issuer=TokenIssuer(state),
+        local=LocalAuth(state),
+        access=access,
+    )
+    app = web.Application(client_max_size=1024 * 1024)
+    api.add_routes(app)
+    proxy.add_routes(app)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/ping", _ping)
+    return Built(
+        app=app,
+        state=state,
+        authenticator=authenticator,
+        proxy=proxy,
+        controllers=controllers,
+        admin_id=admin_id,
+    )
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _ping(_: web.Request) -> web.Response:
+    return web.Response(text="pong")
+
+
+def tls_context(options: ServerOptions) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key do not load as a certificate and its key: {exc}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; ``ready(url)`` once the listener accepts connections."""
+    trace = _Trace(options.trace) if options.trace is not None else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    context = tls_context(options)
+    built = await build_app(options, trace=trace)
+    runner = web.AppRunner(built.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
+        await site.start()
+        host = f"[{options.host}]" if ":" in options.host else options.host
+        url = f"https://{host}:{options.port}"
+        if ready is not None:
+            ready(url)
+        await stop.wait()
+        logger.info("stopping the server on %s", url)
+    finally:
+        await runner.cleanup()
+        await built.proxy.close()
+        with contextlib.suppress(CorralError, asyncio.CancelledError):
+            await built.controllers.stop()
+        await built.authenticator.drain()
+        await built.state.stop()
+        await built.state.upstream.close()
+        if trace is not None:
+            trace.close()

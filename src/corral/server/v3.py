@@ -1,0 +1,891 @@
+"""The v3 API subset (norman shapes) and the local provider's public login, on aiohttp.
+
+Collections: users, tokens, clusters, clusterregistrationtokens, roletemplates,
+clusterroletemplatebindings, projectroletemplatebindings, projects, settings; actions ``login``,
+``logout`` and ``generateKubeconfig``. Reads come from the caches; a 2xx on a write means the
+upstream stored it. Every failure is a norman error body (``{"type":"error",...}``), never a
+traceback, and no message carries a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from corral.auth.tokens import COOKIE_NAME, generate_secret, kubeconfig_token_prefix
+from corral.errors import AlreadyExistsError, ConflictError, InvalidError, KubeAPIError, NotFoundError
+from corral.server import norman
+from corral.server.access import CLUSTER_OWNER, PROJECT_OWNER, Access
+from corral.server.authn import Authenticated, TokenAuthenticator, TokenIssuer, expires_at
+from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
+from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
+from corral.server.norman_views import CREATOR_ANNOTATION, TYPES, object_id, view
+from corral.server.proxy_interfaces import AuthenticationError
+from corral.server.state import JSON, ServerState
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error"]
+
+PUBLIC_SETTINGS: Final = frozenset(
+    {"cacerts", "first-login", "ui-banners", "ui-issues", "ui-pl", "ui-brand", "ui-default-landing"}
+)
+"""Settings Rancher serves to ``GET /v3/settings/<name>`` without authentication."""
+_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_JSON_TYPE: Final = "application/json"
+_RESERVED_QUERY: Final = frozenset({"limit", "marker", "sort", "order", "action", "me", "reverse"})
+
+
+class V3Error(Exception):
+    """Ends a v3 request with a norman error (``code`` from `norman.ERROR_CODES`)."""
+
+    def __init__(self, code: str, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else norman.ERROR_CODES[code]
+
+
+class _Unauthenticated(Exception):
+    """No valid token: Rancher's auth filter answers 401 "must authenticate"."""
+
+
+def _respond(status: int, body: Any, *, escape_html: bool = True) -> web.Response:
+    return web.Response(
+        status=status, body=norman.go_json(body, escape_html=escape_html), content_type=_JSON_TYPE
+    )
+
+
+def _error(exc: V3Error) -> web.Response:
+    return _respond(exc.status, norman.api_error(code=exc.code, message=exc.message, status=exc.status))
+
+
+def _not_found(id_: str) -> V3Error:
+    return V3Error("NotFound", f"{id_} not found")
+
+
+def _denied(verb: str, type_: str) -> V3Error:
+    return V3Error("PermissionDenied", f"can not {verb} {type_} ")
+
+
+def _valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Call:
+    """One authenticated v3 request."""
+
+    request: web.Request
+    auth: Authenticated
+    base_url: str
+
+    @property
+    def user_id(self) -> str:
+        return self.auth.user_id
+
+
+Handler = Callable[[_Call, str], Awaitable[web.StreamResponse]]
+
+
+class V3API:
+    """The handlers; mount with `add_routes`."""
+
+    def __init__(
+        self,
+        *,
+        state: ServerState,
+        authenticator: TokenAuthenticator,
+        issuer: TokenIssuer,
+        local: LocalAuth,
+        access: Access,
+    ) -> None:
+        self.state = state
+        self.authenticator = authenticator
+        self.issuer = issuer
+        self.local = local
+        self.access = access
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/v3-public/{tail:.*}", self.public)
+        app.router.add_route("*", "/v3", self.v3)
+        app.router.add_route("*", "/v3/{tail:.*}", self.v3)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _guard(  # noqa: PLR0911 - one answer per failure kind
+        self, request: web.Request, handler: Callable[[], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler()
+        except V3Error as exc:
+            return _error(exc)
+        except _Unauthenticated:
+            return _respond(401, norman.must_authenticate(), escape_html=False)
+        except AlreadyExistsError:
+            return _error(V3Error("NotUnique", "the object already exists"))
+        except ConflictError:
+            return _error(V3Error("Conflict", "the object was changed by another request; retry"))
+        except NotFoundError:
+            return _error(V3Error("NotFound", "not found"))
+        except InvalidError as exc:
+            return _error(V3Error("InvalidBodyContent", _cut(str(exc))))
+        except KubeAPIError as exc:
+            logger.warning("%s %s: the upstream failed: %s", request.method, request.path, exc)
+            return _error(V3Error("ServerError", "the management cluster could not be reached or failed"))
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.path)
+            return _error(V3Error("ServerError", "internal error"))
+
+    @staticmethod
+    async def _body(request: web.Request) -> JSON:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise V3Error("InvalidBodyContent", "request body is too large") from None
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise V3Error("InvalidBodyContent", "request body must be a JSON object")
+        return body
+
+    async def _authenticate(self, request: web.Request, cluster: str = "") -> Authenticated:
+        try:
+            return await self.authenticator.authenticate_headers(request.headers, cluster=cluster)
+        except AuthenticationError as exc:
+            logger.debug("v3 %s %s not authenticated: %s", request.method, request.path, exc)
+            raise _Unauthenticated from None
+
+    @staticmethod
+    def _base_url(request: web.Request) -> str:
+        return f"{request.scheme}://{request.host}"
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def public(self, request: web.Request) -> web.StreamResponse:
+        return await self._guard(request, lambda: self._public(request))
+
+    async def _public(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"].strip("/")
+        if tail.lower() != "localproviders/local":
+            raise V3Error("NotFound", "not found")
+        if request.method != "POST":
+            raise V3Error("MethodNotAllow", f"method {request.method} not allowed")
+        if request.query.get("action") != "login":
+            raise V3Error("ActionNotAvailable", "")
+        return await self._login(request)
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return _login_error(422, "InvalidBodyContent")
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return _login_error(422, "InvalidBodyContent")
+        result = await self.local.verify(username, password)
+        if result.user is None:
+            return _login_error(401, "Unauthorized", "authentication failed")
+        if not result.enabled:
+            return _login_error(403, "PermissionDenied")
+        await self.local.record_login(result.user)
+        ttl = self.state.setting_int("auth-user-session-ttl-minutes", 960) * 60_000
+        description = body.get("description") if isinstance(body.get("description"), str) else ""
+        token, value = await self.issuer.create(
+            result.user, ttl_millis=ttl, kind="session", description=str(description or "")
+        )
+        response_type = body.get("responseType")
+        if response_type == "cookie":
+            response = web.Response(status=200)
+            response.set_cookie(COOKIE_NAME, value, path="/", secure=True, httponly=True, samesite="Lax")
+            return response
+        data = {
+            "baseType": "token",
+            "expiresAt": expires_at(token),
+            "id": token["metadata"]["name"],
+            "token": value,
+            "type": "token",
+        }
+        return _respond(201, data, escape_html=True)
+
+    # -- /v3 ---------------------------------------------------------------------------------
+
+    async def v3(self, request: web.Request) -> web.StreamResponse:
+        return await self._guard(request, lambda: self._v3(request))
+
+    async def _v3(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "").strip("/")
+        parts = tail.split("/") if tail else []
+        if (
+            request.method == "GET"
+            and len(parts) == 2
+            and parts[0] == "settings"
+            and parts[1] in PUBLIC_SETTINGS
+        ):
+            return self._get_setting(parts[1], self._base_url(request))
+        cluster_scope = parts[1] if len(parts) >= 2 and parts[0] == "clusters" else ""
+        auth = await self._authenticate(request, cluster_scope)
+        call = _Call(request=request, auth=auth, base_url=self._base_url(request))
+        if not parts:
+            return _respond(200, {"type": "apiRoot", "links": {p: f"{call.base_url}/v3/{p}" for p in TYPES}})
+        collection = parts[0]
+        if collection not in TYPES or len(parts) > 2:
+            raise V3Error("NotFound", "not found")
+        id_ = parts[1] if len(parts) == 2 else ""
+        handler = getattr(self, f"_{collection}")
+        result: web.StreamResponse = await handler(call, id_)
+        return result
+
+    # -- helpers for handlers ----------------------------------------------------------------
+
+    def _collection(self, call: _Call, plural: str, items: list[JSON], *, create: bool) -> web.Response:
+        query = call.request.query
+        rendered = [self._view(call, plural, obj) for obj in items]
+        for key, value in query.items():
+            if key in _RESERVED_QUERY:
+                continue
+            rendered = [r for r in rendered if str(r.get(key)) == value or r.get(key) == value]
+        limit = norman.parse_limit(query.get("limit"))
+        page, pagination = norman.paginate(rendered, limit=limit, marker=query.get("marker", ""))
+        url = f"{call.base_url}/v3/{plural}"
+        body = norman.collection(
+            resource_type=TYPES[plural],
+            self_url=url,
+            data=page,
+            create_types={TYPES[plural]: url} if create else None,
+            pagination=pagination.to_json(request_url=url, query={k: query.getall(k) for k in query}),
+        )
+        return _respond(200, body)
+
+    def _view(self, call: _Call, plural: str, obj: JSON) -> JSON:
+        admin = self.access.is_admin(call.auth.user)
+        can_write = admin
+        if plural == "tokens":
+            can_write = True
+        elif plural == "clusters":
+            can_write = self.access.owns_cluster(call.auth.user, obj["metadata"]["name"])
+        elif plural in ("clusterroletemplatebindings", "clusterregistrationtokens"):
+            can_write = self.access.owns_cluster(call.auth.user, str(obj["metadata"].get("namespace")))
+        elif plural == "projects":
+            can_write = self.access.owns_project(call.auth.user, object_id(obj))
+        elif plural == "projectroletemplatebindings":
+            can_write = self.access.owns_project(call.auth.user, str(obj.get("projectName", "")))
+        return view(
+            plural,
+            obj,
+            base_url=call.base_url,
+            can_update=can_write and plural not in ("roletemplates",),
+            can_delete=can_write and plural not in ("settings", "roletemplates"),
+            current_token=call.auth.token["metadata"]["name"],
+            me=call.user_id,
+        )
+
+    def _one(self, call: _Call, plural: str, obj: JSON, status: int = 200) -> web.Response:
+        return _respond(status, self._view(call, plural, obj))
+
+    def _require_admin(self, call: _Call, verb: str, type_: str) -> None:
+        if not self.access.is_admin(call.auth.user):
+            raise _denied(verb, type_)
+
+    @staticmethod
+    def _split(id_: str) -> tuple[str, str]:
+        """``ns:name`` into its parts; `V3Error` NotFound when malformed."""
+        namespace, _, name = id_.partition(":")
+        if not _valid_name(namespace) or not _valid_name(name):
+            raise _not_found(id_)
+        return namespace, name
+
+    @staticmethod
+    def _string(body: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+        value = body.get(key)
+        if value is None or value == "":
+            if required:
+                raise V3Error("MissingRequired", f"{key} is required")
+            return ""
+        if not isinstance(value, str):
+            raise V3Error("InvalidFormat", f"{key} must be a string")
+        return value
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def _get_setting(self, name: str, base_url: str) -> web.Response:
+        obj = self.state.settings.get(name)
+        if obj is None:
+            raise _not_found(name)
+        return _respond(200, view("settings", obj, base_url=base_url))
+
+    async def _settings(self, call: _Call, id_: str) -> web.StreamResponse:
+        method = call.request.method
+        if not id_:
+            if method != "GET":
+                raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            return self._collection(call, "settings", self.state.settings.list(), create=False)
+        obj = self.state.settings.get(id_) if _valid_name(id_) else None
+        if obj is None:
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "settings", obj)
+        if method == "PUT":
+            self._require_admin(call, "update", "setting")
+            value = (await self._body(call.request)).get("value", "")
+            if not isinstance(value, str):
+                raise V3Error("InvalidFormat", "value must be a string")
+            return self._one(call, "settings", await self.state.patch("settings", id_, {"value": value}))
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    # -- role templates ----------------------------------------------------------------------
+
+    async def _roletemplates(self, call: _Call, id_: str) -> web.StreamResponse:
+        if call.request.method != "GET":
+            raise _denied(call.request.method.lower(), "roleTemplate")
+        if not id_:
+            return self._collection(call, "roletemplates", self.state.roletemplates.list(), create=False)
+        obj = self.state.roletemplates.get(id_) if _valid_name(id_) else None
+        if obj is None:
+            raise _not_found(id_)
+        return self._one(call, "roletemplates", obj)
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def _users(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0912 - per verb
+        method, admin = call.request.method, self.access.is_admin(call.auth.user)
+        if not id_:
+            if method == "GET":
+                users = self.state.users.list()
+                if not admin or call.request.query.get("me") == "true":
+                    users = [u for u in users if u["metadata"]["name"] == call.user_id]
+                return self._collection(call, "users", users, create=admin)
+            if method == "POST":
+                self._require_admin(call, "create", "user")
+                body = await self._body(call.request)
+                username = self._string(body, "username")
+                password = self._string(body, "password")
+                enabled = body.get("enabled", True)
+                try:
+                    user = await self.local.create_user(
+                        username=username,
+                        password=password,
+                        display_name=self._string(body, "name", required=False),
+                        enabled=enabled is not False,
+                        must_change_password=bool(body.get("mustChangePassword", False)),
+                    )
+                except UserExistsError:
+                    raise V3Error("NotUnique", "Username is already in use.", status=422) from None
+                except PasswordPolicyError as exc:
+                    raise V3Error("InvalidFormat", str(exc)) from None
+                return self._one(call, "users", user, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        obj = self.state.users.get(id_) if _valid_name(id_) else None
+        if obj is None or (not admin and id_ != call.user_id):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "users", obj)
+        self._require_admin(call, "update" if method == "PUT" else "delete", "user")
+        if method == "PUT":
+            body = await self._body(call.request)
+            patch: JSON = {}
+            if "enabled" in body:
+                if not isinstance(body["enabled"], bool):
+                    raise V3Error("InvalidFormat", "enabled must be a boolean")
+                patch["enabled"] = body["enabled"]
+            if "name" in body:
+                patch["displayName"] = self._string(body, "name", required=False)
+            if "description" in body:
+                patch["description"] = self._string(body, "description", required=False)
+            stored = await self.state.patch("users", id_, patch) if patch else obj
+            return self._one(call, "users", stored)
+        if method == "DELETE":
+            if id_ == call.user_id:
+                raise V3Error("InvalidAction", "you cannot delete yourself")
+            await self.state.delete("users", id_)
+            return self._one(call, "users", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    async def _tokens(self, call: _Call, id_: str) -> web.StreamResponse:
+        method = call.request.method
+        action = call.request.query.get("action")
+        if not id_:
+            if method == "POST" and action == "logout":
+                return await self._logout(call)
+            if method == "GET":
+                mine = self.state.tokens.by_index("user", call.user_id)
+                return self._collection(call, "tokens", mine, create=True)
+            if method == "POST":
+                return await self._create_token(call)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        token = self.state.tokens.get(id_) if _valid_name(id_) else None
+        if token is None or token.get("userId") != call.user_id:
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "tokens", token)
+        if method == "PUT":
+            body = await self._body(call.request)
+            patch: JSON = {}
+            if "enabled" in body:
+                if not isinstance(body["enabled"], bool):
+                    raise V3Error("InvalidFormat", "enabled must be a boolean")
+                patch["enabled"] = body["enabled"]
+            if "description" in body:
+                patch["description"] = self._string(body, "description", required=False)
+            stored = await self.state.patch("tokens", id_, patch) if patch else token
+            return self._one(call, "tokens", stored)
+        if method == "DELETE":
+            await self.state.delete("tokens", id_)
+            return web.Response(status=204)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _logout(self, call: _Call) -> web.StreamResponse:
+        await self.state.delete("tokens", call.auth.token["metadata"]["name"])
+        response = web.Response(status=200)
+        response.set_cookie(COOKIE_NAME, "", path="/", max_age=0, secure=True, httponly=True)
+        return response
+
+    def _ttl(self, requested: object, *, default_minutes: int) -> int:
+        """Rancher's IngestTTL: 0 or absent means the default; above the maximum is clamped to it."""
+        if requested is None:
+            requested = 0
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+            raise V3Error("InvalidFormat", "ttl must be a non-negative integer (milliseconds)")
+        maximum = self.state.setting_int("auth-token-max-ttl-minutes", 129600) * 60_000
+        ttl = requested or default_minutes * 60_000
+        return min(ttl, maximum) if maximum > 0 else ttl
+
+    async def _create_token(self, call: _Call) -> web.StreamResponse:
+        body = await self._body(call.request)
+        user = self.state.users.get(call.user_id)
+        if user is None:
+            raise _Unauthenticated
+        cluster = self._string(body, "clusterId", required=False)
+        if cluster and (
+            self.state.clusters.get(cluster) is None
+            or not self.access.can_see_cluster(call.auth.user, cluster)
+        ):
+            raise V3Error("InvalidReference", f"cluster {cluster} is not valid", status=422)
+        ttl = self._ttl(
+            body.get("ttl"), default_minutes=self.state.setting_int("auth-token-default-ttl-minutes", 129600)
+        )
+        token, value = await self.issuer.create(
+            user,
+            ttl_millis=ttl,
+            description=self._string(body, "description", required=False),
+            derived=True,
+            cluster=cluster,
+        )
+        shown = self._view(call, "tokens", token)
+        shown["token"] = value
+        return _respond(201, shown)
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    async def _clusters(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0912 - per verb
+        method = call.request.method
+        user = call.auth.user
+        if not id_:
+            if method == "GET":
+                clusters = self.access.filter_clusters(user, self.state.clusters.list())
+                return self._collection(call, "clusters", clusters, create=True)
+            if method == "POST":
+                return await self._create_cluster(call)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        if not _valid_name(id_) or not self.access.can_see_cluster(user, id_):
+            raise _not_found(id_)
+        obj = self.state.clusters.get(id_)
+        if obj is None:
+            raise _not_found(id_)
+        action = call.request.query.get("action")
+        if method == "POST" and action == "generateKubeconfig":
+            return await self._generate_kubeconfig(call, obj)
+        if method == "POST" and action is not None:
+            raise V3Error("InvalidAction", f"invalid action: {action}")
+        if method == "GET":
+            return self._one(call, "clusters", obj)
+        if not self.access.owns_cluster(user, id_):
+            raise _denied("update" if method == "PUT" else "delete", "cluster")
+        if method == "PUT":
+            body = await self._body(call.request)
+            spec: JSON = {}
+            if "name" in body:
+                spec["displayName"] = self._string(body, "name")
+            if "description" in body:
+                spec["description"] = self._string(body, "description", required=False)
+            stored = await self.state.patch("clusters", id_, {"spec": spec}) if spec else obj
+            return self._one(call, "clusters", stored)
+        if method == "DELETE":
+            if (obj.get("spec") or {}).get("internal"):
+                raise V3Error("InvalidAction", "the local cluster cannot be deleted")
+            await self.state.delete("clusters", id_)
+            await self._delete_cluster_objects(id_)
+            return self._one(call, "clusters", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _delete_cluster_objects(self, cluster_id: str) -> None:
+        """What Rancher's cluster removal takes along: bindings, projects, registration tokens, namespaces."""
+        for project in self.state.projects.by_index("cluster", cluster_id):
+            for binding in self.state.prtbs.by_index("project", object_id(project)):
+                meta = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", meta["name"], namespace=meta["namespace"]
+                )
+            await self.state.delete("projects", project["metadata"]["name"], namespace=cluster_id)
+            backing = str((project.get("status") or {}).get("backingNamespace") or "")
+            if backing:
+                await self.state.upstream.delete(f"/api/v1/namespaces/{backing}")
+        for binding in self.state.crtbs.by_index("cluster", cluster_id):
+            await self.state.delete(
+                "clusterroletemplatebindings", binding["metadata"]["name"], namespace=cluster_id
+            )
+        for token in self.state.crts.list(cluster_id):
+            await self.state.delete(
+                "clusterregistrationtokens", token["metadata"]["name"], namespace=cluster_id
+            )
+        await self.state.upstream.delete(f"/api/v1/namespaces/{cluster_id}")
+
+    async def _create_cluster(self, call: _Call) -> web.StreamResponse:
+        body = await self._body(call.request)
+        name = self._string(body, "name")
+        if not _valid_name(name) or len(name) > 63:
+            raise V3Error("InvalidFormat", "name must be a lowercase RFC 1123 label")
+        if any((c.get("spec") or {}).get("displayName") == name for c in self.state.clusters.list()):
+            raise V3Error("NotUnique", f"cluster name {name} is already in use", status=422)
+        driver = self._string(body, "driver", required=False) or "imported"
+        if driver != "imported":
+            raise V3Error(
+                "InvalidOption", f"driver {driver} is not supported here (imported only)", status=422
+            )
+        cluster = await self.state.create(
+            "clusters",
+            {
+                "metadata": {"generateName": "c-", "annotations": {CREATOR_ANNOTATION: call.user_id}},
+                "spec": {
+                    "displayName": name,
+                    "description": self._string(body, "description", required=False),
+                    "internal": False,
+                },
+            },
+        )
+        cluster_id = cluster["metadata"]["name"]
+        cluster = await self.state.patch_status("clusters", cluster_id, {"driver": driver, "conditions": []})
+        await self.state.ensure_namespace(cluster_id)
+        await self._bind_cluster(cluster_id, call.user_id, CLUSTER_OWNER)
+        return self._one(call, "clusters", cluster, 201)
+
+    async def _bind_cluster(self, cluster_id: str, user_id: str, role: str) -> JSON:
+        return await self.state.create(
+            "clusterroletemplatebindings",
+            {
+                "metadata": {"generateName": "crtb-", "annotations": {CREATOR_ANNOTATION: user_id}},
+                "clusterName": cluster_id,
+                "userName": user_id,
+                "userPrincipalName": f"local://{user_id}",
+                "roleTemplateName": role,
+            },
+            namespace=cluster_id,
+        )
+
+    async def _generate_kubeconfig(self, call: _Call, cluster: JSON) -> web.StreamResponse:
+        user = self.state.users.get(call.user_id)
+        if user is None:
+            raise _Unauthenticated
+        cluster_id = cluster["metadata"]["name"]
+        ttl = self._ttl(
+            0, default_minutes=self.state.setting_int("kubeconfig-default-token-ttl-minutes", 43200)
+        )
+        if self.state.setting("kubeconfig-generate-token", "true").lower() != "true":
+            raise V3Error("InvalidAction", "kubeconfig-generate-token is false: exec plugins are not offered")
+        _, value = await self.issuer.create(
+            user,
+            prefix=kubeconfig_token_prefix(call.user_id),
+            ttl_millis=ttl,
+            kind="kubeconfig",
+            description="Kubeconfig token",
+            derived=True,
+        )
+        host = kubeconfig_host(self.state.setting("server-url"), call.request.host)
+        config = token_kubeconfig(
+            cluster_name=str((cluster.get("spec") or {}).get("displayName") or ""),
+            cluster_id=cluster_id,
+            host=host,
+            token=value,
+            cacerts=self.state.setting("cacerts"),
+        )
+        return _respond(200, {"config": config, "type": "generateKubeconfigOutput"})
+
+    # -- cluster registration tokens ---------------------------------------------------------
+
+    async def _clusterregistrationtokens(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, user = call.request.method, call.auth.user
+        if not id_:
+            if method == "GET":
+                items = [
+                    t
+                    for t in self.state.crts.list()
+                    if self.access.owns_cluster(user, t["metadata"]["namespace"])
+                ]
+                return self._collection(call, "clusterregistrationtokens", items, create=True)
+            if method == "POST":
+                body = await self._body(call.request)
+                cluster_id = self._string(body, "clusterId")
+                if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
+                    raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
+                if not self.access.owns_cluster(user, cluster_id):
+                    raise _denied("create", "clusterRegistrationToken")
+                token = generate_secret()
+                url = self.state.setting("server-url") or call.base_url
+                manifest = f"{url}/v3/import/{token}_{cluster_id}.yaml"
+                stored = await self.state.create(
+                    "clusterregistrationtokens",
+                    {
+                        "metadata": {
+                            "generateName": "crt-",
+                            "annotations": {CREATOR_ANNOTATION: call.user_id},
+                        },
+                        "spec": {"clusterName": cluster_id},
+                        "status": {
+                            "token": token,
+                            "manifestUrl": manifest,
+                            "command": f"kubectl apply -f {manifest}",
+                            "insecureCommand": f"curl --insecure -sfL {manifest} | kubectl apply -f -",
+                        },
+                    },
+                    namespace=cluster_id,
+                )
+                return self._one(call, "clusterregistrationtokens", stored, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        namespace, name = self._split(id_)
+        obj = self.state.crts.get(f"{namespace}/{name}")
+        if obj is None or not self.access.owns_cluster(user, namespace):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "clusterregistrationtokens", obj)
+        if method == "DELETE":
+            await self.state.delete("clusterregistrationtokens", name, namespace=namespace)
+            return self._one(call, "clusterregistrationtokens", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    # -- bindings ----------------------------------------------------------------------------
+
+    def _subject(self, body: Mapping[str, Any]) -> JSON:
+        user_id = self._string(body, "userId", required=False)
+        group = self._string(body, "groupPrincipalId", required=False)
+        principal = self._string(body, "userPrincipalId", required=False)
+        if not user_id and principal.startswith("local://"):
+            user_id = principal.removeprefix("local://")
+        if bool(user_id) == bool(group):
+            raise V3Error(
+                "MissingRequired", "exactly one of userId, userPrincipalId or groupPrincipalId is required"
+            )
+        if user_id:
+            if not _valid_name(user_id) or self.state.users.get(user_id) is None:
+                raise V3Error("InvalidReference", f"user {user_id} is not valid", status=422)
+            return {"userName": user_id, "userPrincipalName": f"local://{user_id}"}
+        return {"groupPrincipalName": group}
+
+    def _role(self, body: Mapping[str, Any], context: str) -> str:
+        role = self._string(body, "roleTemplateId")
+        template = self.state.roletemplates.get(role) if _valid_name(role) else None
+        if template is None or template.get("context") != context:
+            raise V3Error(
+                "InvalidReference", f"roleTemplate {role} is not a {context} role template", status=422
+            )
+        return role
+
+    async def _clusterroletemplatebindings(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, user = call.request.method, call.auth.user
+        if not id_:
+            if method == "GET":
+                mine = {id(b) for b in self.access.cluster_bindings(user)}
+                items = [
+                    b
+                    for b in self.state.crtbs.list()
+                    if id(b) in mine or self.access.owns_cluster(user, str(b.get("clusterName")))
+                ]
+                return self._collection(call, "clusterroletemplatebindings", items, create=True)
+            if method == "POST":
+                body = await self._body(call.request)
+                cluster_id = self._string(body, "clusterId")
+                if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
+                    raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
+                if not self.access.owns_cluster(user, cluster_id):
+                    raise _denied("create", "clusterRoleTemplateBinding")
+                fields = {**self._subject(body), "roleTemplateName": self._role(body, "cluster")}
+                stored = await self.state.create(
+                    "clusterroletemplatebindings",
+                    {
+                        "metadata": {
+                            "generateName": "crtb-",
+                            "annotations": {CREATOR_ANNOTATION: call.user_id},
+                        },
+                        "clusterName": cluster_id,
+                        **fields,
+                    },
+                    namespace=cluster_id,
+                )
+                return self._one(call, "clusterroletemplatebindings", stored, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        namespace, name = self._split(id_)
+        obj = self.state.crtbs.get(f"{namespace}/{name}")
+        if obj is None or not self.access.can_see_cluster(user, namespace):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "clusterroletemplatebindings", obj)
+        if method == "DELETE":
+            if not self.access.owns_cluster(user, namespace):
+                raise _denied("delete", "clusterRoleTemplateBinding")
+            await self.state.delete("clusterroletemplatebindings", name, namespace=namespace)
+            return self._one(call, "clusterroletemplatebindings", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _projectroletemplatebindings(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, user = call.request.method, call.auth.user
+        if not id_:
+            if method == "GET":
+                items = [
+                    b
+                    for b in self.state.prtbs.list()
+                    if self.access.can_see_project(user, str(b.get("projectName", "")))
+                ]
+                return self._collection(call, "projectroletemplatebindings", items, create=True)
+            if method == "POST":
+                body = await self._body(call.request)
+                project_id = self._string(body, "projectId")
+                project = self._project(project_id)
+                if project is None:
+                    raise V3Error("InvalidReference", f"project {project_id} is not valid", status=422)
+                if not self.access.owns_project(user, project_id):
+                    raise _denied("create", "projectRoleTemplateBinding")
+                fields = {**self._subject(body), "roleTemplateName": self._role(body, "project")}
+                stored = await self._bind_project(project, project_id, fields, creator=call.user_id)
+                return self._one(call, "projectroletemplatebindings", stored, 201)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        namespace, name = self._split(id_)
+        obj = self.state.prtbs.get(f"{namespace}/{name}")
+        project_id = str((obj or {}).get("projectName", ""))
+        if obj is None or not self.access.can_see_project(user, project_id):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "projectroletemplatebindings", obj)
+        if method == "DELETE":
+            if not self.access.owns_project(user, project_id):
+                raise _denied("delete", "projectRoleTemplateBinding")
+            await self.state.delete("projectroletemplatebindings", name, namespace=namespace)
+            return self._one(call, "projectroletemplatebindings", obj)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    def _project(self, project_id: str) -> JSON | None:
+        cluster, _, name = project_id.partition(":")
+        if not _valid_name(cluster) or not _valid_name(name):
+            return None
+        return self.state.projects.get(f"{cluster}/{name}")
+
+    async def _bind_project(self, project: JSON, project_id: str, fields: JSON, *, creator: str) -> JSON:
+        namespace = str((project.get("status") or {}).get("backingNamespace") or project["metadata"]["name"])
+        return await self.state.create(
+            "projectroletemplatebindings",
+            {
+                "metadata": {"generateName": "prtb-", "annotations": {CREATOR_ANNOTATION: creator}},
+                "projectName": project_id,
+                **fields,
+            },
+            namespace=namespace,
+        )
+
+    # -- projects ----------------------------------------------------------------------------
+
+    async def _projects(self, call: _Call, id_: str) -> web.StreamResponse:
+        method, user = call.request.method, call.auth.user
+        if not id_:
+            if method == "GET":
+                items = [
+                    p for p in self.state.projects.list() if self.access.can_see_project(user, object_id(p))
+                ]
+                return self._collection(call, "projects", items, create=True)
+            if method == "POST":
+                return await self._create_project(call)
+            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        project = self._project(id_)
+        if project is None or not self.access.can_see_project(user, id_):
+            raise _not_found(id_)
+        if method == "GET":
+            return self._one(call, "projects", project)
+        if method == "DELETE":
+            if not self.access.owns_project(user, id_):
+                raise _denied("delete", "project")
+            cluster, _, name = id_.partition(":")
+            for binding in self.state.prtbs.by_index("project", id_):
+                metadata = binding["metadata"]
+                await self.state.delete(
+                    "projectroletemplatebindings", metadata["name"], namespace=metadata["namespace"]
+                )
+            await self.state.delete("projects", name, namespace=cluster)
+            backing = str((project.get("status") or {}).get("backingNamespace") or "")
+            if backing:
+                await self.state.upstream.delete(f"/api/v1/namespaces/{backing}")
+            return self._one(call, "projects", project)
+        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _create_project(self, call: _Call) -> web.StreamResponse:
+        body = await self._body(call.request)
+        cluster_id = self._string(body, "clusterId")
+        display = self._string(body, "name")
+        if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
+            raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
+        if not self.access.member_of_cluster(call.auth.user, cluster_id):
+            raise _denied("create", "project")
+        project = await self.state.create(
+            "projects",
+            {
+                "metadata": {"generateName": "p-", "annotations": {CREATOR_ANNOTATION: call.user_id}},
+                "spec": {
+                    "clusterName": cluster_id,
+                    "displayName": display,
+                    "description": self._string(body, "description", required=False),
+                },
+            },
+            namespace=cluster_id,
+        )
+        name = project["metadata"]["name"]
+        backing = f"{cluster_id}-{name}"
+        await self.state.ensure_namespace(backing)
+        project = await self.state.patch(
+            "projects", name, {"status": {"backingNamespace": backing}}, namespace=cluster_id
+        )
+        project_id = f"{cluster_id}:{name}"
+        await self._bind_project(
+            project,
+            project_id,
+            {
+                "userName": call.user_id,
+                "userPrincipalName": f"local://{call.user_id}",
+                "roleTemplateName": PROJECT_OWNER,
+            },
+            creator=call.user_id,
+        )
+        return self._one(call, "projects", project, 201)
+
+
+def _login_error(status: int, code: str, message: str = "") -> web.Response:
+    """The public API's error (``util.ReturnAPIError``): struct order, message omitted when empty."""
+    body: JSON = {"code": code, "status": status}
+    if message:
+        body["message"] = message
+    body["type"] = "error"
+    body["baseType"] = "error"
+    return _respond(status, body, escape_html=False)
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
