@@ -289,6 +289,7 @@ def _report(
         seconds=round(plan.stop_at - plan.epoch, 3),
     )
     summary["by_path_and_verb"] = by_path_and_verb(events)
+    summary["unreachable"] = list(plan.unreachable)
     summary["writes"] = writes.to_json()
     summary["slo"] = {
         "source": verdict.slo_source,
@@ -353,5 +354,6 @@ def render_report(summary: Mapping[str, Any], violations: Sequence[Violation]) -
     lines += [f"- not checked: {n}" for n in summary["slo"]["not_checked"]]
     lines += [f"- fault error: {e}" for e in summary["faults"]["errors"]]
     lines += [f"- fault skipped: {e}" for e in summary["faults"]["skipped"]]
+    lines += [f"- not sent: {u}" for u in summary["unreachable"]]
     lines += [f"- {f}" for f in w["findings"]]
     return "\n".join(lines) + "\n"
