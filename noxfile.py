@@ -48,8 +48,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
-    """Build the control plane if needed, then run the suites against real kube-apiservers."""
-    install(session, "test")
+    """Build the control plane if needed, then run the suites against real kube-apiservers (with the
+    smoke load run of conformance/load, hence the ``load`` extra)."""
+    install(session, "test", extras="load")
     session.run("corral", "build", "--all")
     session.run("pytest", "conformance", "--with-clusters", *session.posargs)
 
@@ -145,3 +146,26 @@ def report(session: nox.Session) -> None:
     session.run(
         "python", "-m", "corral.report", f"--results={results}", f"--out={REPORTS}/conformance", *extra
     )
+
+
+@nox.session(python=PYTHON, default=False)
+def load(session: nox.Session) -> None:
+    """A load run: ``nox -s load -- SCENARIO [options of corral load run]``; reports in reports/<name>/load.
+
+    Without ``--topology`` or ``--clusters-dir`` it brings the scenario's clusters up for the run
+    (the direct path) and stops them afterwards.
+    """
+    install(session, "test", extras="load")
+    if not session.posargs:
+        session.error("usage: nox -s load -- SCENARIO [options of corral load run]")
+    session.run("corral", "build", "--all")
+    scenario, *options = session.posargs
+    if "--topology" in options or "--clusters-dir" in options:
+        session.run("corral", "load", "run", scenario, *options)
+        return
+    run_dir = f"runs/load-{Path(scenario).stem}"
+    session.run("corral", "cluster", "up", "--scenario", scenario, "--dir", run_dir)
+    try:
+        session.run("corral", "load", "run", scenario, "--clusters-dir", run_dir, *options)
+    finally:
+        session.run("corral", "cluster", "down", "--dir", run_dir)

@@ -610,3 +610,23 @@ class _SimGroup(click.Group):
 
 
 main.add_command(_SimGroup("sim", help="Run the SimPy model on a scenario, or on a grid of variants of it."))
+
+
+class _LoadGroup(click.Group):
+    """`corral load`: the commands of `corral.load.cli`, imported only when this group is used."""
+
+    def _commands(self) -> click.Group:
+        from corral.load.cli import main as load_main
+
+        return load_main
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._commands().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._commands().get_command(ctx, cmd_name)
+
+
+main.add_command(
+    _LoadGroup("load", help="Load runs with locust over WAN links, faults on the timeline, SLO gates.")
+)
