@@ -83,6 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{linking.NEEDS}(*capabilities): target capabilities the test needs ({', '.join(Capability)})",
     )
+    config.addinivalue_line("markers", "real_nodes: needs real nodes (root, cgroup v1, network namespaces)")
     try:
         catalogue = Catalogue.load(linking.CATALOGUE)
         plan, target_env = _plan(config)

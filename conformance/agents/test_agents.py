@@ -33,6 +33,7 @@ def _address(handle: ClusterHandle) -> str:
     return handle.server.removeprefix("https://")
 
 
+@pytest.mark.requirement("TUN-004", "TUN-005", "TUN-013")
 async def test_a_cluster_agent_registers_and_kubectl_travels_its_tunnel(
     handle: ClusterHandle, run_dir: Path, tmp_path: Path, corral_binaries: build.Built
 ):
@@ -68,6 +69,7 @@ async def test_a_cluster_agent_registers_and_kubectl_travels_its_tunnel(
         assert kinds == [(TunnelOpened, "cluster-agent"), (TunnelClosed, "cluster-agent")]
 
 
+@pytest.mark.requirement("TUN-006")
 async def test_a_wrong_ca_checksum_stops_the_agent_with_a_clear_message(
     handle: ClusterHandle, run_dir: Path, tmp_path: Path
 ):
@@ -81,6 +83,7 @@ async def test_a_wrong_ca_checksum_stops_the_agent_with_a_clear_message(
         assert not server.endpoints.manager.client_keys()
 
 
+@pytest.mark.requirement("TUN-001", "TUN-002", "TUN-003")
 async def test_handshakes_without_a_token_with_an_unknown_one_or_bad_params_are_refused(
     handle: ClusterHandle, tmp_path: Path
 ):
@@ -105,6 +108,7 @@ async def test_handshakes_without_a_token_with_an_unknown_one_or_bad_params_are_
                         assert text in await response.text()
 
 
+@pytest.mark.requirement("NODE-001", "NODE-002")
 async def test_a_node_agent_keeps_its_node_ready_and_serves_without_the_cluster_agent(
     handle: ClusterHandle, run_dir: Path, tmp_path: Path, corral_binaries: build.Built
 ):
@@ -131,6 +135,7 @@ async def test_a_node_agent_keeps_its_node_ready_and_serves_without_the_cluster_
         assert server.seams.registered[handle.name].address == _address(handle)
 
 
+@pytest.mark.requirement("TUN-009")
 async def test_a_go_remotedialer_client_connects_to_corral_s_connect_and_carries_kube_api_traffic(
     handle: ClusterHandle, tmp_path: Path, corral_binaries: build.Built
 ):

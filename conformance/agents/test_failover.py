@@ -75,18 +75,24 @@ async def _get(http: aiohttp.ClientSession, url: str, server: TunnelServer) -> O
     return Outcome(started, server.now(), status)
 
 
-@pytest.mark.parametrize("mode", ["rancher", "fast"])
+_RKE1 = pytest.mark.requirement("NODE-002", "NODE-004")
+_TWO = pytest.mark.requirement("TUN-008")
+_ONE = pytest.mark.requirement("TUN-015")
+
+
+@pytest.mark.requirement("TUN-017", "TRACE-003")
+@pytest.mark.parametrize("mode", ["rancher", pytest.param("fast", marks=pytest.mark.requirement("TUN-018"))])
 @pytest.mark.parametrize(
     ("topology", "fault"),
     [
-        ("rke1", "kill"),
-        ("rke1", "freeze"),
-        ("rke1", "stop"),
-        ("two-replicas", "kill"),
-        ("two-replicas", "freeze"),
-        ("two-replicas", "stop"),
-        ("one-replica", "kill"),
-        ("one-replica", "stop"),
+        pytest.param("rke1", "kill", marks=_RKE1),
+        pytest.param("rke1", "freeze", marks=_RKE1),
+        pytest.param("rke1", "stop", marks=_RKE1),
+        pytest.param("two-replicas", "kill", marks=_TWO),
+        pytest.param("two-replicas", "freeze", marks=_TWO),
+        pytest.param("two-replicas", "stop", marks=_TWO),
+        pytest.param("one-replica", "kill", marks=_ONE),
+        pytest.param("one-replica", "stop", marks=_ONE),
     ],
 )
 async def test_failover(

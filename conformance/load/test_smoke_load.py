@@ -92,6 +92,7 @@ def smoke(topology_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     }
 
 
+@pytest.mark.requirement("LOAD-003", "LOAD-004")
 def test_the_smoke_load_passes_its_gates_with_nothing_lost(smoke: dict[str, Any]) -> None:
     done = smoke["done"]
     assert done.returncode == 0, done.stderr[-3000:]
@@ -105,6 +106,7 @@ def test_the_smoke_load_passes_its_gates_with_nothing_lost(smoke: dict[str, Any]
     assert "lost 0, phantom 0" in done.stderr
 
 
+@pytest.mark.requirement("LOAD-001")
 def test_every_verb_reaches_both_clusters_from_both_workers(smoke: dict[str, Any]) -> None:
     out: Path = smoke["out"]
     rows = smoke["summary"]["by_path_and_verb"]
@@ -134,6 +136,7 @@ def _crosses(e: RequestCompleted) -> bool:
     return (e.user, e.cluster) in {("alice", "c-us"), ("bob", "c-au")}
 
 
+@pytest.mark.requirement("LOAD-002")
 def test_the_partition_held_every_request_across_the_link_until_it_healed(smoke: dict[str, Any]) -> None:
     events = list(read_trace(smoke["out"] / "trace.jsonl"))
     applied, lifted = _window(events, "partition")
@@ -145,6 +148,7 @@ def test_the_partition_held_every_request_across_the_link_until_it_healed(smoke:
     assert any(not _crosses(e) and e.user == "bob" and applied < e.t < lifted for e in requests)
 
 
+@pytest.mark.requirement("LOAD-002")
 def test_the_latency_fault_slowed_the_link_by_at_least_its_round_trip_time(smoke: dict[str, Any]) -> None:
     events = list(read_trace(smoke["out"] / "trace.jsonl"))
     applied, lifted = _window(events, "latency")
@@ -163,6 +167,7 @@ def test_the_latency_fault_slowed_the_link_by_at_least_its_round_trip_time(smoke
     assert min(e.latency_seconds for e in inside) >= rtt - 0.005
 
 
+@pytest.mark.requirement("LOAD-003")
 def test_nothing_lost_catches_an_acknowledged_write_removed_afterwards(
     smoke: dict[str, Any], kube: Any
 ) -> None:
@@ -186,6 +191,7 @@ def test_nothing_lost_catches_an_acknowledged_write_removed_afterwards(
     assert f"{cluster}/{name}: an acknowledged write is gone" in str(report.findings[0])
 
 
+@pytest.mark.requirement("LOAD-004")
 def test_a_run_that_misses_its_slo_exits_non_zero(topology_file: Path, tmp_path: Path) -> None:
     data = yaml.safe_load(SCENARIO.read_text())
     data["faults"] = []

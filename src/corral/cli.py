@@ -232,15 +232,35 @@ def kube_api_auth(
 @click.option(
     "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
 )
-def up(scenario_path: Path, run_dir: Path) -> None:
+@click.option(
+    "--nodes",
+    "node_mode",
+    type=click.Choice(["real", "virtual"]),
+    default=None,
+    help="The downstream clusters' nodes: Node objects only (virtual) or a kubelet and containerd each "
+    "(real, needs root); default: the scenario's node_mode. The upstream's node stays virtual.",
+)
+def up(scenario_path: Path, run_dir: Path, node_mode: str | None) -> None:
     """Bring up the scenario's topology: upstream, server(s), clusters, users; write RUN/topology.json."""
     from corral.controlplane import build as builder
+    from corral.model import Scenario
     from corral.run.up import up as bring_up
 
     try:
-        binaries = builder.ensure_built(builder.CONTROL_PLANE, progress=_ProgressLine())
+        mode = node_mode or Scenario.load(scenario_path).node_mode
+        names: tuple[str, ...] = builder.CONTROL_PLANE
+        if mode == "real":
+            from corral.controlplane.nodes import check_host
+
+            check_host()  # before minutes of building, say why it cannot work here
+            names = (*builder.CONTROL_PLANE, *builder.NODES)
+        binaries = builder.ensure_built(names, progress=_ProgressLine())
         topology = bring_up(
-            scenario_path, run_dir, binaries=binaries, progress=lambda line: click.echo(line, err=True)
+            scenario_path,
+            run_dir,
+            binaries=binaries,
+            node_mode=mode,
+            progress=lambda line: click.echo(line, err=True),
         )
     except CorralError as e:
         raise click.ClickException(str(e)) from e

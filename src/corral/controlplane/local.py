@@ -67,6 +67,8 @@ class LocalProvider:
     binaries: build.Built | None = None
     node_mode: str | None = None
     """``virtual`` (Node objects only) or ``real`` (kubelet and containerd); None: the scenario's."""
+    virtual_clusters: frozenset[str] = frozenset()
+    """Clusters whose nodes stay Node objects only with real nodes (``corral up``'s upstream)."""
     name: str = "local"
 
     def __post_init__(self) -> None:
@@ -136,21 +138,23 @@ class LocalProvider:
     ) -> ClusterSet:
         started = time.monotonic()
         names = [c.name for c in scenario.clusters]
-        runner = nets = None
-        if real:
+        runner = None
+        nets: dict[str, nodeconf.ClusterNet] = {}
+        real_clusters = [c for c in scenario.clusters if real and c.name not in self.virtual_clusters]
+        if real_clusters:
             from corral.controlplane.nodes import RealNodes
 
             runner = RealNodes(run_dir, binaries=binaries, report=report)
-            nets = runner.prepare_networks(scenario.clusters)
+            nets = runner.prepare_networks(real_clusters)
             report("network namespaces ready: " + ", ".join(f"{c} {n.supernet}" for c, n in nets.items()))
-        hosts = {name: nets[name].host_ip if nets else "127.0.0.1" for name in names}
+        hosts = {name: nets[name].host_ip if name in nets else "127.0.0.1" for name in names}
         pkis = {
             name: create_cluster_pki(
-                run_dir / name / "pki", cluster=name, extra_hosts=(hosts[name],) if nets else ()
+                run_dir / name / "pki", cluster=name, extra_hosts=(hosts[name],) if name in nets else ()
             )
             for name in names
         }
-        real_flags = {name: _real_flags(pkis[name], hosts[name]) for name in names} if real else {}
+        real_flags = {name: _real_flags(pkis[name], hosts[name]) for name in nets}
         report(f"generated certificates for {len(names)} cluster(s)")
 
         etcd_urls = self._start_etcd(names, run_dir, binaries, group)
@@ -189,7 +193,7 @@ class LocalProvider:
                 ),
                 role="kube-controller-manager",
             )
-            if real:
+            if name in nets:
                 from corral.controlplane.nodes import scheduler_kubeconfig
 
                 scheduler_config = scheduler_kubeconfig(
@@ -201,12 +205,12 @@ class LocalProvider:
                     role="kube-scheduler",
                 )
             handles[name] = _handle(cluster, configs[name], kubeconfig, pkis[name])
-        report("kube-controller-managers started" + (" with kube-schedulers" if real else ""))
+        report("kube-controller-managers started" + (" with kube-schedulers" if nets else ""))
 
-        if runner is not None and nets is not None:
+        if runner is not None:
             from corral.controlplane.nodes import label_roles, wait_nodes_ready
 
-            for cluster in scenario.clusters:
+            for cluster in real_clusters:
                 node_started = time.monotonic()
                 runner.start_cluster_nodes(
                     group,
@@ -229,12 +233,12 @@ class LocalProvider:
                     f"{cluster.name}: {len(cluster.nodes)} real node(s) Ready "
                     f"in {time.monotonic() - node_started:.1f}s"
                 )
-        else:
-            for cluster in scenario.clusters:
+        for cluster in scenario.clusters:
+            if cluster.name not in nets:
                 with KubeClient(configs[cluster.name]) as client:
                     create_nodes(client, cluster)
                     self._wait_controllers(group, cluster.name, client)
-                report(f"{cluster.name}: {len(cluster.nodes)} node(s) registered, controllers running")
+                    report(f"{cluster.name}: {len(cluster.nodes)} node(s) registered, controllers running")
 
         write_state(
             run_dir,

@@ -37,6 +37,7 @@ PARTS: Final[Mapping[str, str]] = {
     "kubeconfig": "KCFG",
     "trace": "TRACE",
     "control plane": "CP",
+    "load": "LOAD",
 }
 """Each part of the architecture and the id prefix of its requirements, in the report's order."""
 

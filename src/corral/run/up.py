@@ -40,7 +40,7 @@ from corral.k8s import KubeClient, KubeConfig
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import write_private
 from corral.model import Scenario
-from corral.model.topology import Cluster, Node
+from corral.model.topology import NODE_MODES, Cluster, Node
 from corral.run.topology import TOPOLOGY_FILE, write_topology
 from corral.server.cattle import ensure_cattle_credential
 from corral.server.crds import crds
@@ -157,10 +157,17 @@ def up(
     binaries: build.Built | None = None,
     detached: bool = True,
     ready_timeout_seconds: float = 120.0,
+    node_mode: str | None = None,
 ) -> dict[str, Any]:
-    """Bring the scenario's topology up in ``run_dir``; return the topology document it wrote."""
+    """Bring the scenario's topology up in ``run_dir``; return the topology document it wrote.
+
+    ``node_mode`` (``virtual`` or ``real``; None: the scenario's) applies to the downstream clusters;
+    the upstream's node stays a Node object only.
+    """
     report = progress or (lambda line: logger.info("%s", line))
     scenario = Scenario.load(scenario_path)
+    if node_mode is not None and node_mode not in NODE_MODES:
+        raise ConfigError(f"node mode must be one of {', '.join(NODE_MODES)}, got {node_mode!r}")
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
@@ -168,7 +175,12 @@ def up(
             report(f"reaped what an earlier run left in {run_dir}")
         (run_dir / TOPOLOGY_FILE).unlink(missing_ok=True)
         binaries = binaries or build.ensure_built(build.CONTROL_PLANE)
-        provider = LocalProvider(detached=detached, binaries=binaries)
+        provider = LocalProvider(
+            detached=detached,
+            binaries=binaries,
+            node_mode=node_mode or scenario.node_mode,
+            virtual_clusters=frozenset({UPSTREAM}),
+        )
         clusters = provider.up(_with_upstream(scenario), run_dir / CLUSTERS_DIR, progress=report)
         group = ProcessGroup(run_dir, detached=detached)
         try:
@@ -489,8 +501,13 @@ def _kubeconfig(api: _V3, token: str, cluster_ids: list[str], path: Path) -> Pat
 
 def _processes(run_dir: Path, scenario: Scenario) -> list[dict[str, Any]]:
     names = [UPSTREAM, *(c.name for c in scenario.clusters)]
+    node_cluster = {node.name: c.name for c in scenario.clusters for node in c.nodes}
     out: list[dict[str, Any]] = []
     for record in read_state(run_dir / CLUSTERS_DIR):
+        if record.node:  # a real node's kubelet or containerd
+            cluster = node_cluster.get(record.node)
+            out.append({"role": record.role, "cluster": cluster, "node": record.node, "pid": record.pid})
+            continue
         cluster = next((n for n in names if record.name.endswith(f"-{n}")), None)
         role = record.role
         if cluster == UPSTREAM:
