@@ -222,6 +222,37 @@ def test_kubectl_logs_exec_and_port_forward_reach_the_container(
         forward.wait(timeout=10)
 
 
+@pytest.mark.requirement("CP-016")
+def test_kubectl_attach_reaches_the_container_s_stdin_and_stdout(
+    real_admin: KubeClient, ns: str, kubectl: Kubectl
+) -> None:
+    echo = "import sys\nfor line in sys.stdin:\n    print('echo:' + line.strip(), flush=True)\n"
+    real_admin.create(
+        f"/api/v1/namespaces/{ns}/pods",
+        {
+            "metadata": {"name": "talker", "labels": {"app": "talker"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    container("talker", ["python3", "-u", "-c", echo], stdin=True, stdinOnce=True)
+                ],
+            },
+        },
+    )
+    wait_until(lambda: running_pods(real_admin, ns, "app=talker"), timeout=120, what="pod talker Running")
+    attached = subprocess.run(
+        [*kubectl.argv, "-n", ns, "attach", "-i", "talker", "-c", "talker"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=kubectl.env,
+        check=False,
+    )
+    assert attached.returncode == 0, attached.stderr
+    assert "echo:hello" in attached.stdout
+
+
 def _get(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:

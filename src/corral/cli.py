@@ -503,6 +503,11 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), help="Trace JSONL to append."
 )
+@click.option(
+    "--fast-failover",
+    is_flag=True,
+    help="Ping agents and retry idempotent requests on another session (default: Rancher's behaviour).",
+)
 @click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
 def server(
     *,
@@ -515,6 +520,7 @@ def server(
     bootstrap_password_file: Path | None,
     data_dir: Path | None,
     trace_file: Path | None,
+    fast_failover: bool,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
@@ -537,6 +543,7 @@ def server(
         bootstrap_password=password or None,
         data_dir=data_dir,
         trace=trace_file,
+        fast_failover=fast_failover,
     )
     try:
         asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))

@@ -61,6 +61,8 @@ class ServerOptions:
     bootstrap_password: str | None = field(default=None, repr=False)
     data_dir: Path | None = None
     trace: Path | None = None
+    fast_failover: bool = False
+    """Server-side pings and a retry of idempotent requests on another session (not Rancher's way)."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -193,7 +195,9 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     access = Access(state)
     clusters = StateClusters(state, access)
     # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly.
-    tunnels = build_tunnels(state, clusters=clusters, trace_sink=trace, trace_time=trace_time)
+    tunnels = build_tunnels(
+        state, clusters=clusters, fast=options.fast_failover, trace_sink=trace, trace_time=trace_time
+    )
     await tunnels.start()
     proxy = AuthProxy(
         authenticator=authenticator,
