@@ -617,17 +617,24 @@ def kubeconfig_command(
 # -- the SimPy model ------------------------------------------------------------------------------
 
 
-class _SimGroup(click.Group):
-    """`corral sim`: the commands of `corral.sim.cli`, imported only when this group is used.
+class _LazyGroup(click.Group):
+    """A command group whose commands live in ``module``'s click group ``main``, imported only when
+    the group is used: ``corral --help`` stays fast and works without the group's extra.
 
-    They are defined once there (``python -m corral.sim`` runs the same ones); importing them late
-    keeps ``corral --help`` fast and working without the ``sim`` extra.
+    `corral sim` runs `corral.sim.cli` (``python -m corral.sim`` runs the same commands) and
+    `corral load` runs `corral.load.cli`.
     """
 
-    def _commands(self) -> click.Group:
-        from corral.sim.cli import main as sim_main
+    def __init__(self, name: str, module: str, *, help: str) -> None:
+        super().__init__(name, help=help)
+        self._module = module
 
-        return sim_main
+    def _commands(self) -> click.Group:
+        import importlib
+
+        group = importlib.import_module(self._module).main
+        assert isinstance(group, click.Group)
+        return group
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return self._commands().list_commands(ctx)
@@ -636,24 +643,7 @@ class _SimGroup(click.Group):
         return self._commands().get_command(ctx, cmd_name)
 
 
-main.add_command(_SimGroup("sim", help="Run the SimPy model on a scenario, or on a grid of variants of it."))
-
-
-class _LoadGroup(click.Group):
-    """`corral load`: the commands of `corral.load.cli`, imported only when this group is used."""
-
-    def _commands(self) -> click.Group:
-        from corral.load.cli import main as load_main
-
-        return load_main
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return self._commands().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self._commands().get_command(ctx, cmd_name)
-
-
-main.add_command(
-    _LoadGroup("load", help="Load runs with locust over WAN links, faults on the timeline, SLO gates.")
-)
+_SIM_HELP = "Run the SimPy model on a scenario, or on a grid of variants of it."
+_LOAD_HELP = "Load runs with locust over WAN links, faults on the timeline, SLO gates."
+main.add_command(_LazyGroup("sim", "corral.sim.cli", help=_SIM_HELP))
+main.add_command(_LazyGroup("load", "corral.load.cli", help=_LOAD_HELP))
