@@ -70,6 +70,46 @@ def test_faults_are_applied_in_time_order_recorded_and_lifted() -> None:
     assert all(b.t >= a.t for a, b in itertools.pairwise(events))
 
 
+class SlowRecorder(Recorder):
+    """Takes 0.2 s to apply and to lift, as a toxiproxy call or a process signal can."""
+
+    def apply(self, fault: Fault) -> None:
+        started = time.time()
+        time.sleep(0.2)
+        with self.lock:
+            self.calls.append(("apply", fault.target, started))
+            self.calls.append(("applied", fault.target, time.time()))
+
+    def lift(self, fault: Fault) -> None:
+        with self.lock:
+            self.calls.append(("lift", fault.target, time.time()))
+        time.sleep(0.2)
+
+
+def test_a_fault_is_dated_from_the_end_of_its_application_to_the_start_of_its_lift() -> None:
+    recorder = SlowRecorder()
+    stream = io.StringIO()
+    epoch = time.time()
+    timeline = Timeline(
+        [fault("stop", "server", 0.0, 5.0)],
+        epoch=epoch,
+        time_scale=0.1,
+        trace=TraceWriter(stream),
+        processes=recorder,
+    )
+    timeline.start()
+    deadline = time.time() + 10
+    while len(recorder.calls) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    timeline.stop()
+    when = {action: t - epoch for action, _, t in recorder.calls}
+    applied, lifted = parse_trace(stream.getvalue().splitlines())
+    # in force only where it surely was: from the end of its application to the start of its lift
+    assert applied.t >= when["applied"]
+    assert lifted.t <= when["lift"]
+    assert lifted.t >= applied.t
+
+
 def test_a_fault_that_fails_is_reported_not_recorded_and_not_lifted() -> None:
     recorder = Recorder(fail={"c1/cluster-agent"})
     stream = io.StringIO()

@@ -196,6 +196,11 @@ class Timeline:
                 return
             fault = record.fault
             handler = self._handler(fault)
+            # The fault is surely in force from the end of its application until the start of its
+            # lift: a request in flight while toxiproxy swaps a toxic may see either state (an
+            # interrupted latency toxic passes its data on at once). So an application is dated
+            # when it is done, a lift when it begins.
+            began = time.time() - self.epoch
             try:
                 if handler is None:
                     raise FaultError(f"nothing applies a {fault.kind} fault to {fault.target}")
@@ -207,7 +212,7 @@ class Timeline:
                 logger.error("fault %s on %s: %s", fault.kind, fault.target, e)
                 record.errors.append(str(e))
                 return
-            t = time.time() - self.epoch
+            t = began if lift else time.time() - self.epoch
             if lift:
                 record.lifted_t = t
             else:
