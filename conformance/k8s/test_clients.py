@@ -154,6 +154,9 @@ def test_stop_from_another_thread_ends_a_watch_blocked_on_its_stream(
     admin: KubeClient, namespace: str
 ) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
+    # The controller manager publishes kube-root-ca.crt into every new namespace on its own time;
+    # the watch starts after it, so the only event it may see is the test's own ConfigMap.
+    wait_for(lambda: admin.exists(f"{base}/kube-root-ca.crt"), timeout_seconds=30, what="kube-root-ca.crt")
     start = admin.list(base)["metadata"]["resourceVersion"]
     watch = admin.watch(base, resource_version=start)
     events: list[tuple[str, dict[str, Any]]] = []
@@ -242,6 +245,12 @@ async def test_stop_from_another_task_ends_an_async_watch_blocked_on_its_stream(
         return bool(events)
 
     async with AsyncKubeClient(handle.admin_config()) as client:
+
+        async def published() -> bool:
+            return await client.exists(f"{base}/kube-root-ca.crt")
+
+        # As in the sync test: the watch starts after the controller manager's kube-root-ca.crt.
+        await async_wait_for(published, timeout_seconds=30, what="kube-root-ca.crt")
         start = (await client.list(base))["metadata"]["resourceVersion"]
         async with client.watch(base, resource_version=start) as watch:
             reader = asyncio.create_task(collect(watch))
