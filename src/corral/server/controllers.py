@@ -6,7 +6,8 @@ controller keeps the role templates' ClusterRoles, reconciles the cluster's role
 into ClusterRoleBindings and RoleBindings (`corral.server.downstream_rbac`), labels project namespaces,
 ensures a user's impersonation account when a binding for them lands and removes it with their last
 binding, cleans stale token Secrets, and writes the cluster's nodes, namespaces and version into its
-status. It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+status. It also copies the cluster's scoped tokens down for the Authorized Cluster Endpoint
+(`corral.server.ace_sync`). It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from corral.model.trace import Event
 from corral.server import downstream_rbac as rbac
 from corral.server import impersonation as imp
 from corral.server.accounts import ImpersonationAccountSet, request_token
+from corral.server.ace_sync import AceSync
 from corral.server.informer import Informer
 from corral.server.proxy_interfaces import ImpersonationAccountError, ServiceAccountTokenError
 from corral.server.registration import (
@@ -54,6 +56,8 @@ WATCHED: Final = (
     "roletemplates",
     "users",
     "userattributes",
+    "tokens",
+    "settings",
 )
 
 
@@ -137,6 +141,16 @@ class ClusterController:
         self._pending: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
         self._running: tuple[str, str] | None = None
+        self._reachable = True
+        self.ace: AceSync | None = None
+        if client is not owner.upstream:  # the local cluster has no ACE
+            self.ace = AceSync(
+                cluster_id=cluster_id,
+                client=client,
+                upstream=owner.upstream,
+                informers=owner.informers,
+                enqueue=self.enqueue,
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -178,8 +192,12 @@ class ClusterController:
             self.enqueue("crtb", _key(binding))
         for binding in self.owner.prtbs_of(self.cluster_id):
             self.enqueue("prtb", _key(binding))
+        if self.ace is not None:
+            self.ace.start()
 
     async def stop(self) -> None:
+        if self.ace is not None:
+            await self.ace.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -234,6 +252,8 @@ class ClusterController:
             await self._reconcile_prtb(key)
         elif kind == "user":
             await self._reconcile_user(key)
+        elif kind in AceSync.KINDS and self.ace is not None:
+            await self.ace.reconcile(kind, key)
 
     # -- role templates ---------------------------------------------------------------------------
 
@@ -413,12 +433,17 @@ class ClusterController:
             nodes = (await self.client.list("/api/v1/nodes")).get("items") or []
             namespaces = (await self.client.list("/api/v1/namespaces")).get("items") or []
         except KubeAPIError as e:
+            self._reachable = False
             changed = set_condition(conditions, "Ready", False, reason="Unavailable", message=str(e)[:256])
             if changed:
                 await self.owner.upstream.patch(
                     f"{CLUSTERS}/{self.cluster_id}/status", {"status": {"conditions": conditions}}
                 )
             return
+        if not self._reachable:
+            self._reachable = True
+            if self.ace is not None:  # back in reach: what changed meanwhile is copied down
+                self.ace.enqueue("ace", "")
         update: JSON = {
             "version": version,
             "nodeCount": len(nodes),
@@ -440,6 +465,16 @@ class ClusterController:
             except CorralError as e:
                 logger.warning("cluster %s: cleaning stale token secrets: %s", self.cluster_id, e)
             await asyncio.sleep(self.clean_interval_seconds)
+
+
+def _connected(obj: Mapping[str, Any] | None) -> bool:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Connected" and c.get("status") == "True" for c in conditions)
+
+
+def _reconnected(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """The cluster's agent connected again (``Connected`` turned True)."""
+    return old is not None and not _connected(old) and _connected(new)
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -500,6 +535,8 @@ class ClusterControllers:
         self.informers["projectroletemplatebindings"].on_change(self._binding_changed)
         self.informers["roletemplates"].on_change(self._template_changed)
         self.informers["userattributes"].on_change(self._attributes_changed)
+        self.informers["users"].on_change(self._user_changed)
+        self.informers["tokens"].on_change(self._token_changed)
         for informer in self._own:
             await informer.start()
         for informer in self.informers.values():
@@ -591,6 +628,9 @@ class ClusterControllers:
         async with self._lock:
             fingerprint = None if new is None or event == "DELETED" else await self._fingerprint(new)
             if fingerprint == self._fingerprints.get(cluster_id):
+                running = self.controllers.get(cluster_id)
+                if running is not None and running.ace is not None and _reconnected(old, new):
+                    running.ace.enqueue("ace", "")  # the agent is back: catch up on what it missed
                 return
             controller = self.controllers.pop(cluster_id, None)
             self._fingerprints.pop(cluster_id, None)
@@ -678,3 +718,25 @@ class ClusterControllers:
         for cluster_id, controller in self.controllers.items():
             if self.user_has_binding(cluster_id, user_id):
                 controller.accounts.invalidate(user_id)
+        self._user_changed(event, old, new)
+
+    def _user_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        """A user or their attributes changed: their ClusterUserAttribute wherever they have tokens."""
+        obj = new or old
+        if obj is None:
+            return
+        user_id = _name(obj)
+        for controller in self.controllers.values():
+            if controller.ace is not None and controller.ace.has_user(user_id):
+                controller.enqueue("aceuser", user_id)
+
+    def _token_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        """A token changed: the clusters it is (or was) scoped to update or delete their copy."""
+        clusters = {
+            str(obj.get("clusterName")) for obj in (old, new) if obj is not None and obj.get("clusterName")
+        }
+        name = _name(new or old or {"metadata": {"name": ""}})
+        for cluster_id in clusters:
+            controller = self.controllers.get(cluster_id)
+            if controller is not None and controller.ace is not None:
+                controller.enqueue("acetoken", name)
