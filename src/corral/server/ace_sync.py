@@ -25,13 +25,19 @@ from corral.server.informer import Informer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AceSync", "token_copy", "user_copy"]
+__all__ = ["AceSync", "ace_enabled", "token_copy", "user_copy"]
 
 JSON = dict[str, Any]
 MGMT: Final = "/apis/management.cattle.io/v3"
 LAST_USED_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_DEBOUNCE_SECONDS: Final = 0
 """``auth-provider-refresh-debounce-seconds`` when the setting is absent (Rancher's default is 0)."""
+
+
+def ace_enabled(cluster: Mapping[str, Any]) -> bool:
+    """``spec.localClusterAuthEndpoint.enabled``: kubeconfig tokens for this cluster are scoped to it."""
+    endpoint = (cluster.get("spec") or {}).get("localClusterAuthEndpoint") or {}
+    return isinstance(endpoint, Mapping) and endpoint.get("enabled") is True
 
 
 def _aware_time(text: object) -> datetime | None:

@@ -16,6 +16,7 @@ from corral.auth import hashers
 from corral.auth.tokens import generate_secret, kubeconfig_token_prefix
 from corral.errors import ConfigError, NotFoundError
 from corral.k8s import KubeClient
+from corral.server.ace_sync import ace_enabled
 from corral.server.authn import HASHED_ANNOTATION, KIND_LABEL, user_principal
 from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
 from corral.server.state import MANAGEMENT, USER_ID_LABEL
@@ -95,6 +96,7 @@ def mint_kubeconfig(
             "isDerived": True,
             "description": "Kubeconfig token",
             "enabled": True,
+            **({"clusterName": cluster_id} if ace_enabled(cluster_obj) else {}),
         },
     )
     name = str(token["metadata"]["name"])

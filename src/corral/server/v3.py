@@ -22,6 +22,7 @@ from corral.auth.tokens import COOKIE_NAME, generate_secret, kubeconfig_token_pr
 from corral.errors import AlreadyExistsError, ConflictError, InvalidError, KubeAPIError, NotFoundError
 from corral.server import norman
 from corral.server.access import CLUSTER_OWNER, PROJECT_OWNER, Access
+from corral.server.ace_sync import ace_enabled
 from corral.server.authn import Authenticated, TokenAuthenticator, TokenIssuer, expires_at
 from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
 from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
@@ -613,6 +614,7 @@ class V3API:
             kind="kubeconfig",
             description="Kubeconfig token",
             derived=True,
+            cluster=cluster_id if ace_enabled(cluster) else "",  # scoped, and so copied down, with ACE on
         )
         host = kubeconfig_host(self.state.setting("server-url"), call.request.host)
         config = token_kubeconfig(
