@@ -5,7 +5,8 @@ with the local provider, the server process(es) on the upstream (TLS from a CA o
 written to the run folder), then, through the server's v3 API as an operator would: the clusters
 (registered with their ``cattle`` credential, as an agent would register them), the users with
 their passwords, group principals and role-template bindings, and each user's kubeconfig from
-``generateKubeconfig``. ``RUN/topology.json`` says where everything is. A crashed run is reaped by
+``generateKubeconfig``. Clusters with ``ace`` get their kube-api-auth, load balancer and the users'
+ACE contexts (`corral.run.ace`). ``RUN/topology.json`` says where everything is. A crashed run is reaped by
 the next ``up`` or ``down`` of the same folder.
 """
 
@@ -41,6 +42,7 @@ from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import write_private
 from corral.model import Scenario
 from corral.model.topology import NODE_MODES, Cluster, Node
+from corral.run import ace
 from corral.run.topology import TOPOLOGY_FILE, write_topology
 from corral.server.cattle import ensure_cattle_credential
 from corral.server.crds import crds
@@ -147,6 +149,7 @@ class _Run:
     group: ProcessGroup
     report: Progress
     ready_timeout: float
+    ace: dict[str, ace.ClusterAce] = dataclasses.field(default_factory=dict)
 
 
 def up(
@@ -175,17 +178,20 @@ def up(
             report(f"reaped what an earlier run left in {run_dir}")
         (run_dir / TOPOLOGY_FILE).unlink(missing_ok=True)
         binaries = binaries or build.ensure_built(build.CONTROL_PLANE)
+        ace_plans = ace.plan(scenario, run_dir)
         provider = LocalProvider(
             detached=detached,
             binaries=binaries,
             node_mode=node_mode or scenario.node_mode,
             virtual_clusters=frozenset({UPSTREAM}),
+            node_webhooks=ace.node_webhooks(ace_plans),
+            webhook_version=None,  # no TokenReview version, as Rancher starts the apiserver (v1beta1)
         )
         clusters = provider.up(_with_upstream(scenario), run_dir / CLUSTERS_DIR, progress=report)
         group = ProcessGroup(run_dir, detached=detached)
         try:
             run = _Run(scenario=scenario, run_dir=run_dir, clusters=clusters, group=group, report=report,
-                       ready_timeout=ready_timeout_seconds)  # fmt: skip
+                       ready_timeout=ready_timeout_seconds, ace=ace_plans)  # fmt: skip
             return _up(run)
         except BaseException:
             group.stop()
@@ -201,7 +207,7 @@ def _up(run: _Run) -> dict[str, Any]:
         run.report,
         run.ready_timeout,
     )
-    started = time.monotonic()
+    started, epoch = time.monotonic(), time.time()
     upstream = clusters[UPSTREAM]
     with upstream.client() as admin:
         for manifest in crds():
@@ -230,6 +236,7 @@ def _up(run: _Run) -> dict[str, Any]:
 
     cluster_ids = _clusters(run, api, admin_token)
     _start_agents(run, api, admin_token, cluster_ids, ca_file)
+    _start_ace(run, cluster_ids, trace_file, epoch)
     users = _users(run, api, admin_token, cluster_ids)
     document = {
         "server": {
@@ -250,6 +257,7 @@ def _up(run: _Run) -> dict[str, Any]:
                 "id": cluster_ids[c.name],
                 "api_server": clusters[c.name].server,
                 "admin_kubeconfig": str(clusters[c.name].kubeconfig),
+                **ace.entries(run.ace, c.name),
             }
             for c in scenario.clusters
         },
@@ -260,6 +268,27 @@ def _up(run: _Run) -> dict[str, Any]:
     write_topology(run_dir, document)
     report(f"topology of {scenario.name} up in {time.monotonic() - started:.1f}s: {run_dir / TOPOLOGY_FILE}")
     return document
+
+
+# -- the Authorized Cluster Endpoint --------------------------------------------------------------------
+
+
+def _start_ace(run: _Run, cluster_ids: Mapping[str, str], trace_file: Path, epoch: float) -> None:
+    """kube-api-auth and load balancers of the ACE clusters; their Cluster objects say ACE is on."""
+    if not run.ace:
+        return
+    ace.attach(run.ace, run.clusters.clusters)
+    with run.clusters[UPSTREAM].client() as upstream:  # first: kubeconfig tokens are scoped from now on
+        ace.enable(upstream, run.ace, cluster_ids)
+    ace.start(
+        run.ace,
+        handles=run.clusters.clusters,
+        group=run.group,
+        trace_file=trace_file,
+        trace_epoch=epoch,
+        report=run.report,
+        timeout_seconds=run.ready_timeout,
+    )
 
 
 # -- agents ------------------------------------------------------------------------------------------
@@ -428,6 +457,7 @@ def _users(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str]) -> d
             kubeconfig = _kubeconfig(
                 api, user_token, list(dict.fromkeys(bound)), run_dir / "users" / user.name
             )
+            ace.add_contexts(kubeconfig, run.ace)
             out[user.name] = {
                 "id": user_id,
                 "username": user.name,
@@ -513,7 +543,11 @@ def _processes(run_dir: Path, scenario: Scenario) -> list[dict[str, Any]]:
         if cluster == UPSTREAM:
             role, cluster = f"upstream-{role.removeprefix('kube-')}", None
         out.append({"role": role, "cluster": cluster, "node": None, "pid": record.pid})
-    out.extend({"role": r.role, "cluster": None, "node": None, "pid": r.pid} for r in read_state(run_dir))
+    for r in read_state(run_dir):  # servers, agents, kube-api-auth (per node), load balancers
+        cluster = node_cluster.get(r.node) if r.node else None
+        if r.role == "load-balancer":
+            cluster = next((n for n in names if r.name.endswith(f"-{n}")), None)
+        out.append({"role": r.role, "cluster": cluster, "node": r.node or None, "pid": r.pid})
     return out
 
 

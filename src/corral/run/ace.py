@@ -1,0 +1,241 @@
+"""``corral up``'s Authorized Cluster Endpoint: a kube-api-auth per control-plane node, an FQDN's balancer.
+
+For each scenario cluster with ``ace`` on: `plan` picks a loopback port per control-plane node for
+its kube-api-auth and writes that node's webhook config (Rancher's ``kube-api-authn-webhook.yaml``)
+before the apiservers start; `attach` notes the clusters' apiservers and CA; `enable` sets the
+Cluster's ``spec.localClusterAuthEndpoint`` upstream so kubeconfig tokens are scoped to it; `start`
+runs the kube-api-auth processes (and HAProxy for ``ace_fqdn``) once the cluster serves the ACE
+CRDs; `add_contexts` writes a user's ACE contexts; `entries` are what ``topology.json`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from corral.controlplane import loadbalancer
+from corral.controlplane.clusters import ClusterHandle
+from corral.controlplane.processes import ProcessGroup, free_port, tail
+from corral.errors import ControlPlaneError
+from corral.k8s import KubeClient, KubeConfig
+from corral.k8s.aio import AsyncKubeClient
+from corral.k8s.kubeconfig import write_private
+from corral.kubeapiauth import sync
+from corral.kubeapiauth.kubeconfig import ControlPlaneEndpoint, add_ace_contexts
+from corral.model import Scenario
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "KUBE_API_AUTH_ROLE",
+    "WEBHOOK_FILE",
+    "ClusterAce",
+    "add_contexts",
+    "attach",
+    "enable",
+    "entries",
+    "node_webhooks",
+    "plan",
+    "start",
+]
+
+KUBE_API_AUTH_ROLE: Final = "kube-api-auth"
+WEBHOOK_FILE: Final = "kube-api-authn-webhook.yaml"
+LOOPBACK: Final = "127.0.0.1"
+FQDN_HOST: Final = "localhost"
+"""The name the FQDN context uses: it resolves to the load balancer and is in the apiservers' certificates."""
+MGMT: Final = "/apis/management.cattle.io/v3"
+
+
+@dataclass(slots=True, kw_only=True)
+class ClusterAce:
+    """One ACE cluster's pieces: per control-plane node a kube-api-auth port and webhook config."""
+
+    cluster: str
+    folder: Path
+    auth_ports: dict[str, int]
+    """Control-plane node -> its kube-api-auth's port on the loopback address."""
+    webhooks: dict[str, Path]
+    fqdn_port: int | None = None
+    """The load balancer's port with ``ace_fqdn``."""
+    apiservers: dict[str, str] = field(default_factory=dict)
+    """Control-plane node -> its kube-apiserver URL (known once the cluster is up)."""
+    ca_pem: bytes | None = None
+
+    @property
+    def fqdn(self) -> str:
+        return f"{FQDN_HOST}:{self.fqdn_port}" if self.fqdn_port is not None else ""
+
+    def auth_urls(self) -> list[str]:
+        return [f"http://{LOOPBACK}:{port}" for port in self.auth_ports.values()]
+
+    def endpoints(self) -> list[str]:
+        """Where ACE contexts point: the FQDN, else each node's apiserver."""
+        return [f"https://{self.fqdn}"] if self.fqdn else list(self.apiservers.values())
+
+
+def plan(scenario: Scenario, run_dir: Path) -> dict[str, ClusterAce]:
+    """Ports and webhook configs of every ACE cluster (written now: the apiservers read them at start)."""
+    out: dict[str, ClusterAce] = {}
+    for cluster in scenario.clusters:
+        if not cluster.ace:
+            continue
+        folder = run_dir / "ace" / cluster.name
+        ports: dict[str, int] = {}
+        webhooks: dict[str, Path] = {}
+        for node in cluster.control_plane_nodes:
+            ports[node.name] = port = free_port()
+            # As Rancher writes it: a kubeconfig whose server is the node's kube-api-auth.
+            webhooks[node.name] = KubeConfig(
+                server=f"http://{LOOPBACK}:{port}/v1/authenticate",
+                cluster_name="webhook",
+                user_name="Default",
+                insecure_skip_tls_verify=True,
+            ).write(folder / node.name / WEBHOOK_FILE, context="webhook")
+        out[cluster.name] = ClusterAce(
+            cluster=cluster.name,
+            folder=folder,
+            auth_ports=ports,
+            webhooks=webhooks,
+            fqdn_port=free_port() if cluster.ace_fqdn else None,
+        )
+    return out
+
+
+def node_webhooks(plans: Mapping[str, ClusterAce]) -> dict[str, dict[str, Path]]:
+    """The local provider's ``node_webhooks``."""
+    return {name: dict(p.webhooks) for name, p in plans.items()}
+
+
+def attach(plans: Mapping[str, ClusterAce], handles: Mapping[str, ClusterHandle]) -> None:
+    """Note each ACE cluster's apiserver per control-plane node and its CA, once the clusters are up."""
+    for name, ace in plans.items():
+        handle = handles[name]
+        ace.apiservers = dict(handle.apiservers) or {next(iter(ace.auth_ports)): handle.server}
+        ace.ca_pem = handle.ca_pem
+
+
+def enable(upstream: KubeClient, plans: Mapping[str, ClusterAce], cluster_ids: Mapping[str, str]) -> None:
+    """``spec.localClusterAuthEndpoint`` of each ACE cluster, as Rancher's cluster spec holds it."""
+    for name, ace in plans.items():
+        ca = base64.b64encode(ace.ca_pem).decode() if ace.fqdn and ace.ca_pem else ""
+        endpoint = {"enabled": True, "fqdn": ace.fqdn, "caCerts": ca}
+        upstream.patch(
+            f"{MGMT}/clusters/{cluster_ids[name]}", {"spec": {"localClusterAuthEndpoint": endpoint}}
+        )
+
+
+async def _crds(config: KubeConfig) -> None:
+    async with AsyncKubeClient(config) as client:
+        await sync.ensure_crds(client)
+
+
+def _healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+    try:
+        connection.request("GET", "/healthcheck")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def start(
+    plans: Mapping[str, ClusterAce],
+    *,
+    handles: Mapping[str, ClusterHandle],
+    group: ProcessGroup,
+    trace_file: Path,
+    trace_epoch: float,
+    report: Callable[[str], None],
+    timeout_seconds: float = 60.0,
+) -> None:
+    """The ACE CRDs, a kube-api-auth per control-plane node (talking to that node's apiserver) and
+    HAProxy for an FQDN, each waited for."""
+    haproxy = loadbalancer.ensure_haproxy(report=report) if any(p.fqdn for p in plans.values()) else ""
+    for name, ace in plans.items():
+        admin = handles[name].admin_config()
+        if not ace.apiservers:
+            attach({name: ace}, handles)
+        asyncio.run(_crds(admin))
+        for node, port in ace.auth_ports.items():
+            kubeconfig = replace(admin, server=ace.apiservers[node]).write(
+                ace.folder / node / "kubeconfig", context=name
+            )
+            process = f"{KUBE_API_AUTH_ROLE}-{node}"
+            argv = [
+                sys.executable, "-m", "corral", "kube-api-auth",
+                "--listen", f"{LOOPBACK}:{port}",
+                "--kubeconfig", str(kubeconfig),
+                "--cluster", name,
+                "--trace", str(trace_file),
+                "--trace-epoch", f"{trace_epoch:.6f}",
+            ]  # fmt: skip
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            group.start(process, argv, role=KUBE_API_AUTH_ROLE, env=env, node=node)
+        for node, port in ace.auth_ports.items():
+            process = f"{KUBE_API_AUTH_ROLE}-{node}"
+            deadline = time.monotonic() + timeout_seconds
+            while not _healthy(port):
+                group.check_alive(process)
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(
+                        f"{process} not healthy after {timeout_seconds:g}s; last lines of "
+                        f"{group.log_path(process)}:\n{tail(group.log_path(process))}"
+                    )
+                time.sleep(0.1)
+        if ace.fqdn_port is not None:
+            loadbalancer.start(
+                group,
+                name=f"{loadbalancer.ROLE}-{name}",
+                config_file=ace.folder / "haproxy.cfg",
+                listen_host=LOOPBACK,
+                listen_port=ace.fqdn_port,
+                backends=ace.apiservers,
+                haproxy=haproxy,
+                cluster=name,
+            )
+        report(
+            f"ACE of {name}: {len(ace.auth_ports)} kube-api-auth"
+            + (f", load balancer at {ace.fqdn}" if ace.fqdn else "")
+        )
+
+
+def add_contexts(kubeconfig: Path, plans: Mapping[str, ClusterAce]) -> list[str]:
+    """Add the ACE contexts of every ACE cluster the kubeconfig has a user for; return their names."""
+    document: dict[str, Any] = yaml.safe_load(kubeconfig.read_text(encoding="utf-8")) or {}
+    users = {u.get("name") for u in document.get("users") or []}
+    before = {c.get("name") for c in document.get("contexts") or []}
+    for name, ace in plans.items():
+        if name not in users:
+            continue
+        document = add_ace_contexts(
+            document,
+            cluster_name=name,
+            cluster_ca_pem=ace.ca_pem,
+            nodes=[ControlPlaneEndpoint(node=node, server=url) for node, url in ace.apiservers.items()],
+            fqdn=ace.fqdn,
+            fqdn_ca_pem=ace.ca_pem,
+        )
+    write_private(kubeconfig, yaml.safe_dump(document, sort_keys=False).encode())
+    return [str(c["name"]) for c in document.get("contexts") or [] if c.get("name") not in before]
+
+
+def entries(plans: Mapping[str, ClusterAce], name: str) -> dict[str, Any]:
+    """``kube_api_auth`` and ``ace_endpoints`` of a cluster in ``topology.json`` (nothing without ACE)."""
+    ace = plans.get(name)
+    if ace is None:
+        return {}
+    return {"kube_api_auth": ace.auth_urls(), "ace_endpoints": ace.endpoints()}
