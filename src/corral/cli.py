@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import typing
 from pathlib import Path
 
 import click
@@ -356,6 +357,105 @@ def doctor_impersonation(
         click.echo(line)
     if not report.healthy:
         sys.exit(1)
+
+
+@doctor.command("ace")
+@click.option(
+    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
+)
+@click.option(
+    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Admin kubeconfig of an imported cluster (instead of --dir); the manual steps are printed.",
+)
+@click.option("--context", default=None, help="Context of --kubeconfig.")
+@click.option(
+    "--upstream-kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --kubeconfig: the management cluster's, to compare the token copies (needs --cluster-id).",
+)
+@click.option("--cluster-id", default="", help="With --kubeconfig: the cluster's id on the server.")
+@click.option(
+    "--kube-api-auth", "auth_urls", multiple=True, help="With --kubeconfig: a kube-api-auth base URL."
+)
+def doctor_ace(
+    *,
+    cluster: str,
+    run_dir: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    upstream_kubeconfig: Path | None,
+    cluster_id: str,
+    auth_urls: tuple[str, ...],
+) -> None:
+    """Check CLUSTER's Authorized Cluster Endpoint: webhook configs, kube-api-auth, CRDs, token copies."""
+    from corral.k8s import KubeClient, KubeConfig
+    from corral.server.doctor_ace import check_ace, manual_steps
+
+    try:
+        if (run_dir is None) == (kubeconfig is None):
+            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        webhooks: dict[str, Path | None] = {}
+        if run_dir is not None:
+            name, entry, upstream_kubeconfig, webhooks = _ace_run(run_dir, cluster)
+            kubeconfig, cluster_id = Path(entry["admin_kubeconfig"]), entry["id"]
+            auth_urls = tuple(entry.get("kube_api_auth") or ())
+            cluster = name
+        assert kubeconfig is not None
+        upstream = KubeClient(KubeConfig.load(upstream_kubeconfig)) if upstream_kubeconfig else None
+        try:
+            with KubeClient(KubeConfig.load(kubeconfig, context=context)) as admin:
+                report = check_ace(
+                    cluster=cluster,
+                    admin=admin,
+                    upstream=upstream,
+                    cluster_id=cluster_id,
+                    webhook_configs=webhooks,
+                    kube_api_auth=auth_urls,
+                )
+        finally:
+            if upstream is not None:
+                upstream.close()
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines():
+        click.echo(line)
+    if run_dir is None:
+        for line in manual_steps(cluster=cluster, cluster_id=cluster_id):
+            click.echo(line)
+    if not report.healthy:
+        sys.exit(1)
+
+
+def _ace_run(run_dir: Path, cluster: str) -> tuple[str, dict[str, typing.Any], Path, dict[str, Path | None]]:
+    """A run's cluster entry, the upstream's kubeconfig and each of the cluster's apiservers' webhook file."""
+    import psutil
+
+    from corral.run.topology import read_topology
+    from corral.server.doctor_ace import webhook_flag
+
+    topology = read_topology(run_dir)
+    clusters = topology["clusters"]
+    name = (
+        cluster if cluster in clusters else next((n for n, c in clusters.items() if c["id"] == cluster), "")
+    )
+    if not name:
+        raise click.UsageError(f"no cluster {cluster!r} in {run_dir} (known: {', '.join(clusters)})")
+    if not clusters[name].get("kube_api_auth"):
+        raise click.UsageError(f"cluster {name} has no ACE in {run_dir} (the scenario's `ace` is off)")
+    webhooks: dict[str, Path | None] = {}
+    for process in topology["processes"]:
+        if process["role"] != "kube-apiserver" or process.get("cluster") != name:
+            continue
+        subject = f"kube-apiserver of {process.get('node') or name}"
+        try:
+            webhooks[subject] = webhook_flag(psutil.Process(process["pid"]).cmdline())
+        except psutil.Error:
+            raise CorralError(f"{subject} (pid {process['pid']}) is not running") from None
+    return name, clusters[name], Path(topology["upstream"]["admin_kubeconfig"]), webhooks
 
 
 # -- agents and their faults ---------------------------------------------------------------------
