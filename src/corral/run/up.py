@@ -250,6 +250,7 @@ def _up(run: _Run) -> dict[str, Any]:
                 "token_file": str(token_file),
             },
             "trace_file": str(trace_file),
+            "trace_epoch": epoch,  # Unix time the trace's t of kube-api-auth and test clients count from
         },
         "upstream": {"api_server": upstream.server, "admin_kubeconfig": str(upstream.kubeconfig)},
         "clusters": {
