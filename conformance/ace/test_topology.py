@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import ssl
+import statistics
 import subprocess
 import threading
 import time
@@ -303,6 +304,22 @@ def test_every_rbac_decision_through_ace_equals_the_proxys(topology: Topology) -
     # The users' bindings allow some of these and refuse others.
     assert "yes" in by_ace
     assert "no" in by_ace
+
+
+@pytest.mark.requirement("ACE-017")
+def test_kubectl_latency_through_ace_and_through_the_proxy(topology: Topology, record_property: Any) -> None:
+    """Recorded, not asserted: p50 of 30 ``kubectl get`` through each path, alternating."""
+    times: dict[str, list[float]] = {"c-ace-cp": [], "c-ace": []}
+    for _ in range(30):
+        for context, samples in times.items():
+            started = time.monotonic()
+            done = topology.kubectl("carol", context, "get", "namespace", "default", "-o", "name")
+            samples.append(time.monotonic() - started)
+            assert done.returncode == 0, done.stderr
+    ace, proxy = statistics.median(times["c-ace-cp"]), statistics.median(times["c-ace"])
+    record_property("kubectl_get_p50_ace_seconds", round(ace, 4))
+    record_property("kubectl_get_p50_proxy_seconds", round(proxy, 4))
+    print(f"kubectl get p50: ACE {ace * 1000:.0f} ms, proxy {proxy * 1000:.0f} ms")
 
 
 @pytest.mark.requirement("TRACE-004")
