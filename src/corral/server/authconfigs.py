@@ -11,9 +11,11 @@ and the cluster sync read through `ServerState.user_groups`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -133,9 +135,7 @@ def _principal_view(item: Mapping[str, Any], *, base_url: str) -> JSON:
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
+    return urllib.parse.quote(text, safe="")
 
 
 def _secret_name(provider: str, field_name: str) -> str:
@@ -216,8 +216,6 @@ class AuthConfigAPI:
             secret = await self.state.upstream.get(f"/api/v1/namespaces/{GLOBAL_DATA}/secrets/{name}")
         except NotFoundError:
             return ""
-        import base64
-
         raw = (secret.get("data") or {}).get(field_name.lower(), "")
         return base64.b64decode(raw).decode() if raw else ""
 
@@ -686,8 +684,6 @@ class AuthConfigAPI:
             )
         except NotFoundError:
             return ""
-        import base64
-
         raw = (secret.get("data") or {}).get(name, "")
         return base64.b64decode(raw).decode() if raw else ""
 
