@@ -137,6 +137,7 @@ def start_server(
     password_file: Path,
     server_url: str = "",
     timeout: float = 120.0,
+    extra_args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start one process; ``server_url`` (the setting every replica shares) defaults to its own URL."""
     port = free_port()
@@ -151,6 +152,7 @@ def start_server(
         "--bootstrap-password-file", str(password_file),
         "--data-dir", str(folder / name),
         "--trace", str(folder / "trace.jsonl"),
+        *extra_args,
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(

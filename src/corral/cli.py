@@ -608,6 +608,12 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     is_flag=True,
     help="Ping agents and retry idempotent requests on another session (default: Rancher's behaviour).",
 )
+@click.option(
+    "--auth-timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds an LDAP or GitHub login may take (default: 4 x connectionTimeout; GitHub 10).",
+)
 @click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
 def server(
     *,
@@ -621,6 +627,7 @@ def server(
     data_dir: Path | None,
     trace_file: Path | None,
     fast_failover: bool,
+    auth_timeout: float | None,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
@@ -644,6 +651,7 @@ def server(
         data_dir=data_dir,
         trace=trace_file,
         fast_failover=fast_failover,
+        auth_timeout=auth_timeout,
     )
     try:
         asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))

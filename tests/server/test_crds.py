@@ -22,6 +22,7 @@ RANCHER = {
     "UserAttribute": ("userattributes", "Cluster"),
     "GlobalRole": ("globalroles", "Cluster"),
     "GlobalRoleBinding": ("globalrolebindings", "Cluster"),
+    "AuthConfig": ("authconfigs", "Cluster"),
 }
 
 

@@ -29,6 +29,7 @@ from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import KubeConfig
 from corral.model.trace import Event, TraceWriter
 from corral.server.access import Access
+from corral.server.authconfigs import AuthConfigAPI, GroupRefresher
 from corral.server.authn import TokenAuthenticator, TokenIssuer
 from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
@@ -63,6 +64,8 @@ class ServerOptions:
     trace: Path | None = None
     fast_failover: bool = False
     """Server-side pings and a retry of idempotent requests on another session (not Rancher's way)."""
+    auth_timeout: float | None = None
+    """Seconds an external provider's login may take (default: LDAP 4 x connectionTimeout, GitHub 10)."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -172,6 +175,8 @@ class Built:
     controllers: ClusterControllers
     tunnels: Tunnels
     admin_id: str
+    auth_configs: AuthConfigAPI | None = None
+    refresher: GroupRefresher | None = None
 
 
 async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | None = None) -> Built:
@@ -209,14 +214,18 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         trace_sink=trace,
         trace_time=trace_time,
     )
+    issuer = TokenIssuer(state)
     api = V3API(
-        state=state,
-        authenticator=authenticator,
-        issuer=TokenIssuer(state),
-        local=LocalAuth(state),
-        access=access,
+        state=state, authenticator=authenticator, issuer=issuer, local=LocalAuth(state), access=access
     )
+    auth_configs = AuthConfigAPI(
+        state=state, authenticator=authenticator, issuer=issuer, timeout=options.auth_timeout
+    )
+    await auth_configs.ensure_configs()
+    refresher = GroupRefresher(auth_configs)
+    refresher.start()
     app = web.Application(client_max_size=1024 * 1024)
+    auth_configs.add_routes(app)
     api.add_routes(app)
     tunnels.endpoints.add_routes(app)
     proxy.add_routes(app)
@@ -230,6 +239,8 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         controllers=controllers,
         tunnels=tunnels,
         admin_id=admin_id,
+        auth_configs=auth_configs,
+        refresher=refresher,
     )
 
 
@@ -275,6 +286,9 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     finally:
         await _quietly(runner.cleanup(), "the listener")
         await _quietly(built.proxy.close(), "the proxy's sessions")
+        if built.refresher is not None and built.auth_configs is not None:
+            await _quietly(built.refresher.stop(), "the user attribute refresh")
+            await _quietly(built.auth_configs.close(), "the auth providers' sessions")
         await _quietly(built.tunnels.close(), "the agents' tunnels")
         await _quietly(built.controllers.stop(), "the cluster controllers")
         await _quietly(built.authenticator.drain(), "lastUsedAt writes")

@@ -137,6 +137,9 @@ class TokenAuthenticator:
         scope = str(token.get("clusterName") or "")
         if scope and scope != cluster:
             raise AuthenticationError("must authenticate: clusterID does not match")
+        provider = str(token.get("authProvider") or "")
+        if not self.state.auth_provider_enabled(provider):
+            raise AuthenticationError(f"must authenticate: auth provider {provider} is disabled")
         user_id = str(token.get("userId") or "")
         user = self.state.users.get(user_id)
         if user is None:
@@ -172,12 +175,7 @@ class TokenAuthenticator:
         """Rancher's identity for a user: groups from its UserAttribute plus the authenticated groups."""
         user_id = str(user["metadata"]["name"])
         attribute = self.state.userattributes.get(user_id) or {}
-        groups: list[str] = []
-        for principals in (attribute.get("GroupPrincipals") or {}).values():
-            for item in (principals or {}).get("items") or []:
-                name = str((item.get("metadata") or {}).get("name") or "")
-                if name:
-                    groups.append(name.removeprefix("local://"))
+        groups = self.state.user_groups(user_id)
         extras: dict[str, list[str]] = {}
         for provider_extras in (attribute.get("ExtraByProvider") or {}).values():
             for key, values in (provider_extras or {}).items():
@@ -190,7 +188,7 @@ class TokenAuthenticator:
         clean = {key: tuple(dict.fromkeys(v for v in values if v)) for key, values in extras.items()}
         return UserInfo(
             name=user_id,
-            groups=(*dict.fromkeys(groups), *AUTHENTICATED_GROUPS),
+            groups=(*groups, *AUTHENTICATED_GROUPS),
             extras={key: values for key, values in clean.items() if values},
             token_name=token_name,
         )
@@ -261,8 +259,11 @@ class TokenIssuer:
         derived: bool = False,
         cluster: str = "",
         labels: Mapping[str, str] | None = None,
+        auth_provider: str = LOCAL_PROVIDER,
+        principal: JSON | None = None,
     ) -> tuple[JSON, str]:
-        """``(stored token, "<name>:<secret>")`` for a new token of ``user``."""
+        """``(stored token, "<name>:<secret>")`` for a new token of ``user``; ``auth_provider`` and
+        ``principal`` (the userPrincipal) name an external provider's login, local's by default."""
         user_id = str(user["metadata"]["name"])
         secret = generate_secret()
         all_labels = {**(labels or {}), USER_ID_LABEL: user_id}
@@ -276,8 +277,8 @@ class TokenIssuer:
             },
             "token": hashers.hash_secret(secret),
             "userId": user_id,
-            "authProvider": LOCAL_PROVIDER,
-            "userPrincipal": user_principal(user),
+            "authProvider": auth_provider,
+            "userPrincipal": principal if principal is not None else user_principal(user),
             "ttl": ttl_millis,
             "isDerived": derived,
             "description": description,

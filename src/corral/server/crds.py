@@ -195,6 +195,19 @@ KINDS: Final[tuple[KindSpec, ...]] = (
         },
     ),
     KindSpec(
+        kind="AuthConfig",
+        plural="authconfigs",
+        namespaced=False,
+        # Rancher's AuthConfig is one kind for every provider; ``type`` says which (openLdapConfig, ...).
+        fields={
+            "type": "string",
+            "enabled": "boolean",
+            "accessMode": "string",
+            "allowedPrincipalIds": "[string]",
+            "status": "object",
+        },
+    ),
+    KindSpec(
         kind="GlobalRole",
         plural="globalroles",
         namespaced=False,

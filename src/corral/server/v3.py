@@ -688,6 +688,11 @@ class V3API:
         principal = self._string(body, "userPrincipalId", required=False)
         if not user_id and principal.startswith("local://"):
             user_id = principal.removeprefix("local://")
+        elif not user_id and principal:  # an external provider's principal: the user that logged in with it
+            owners = self.state.users.by_index("principal", principal)
+            user_id = str(owners[0]["metadata"]["name"]) if owners else ""
+            if not user_id:
+                raise V3Error("InvalidReference", f"no user has principal {principal}", status=422)
         if sum(map(bool, (user_id, group_principal, group))) != 1:
             raise V3Error(
                 "MissingRequired",
@@ -696,7 +701,7 @@ class V3API:
         if user_id:
             if not _valid_name(user_id) or self.state.users.get(user_id) is None:
                 raise V3Error("InvalidReference", f"user {user_id} is not valid", status=422)
-            return {"userName": user_id, "userPrincipalName": f"local://{user_id}"}
+            return {"userName": user_id, "userPrincipalName": principal or f"local://{user_id}"}
         if group:
             return {"groupName": group}
         return {"groupPrincipalName": group_principal}
