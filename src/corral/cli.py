@@ -392,6 +392,17 @@ def doctor_impersonation(
     help="Reconnect cadence: Rancher's 5 s + 5 s, or jittered exponential backoff.",
 )
 @click.option("--no-heartbeat", is_flag=True, help="Node agent: leave the Node's Lease to a real kubelet.")
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=4),
+    default=40,
+    show_default=True,
+    help="Node agent: the Node's Lease duration (renewed every quarter of it).",
+)
+@click.option(
+    "--etcd-endpoint", default="", help="Node agent: the cluster's etcd (http://host:port), for snapshots."
+)
+@click.option("--etcd-prefix", default="", help="Node agent: the cluster's key prefix in that etcd.")
 def agent(
     *,
     as_cluster: bool,
@@ -401,6 +412,9 @@ def agent(
     state_dir: Path | None,
     retry: str,
     no_heartbeat: bool,
+    lease_seconds: int,
+    etcd_endpoint: str,
+    etcd_prefix: str,
 ) -> None:
     """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
     import asyncio
@@ -418,7 +432,15 @@ def agent(
             state_dir=state_dir,
             kubeconfig=kubeconfig,
         )
-        options = AgentOptions(retry=RetryPolicy(kind=retry), heartbeat=not no_heartbeat)  # type: ignore[arg-type]
+        if bool(etcd_endpoint) != bool(etcd_prefix):
+            raise click.UsageError("give --etcd-endpoint and --etcd-prefix together")
+        options = AgentOptions(
+            retry=RetryPolicy(kind=retry),  # type: ignore[arg-type]
+            heartbeat=not no_heartbeat,
+            lease_seconds=lease_seconds,
+            etcd_endpoint=etcd_endpoint,
+            etcd_prefix=etcd_prefix,
+        )
         asyncio.run(run_agent(config, options))
     except CorralError as e:
         raise click.ClickException(str(e)) from e

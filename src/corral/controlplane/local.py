@@ -33,6 +33,7 @@ from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
     ProcessGroup,
     free_port,
+    read_state_document,
     reap_stale,
     stop_attached,
     tail,
@@ -167,7 +168,7 @@ class LocalProvider:
                 pki=pkis[name],
                 port=ports[name],
                 etcd_url=etcd_urls[name],
-                etcd_prefix=f"/corral/{name}/registry",
+                etcd_prefix=_etcd_prefix(name),
                 webhook_config=self.webhooks.get(name),
                 webhook_cache_ttl=self.webhook_cache_ttl,
                 webhook_version=self.webhook_version,
@@ -190,6 +191,9 @@ class LocalProvider:
                     pki=pkis[name],
                     kubeconfig=kubeconfig,
                     real_nodes=real_flags.get(name),
+                    node_monitor=flags.NodeMonitor(
+                        grace=nodeconf.NODE_MONITOR_GRACE, period=nodeconf.NODE_MONITOR_PERIOD
+                    ),
                 ),
                 role="kube-controller-manager",
             )
@@ -250,7 +254,12 @@ class LocalProvider:
                 "nodes": "real" if real else "virtual",
                 "detached": self.detached,
                 "clusters": {
-                    name: {"server": configs[name].server, "kubeconfig": str(handles[name].kubeconfig)}
+                    name: {
+                        "server": configs[name].server,
+                        "kubeconfig": str(handles[name].kubeconfig),
+                        "etcd": etcd_urls[name],
+                        "etcd_prefix": _etcd_prefix(name),
+                    }
                     for name in names
                 },
             },
@@ -316,6 +325,20 @@ class LocalProvider:
                 return
             time.sleep(0.2)
         raise _not_ready(group, name, "ServiceAccount default/default", self.ready_timeout_seconds)
+
+
+def _etcd_prefix(cluster: str) -> str:
+    return f"/corral/{cluster}/registry"
+
+
+def etcd_of(run_dir: Path, cluster: str) -> tuple[str, str]:
+    """``(etcd URL, key prefix)`` of a cluster of a local run folder (for its node agents' snapshots)."""
+    path = run_dir / "processes.json"
+    try:
+        entry = read_state_document(run_dir)["clusters"][cluster]
+        return str(entry["etcd"]), str(entry["etcd_prefix"])
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path} names no etcd for cluster {cluster!r} (not a local run folder?)") from None
 
 
 def create_nodes(client: KubeClient, cluster: Cluster) -> None:
