@@ -447,6 +447,46 @@ def agent(
 
 
 @main.group()
+def etcd() -> None:
+    """etcd snapshots of a cluster, taken and restored by one of its node agents."""
+
+
+@etcd.command("snapshot")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def etcd_snapshot(cluster: str, run_dir: Path) -> None:
+    """Snapshot the cluster's etcd keys (v3 action backupEtcd); prints the EtcdBackup's id."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(answer["id"])
+
+
+@etcd.command("restore")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@click.option("--backup", required=True, help="The EtcdBackup's id (<cluster>:<name>), as snapshot printed.")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def etcd_restore(cluster: str, backup: str, run_dir: Path) -> None:
+    """Make the cluster's etcd keys those of the backup again (v3 action restoreFromEtcdBackup)."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster, backup=backup)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"restored {backup}: {answer.get('put')} key(s) put, {answer.get('deleted')} deleted", err=True
+    )
+
+
+@main.group()
 def fault() -> None:
     """Hurt a running topology on purpose (processes recorded in a run folder)."""
 

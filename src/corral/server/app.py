@@ -32,6 +32,7 @@ from corral.server.access import Access
 from corral.server.authn import TokenAuthenticator, TokenIssuer
 from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
+from corral.server.etcd_backups import EtcdBackups, NodeEtcd
 from corral.server.localauth import LocalAuth
 from corral.server.proxy import AuthProxy
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
@@ -215,6 +216,7 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         issuer=TokenIssuer(state),
         local=LocalAuth(state),
         access=access,
+        etcd_backups=EtcdBackups(upstream, NodeEtcd(tunnels.endpoints)),
     )
     app = web.Application(client_max_size=1024 * 1024)
     api.add_routes(app)
