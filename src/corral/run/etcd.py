@@ -2,7 +2,7 @@
 
 Calls ``POST /v3/clusters/<id>?action=backupEtcd`` and ``?action=restoreFromEtcdBackup`` as the
 topology's admin (``RUN/topology.json``: the server's URL and CA, the admin's token file); the server
-has a node agent of the cluster do the work over its tunnel (docs/agents.md#node-operations).
+has a node agent of the cluster do the work over its tunnel (docs/agents.md#node-operations-etcd-snapshots).
 """
 
 from __future__ import annotations
