@@ -492,6 +492,17 @@ def _ace_run(run_dir: Path, cluster: str) -> tuple[str, dict[str, typing.Any], P
     help="Reconnect cadence: Rancher's 5 s + 5 s, or jittered exponential backoff.",
 )
 @click.option("--no-heartbeat", is_flag=True, help="Node agent: leave the Node's Lease to a real kubelet.")
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=4),
+    default=40,
+    show_default=True,
+    help="Node agent: the Node's Lease duration (renewed every quarter of it).",
+)
+@click.option(
+    "--etcd-endpoint", default="", help="Node agent: the cluster's etcd (http://host:port), for snapshots."
+)
+@click.option("--etcd-prefix", default="", help="Node agent: the cluster's key prefix in that etcd.")
 def agent(
     *,
     as_cluster: bool,
@@ -501,6 +512,9 @@ def agent(
     state_dir: Path | None,
     retry: str,
     no_heartbeat: bool,
+    lease_seconds: int,
+    etcd_endpoint: str,
+    etcd_prefix: str,
 ) -> None:
     """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
     import asyncio
@@ -518,10 +532,58 @@ def agent(
             state_dir=state_dir,
             kubeconfig=kubeconfig,
         )
-        options = AgentOptions(retry=RetryPolicy(kind=retry), heartbeat=not no_heartbeat)  # type: ignore[arg-type]
+        if bool(etcd_endpoint) != bool(etcd_prefix):
+            raise click.UsageError("give --etcd-endpoint and --etcd-prefix together")
+        options = AgentOptions(
+            retry=RetryPolicy(kind=retry),  # type: ignore[arg-type]
+            heartbeat=not no_heartbeat,
+            lease_seconds=lease_seconds,
+            etcd_endpoint=etcd_endpoint,
+            etcd_prefix=etcd_prefix,
+        )
         asyncio.run(run_agent(config, options))
     except CorralError as e:
         raise click.ClickException(str(e)) from e
+
+
+@main.group()
+def etcd() -> None:
+    """etcd snapshots of a cluster, taken and restored by one of its node agents."""
+
+
+@etcd.command("snapshot")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def etcd_snapshot(cluster: str, run_dir: Path) -> None:
+    """Snapshot the cluster's etcd keys (v3 action backupEtcd); prints the EtcdBackup's id."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(answer["id"])
+
+
+@etcd.command("restore")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@click.option("--backup", required=True, help="The EtcdBackup's id (<cluster>:<name>), as snapshot printed.")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def etcd_restore(cluster: str, backup: str, run_dir: Path) -> None:
+    """Make the cluster's etcd keys those of the backup again (v3 action restoreFromEtcdBackup)."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster, backup=backup)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"restored {backup}: {answer.get('put')} key(s) put, {answer.get('deleted')} deleted", err=True
+    )
 
 
 @main.group()

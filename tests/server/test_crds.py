@@ -14,6 +14,7 @@ RANCHER = {
     "Token": ("tokens", "Cluster"),
     "Cluster": ("clusters", "Cluster"),
     "ClusterRegistrationToken": ("clusterregistrationtokens", "Namespaced"),
+    "EtcdBackup": ("etcdbackups", "Namespaced"),
     "RoleTemplate": ("roletemplates", "Cluster"),
     "ClusterRoleTemplateBinding": ("clusterroletemplatebindings", "Namespaced"),
     "ProjectRoleTemplateBinding": ("projectroletemplatebindings", "Namespaced"),

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.agent.config import AgentConfig, fetch_verified_ca, server_ssl
+from corral.agent.etcd import EtcdStore
 from corral.agent.loop import ConnectLoop, RetryPolicy
-from corral.agent.node import NodeHeartbeat
+from corral.agent.node import LEASE_DURATION_SECONDS, NodeHeartbeat
+from corral.agent.ops import NodeOperations
 from corral.agent.params import api_address, cluster_params, node_params
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import KubeConfig
 from corral.tunnel import SessionSettings
+from corral.tunnel.transport import dial_local
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,12 @@ class AgentOptions:
     settings: SessionSettings | None = None
     heartbeat: bool = True
     """Node agents: keep the virtual node's Lease and Ready condition (off on real nodes)."""
+    lease_seconds: int = LEASE_DURATION_SECONDS
+    """Node agents: the Lease's duration; it is renewed every quarter of it, as a kubelet does."""
+    etcd_endpoint: str = ""
+    """Node agents of etcd nodes: the cluster's etcd (``http://host:port``), for snapshots."""
+    etcd_prefix: str = ""
+    """The cluster's key prefix in that etcd (the apiserver's ``--etcd-prefix``)."""
 
 
 def _kube_config(config: AgentConfig) -> KubeConfig:
@@ -63,6 +72,11 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
         logger.info("the server's CA matches CATTLE_CA_CHECKSUM")
     kube = _kube_config(config)
     address = api_address(kube.server)
+    operations = None
+    if config.kind == "node":
+        store = EtcdStore(options.etcd_endpoint, options.etcd_prefix) if options.etcd_endpoint else None
+        operations = NodeOperations(store=store, snapshot_dir=config.state_dir / "etcd-snapshots")
+        await operations.start()
     async with AsyncKubeClient(kube) as client:
 
         async def headers() -> dict[str, str]:
@@ -70,6 +84,8 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
                 document = await cluster_params(client, address=address)
             else:
                 document = await node_params(client, node=config.node, api=address)
+                if operations is not None and operations.operations:
+                    document["node"]["operations"] = operations.operations
             return {TOKEN_HEADER: config.token, PARAMS_HEADER: _encode(document)}
 
         loop = ConnectLoop(
@@ -80,9 +96,12 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
             ssl_context=server_ssl(ca_pem) if config.server.startswith("https") else False,
             retry=options.retry,
             settings=options.settings,
+            local_dialer=operations.dialer() if operations is not None else dial_local,
         )
         heartbeat = (
-            NodeHeartbeat(client, config.node) if config.kind == "node" and options.heartbeat else None
+            NodeHeartbeat(client, config.node, lease_duration_seconds=options.lease_seconds)
+            if config.kind == "node" and options.heartbeat
+            else None
         )
         stop = asyncio.Event()
         running = asyncio.get_running_loop()
@@ -102,6 +121,8 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
                 await task
             if heartbeat is not None:
                 await heartbeat.stop()
+            if operations is not None:
+                await operations.stop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 running.remove_signal_handler(signum)
         if task.done() and not task.cancelled() and task.exception() is not None:

@@ -37,6 +37,7 @@ from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
     ProcessGroup,
     free_port,
+    read_state_document,
     reap_stale,
     stop_attached,
     tail,
@@ -199,6 +200,9 @@ class LocalProvider:
                     pki=pkis[name],
                     kubeconfig=kubeconfig,
                     real_nodes=real_flags.get(name),
+                    node_monitor=flags.NodeMonitor(
+                        grace=nodeconf.NODE_MONITOR_GRACE, period=nodeconf.NODE_MONITOR_PERIOD
+                    ),
                 ),
                 role="kube-controller-manager",
             )
@@ -264,6 +268,8 @@ class LocalProvider:
                     name: {
                         "server": configs[name].server,
                         "kubeconfig": str(handles[name].kubeconfig),
+                        "etcd": etcd_urls[name],
+                        "etcd_prefix": _etcd_prefix(name),
                         **({"apiservers": node_servers[name]} if name in node_servers else {}),
                     }
                     for name in names
@@ -314,7 +320,7 @@ class LocalProvider:
                     pki=pkis[name],
                     port=port,
                     etcd_url=etcd_urls[name],
-                    etcd_prefix=f"/corral/{name}/registry",
+                    etcd_prefix=_etcd_prefix(name),
                     webhook_config=webhook,
                     webhook_cache_ttl=self.webhook_cache_ttl,
                     webhook_version=self.webhook_version,
@@ -389,6 +395,20 @@ class LocalProvider:
                 return
             time.sleep(0.2)
         raise _not_ready(group, name, "ServiceAccount default/default", self.ready_timeout_seconds)
+
+
+def _etcd_prefix(cluster: str) -> str:
+    return f"/corral/{cluster}/registry"
+
+
+def etcd_of(run_dir: Path, cluster: str) -> tuple[str, str]:
+    """``(etcd URL, key prefix)`` of a cluster of a local run folder (for its node agents' snapshots)."""
+    path = run_dir / "processes.json"
+    try:
+        entry = read_state_document(run_dir)["clusters"][cluster]
+        return str(entry["etcd"]), str(entry["etcd_prefix"])
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path} names no etcd for cluster {cluster!r} (not a local run folder?)") from None
 
 
 def create_nodes(client: KubeClient, cluster: Cluster) -> None:

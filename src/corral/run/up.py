@@ -33,7 +33,7 @@ import yaml
 
 from corral.controlplane import build
 from corral.controlplane.clusters import ClusterSet
-from corral.controlplane.local import LocalProvider
+from corral.controlplane.local import LocalProvider, etcd_of
 from corral.controlplane.pki import CertificateAuthority
 from corral.controlplane.processes import ProcessGroup, free_port, read_state, reap_stale, tail
 from corral.errors import AlreadyExistsError, ConfigError, CorralError, KubeAPIError, NotFoundError
@@ -329,6 +329,8 @@ def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str
             token=str(crt["token"]),
             ca_checksum=checksum,
             kubeconfig=run.clusters[cluster.name].kubeconfig,
+            etcd=etcd_of(run.clusters.run_dir, cluster.name),
+            etcd_nodes=[n.name for n in cluster.nodes if {"etcd", "controlplane"} & set(n.roles)],
         )
         run.report(f"cluster {cluster.name}: {len(agents)} agent process(es) started")
 

@@ -33,6 +33,7 @@ from corral.server.authconfigs import AuthConfigAPI, GroupRefresher
 from corral.server.authn import TokenAuthenticator, TokenIssuer
 from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
+from corral.server.etcd_backups import EtcdBackups, NodeEtcd
 from corral.server.localauth import LocalAuth
 from corral.server.proxy import AuthProxy
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
@@ -216,7 +217,12 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     )
     issuer = TokenIssuer(state)
     api = V3API(
-        state=state, authenticator=authenticator, issuer=issuer, local=LocalAuth(state), access=access
+        state=state,
+        authenticator=authenticator,
+        issuer=issuer,
+        local=LocalAuth(state),
+        access=access,
+        etcd_backups=EtcdBackups(upstream, NodeEtcd(tunnels.endpoints)),
     )
     auth_configs = AuthConfigAPI(
         state=state, authenticator=authenticator, issuer=issuer, timeout=options.auth_timeout

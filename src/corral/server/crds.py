@@ -122,6 +122,18 @@ KINDS: Final[tuple[KindSpec, ...]] = (
         },
     ),
     KindSpec(
+        kind="EtcdBackup",
+        plural="etcdbackups",
+        namespaced=True,
+        fields={
+            "spec.clusterId": "string",
+            "spec.filename": "string",
+            "spec.manual": "boolean",
+            "status.conditions": "[object]",
+        },
+        printer_columns=(_AGE,),
+    ),
+    KindSpec(
         kind="RoleTemplate",
         plural="roletemplates",
         namespaced=False,

@@ -24,6 +24,7 @@ from corral.server import norman
 from corral.server.access import CLUSTER_OWNER, PROJECT_OWNER, Access
 from corral.server.ace_sync import ace_enabled
 from corral.server.authn import Authenticated, TokenAuthenticator, TokenIssuer, expires_at
+from corral.server.etcd_backups import EtcdBackupError, EtcdBackups
 from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
 from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
 from corral.server.norman_views import CREATOR_ANNOTATION, TYPES, object_id, view
@@ -106,12 +107,14 @@ class V3API:
         issuer: TokenIssuer,
         local: LocalAuth,
         access: Access,
+        etcd_backups: EtcdBackups | None = None,
     ) -> None:
         self.state = state
         self.authenticator = authenticator
         self.issuer = issuer
         self.local = local
         self.access = access
+        self.etcd_backups = etcd_backups
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/v3-public/{tail:.*}", self.public)
@@ -492,7 +495,7 @@ class V3API:
 
     # -- clusters ----------------------------------------------------------------------------
 
-    async def _clusters(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0912 - per verb
+    async def _clusters(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0911, PLR0912 - per verb
         method = call.request.method
         user = call.auth.user
         if not id_:
@@ -510,6 +513,8 @@ class V3API:
         action = call.request.query.get("action")
         if method == "POST" and action == "generateKubeconfig":
             return await self._generate_kubeconfig(call, obj)
+        if method == "POST" and action in ("backupEtcd", "restoreFromEtcdBackup"):
+            return await self._etcd_action(call, id_, action)
         if method == "POST" and action is not None:
             raise V3Error("InvalidAction", f"invalid action: {action}")
         if method == "GET":
@@ -532,6 +537,26 @@ class V3API:
             await self._delete_cluster_objects(id_)
             return self._one(call, "clusters", obj)
         raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _etcd_action(self, call: _Call, cluster_id: str, action: str) -> web.StreamResponse:
+        """``backupEtcd`` (answers the new EtcdBackup) and ``restoreFromEtcdBackup`` (``etcdBackupId``),
+        done by a node agent of the cluster (`corral.server.etcd_backups`); cluster owners only."""
+        if self.etcd_backups is None:
+            raise V3Error("ActionNotAvailable", f"action {action} is not available")
+        if not self.access.owns_cluster(call.auth.user, cluster_id):
+            raise _denied("update", "cluster")
+        codes = {404: "NotFound", 422: "InvalidBodyContent", 503: "ClusterUnavailable"}
+        try:
+            if action == "backupEtcd":
+                backup = await self.etcd_backups.backup(cluster_id)
+                meta = backup["metadata"]
+                view = {**backup, "type": "etcdBackup", "id": f"{meta['namespace']}:{meta['name']}"}
+                return _respond(201, view)
+            body = await self._body(call.request)
+            result = await self.etcd_backups.restore(cluster_id, self._string(body, "etcdBackupId"))
+        except EtcdBackupError as exc:
+            raise V3Error(codes.get(exc.status, "ServerError"), str(exc)) from None
+        return _respond(200, {"type": "etcdRestore", "clusterId": cluster_id, **result})
 
     async def _delete_cluster_objects(self, cluster_id: str) -> None:
         """What Rancher's cluster removal takes along: bindings, projects, registration tokens, namespaces."""
