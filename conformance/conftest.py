@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--corral-read-only", action="store_true", default=False, help="create nothing on the target"
     )
     group.addoption(
+        "--corral-rbac-profile",
+        choices=("quick", "default", "thorough"),
+        default="default",
+        help="how many generated RBAC worlds the isolation suite makes (quick 3, default 50, thorough 400)",
+    )
+    group.addoption(
         "--rancher-url", metavar="URL", help=f"rancher: the server (env {rancher_target.ENV_URL})"
     )
     group.addoption(

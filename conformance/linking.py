@@ -63,6 +63,8 @@ class Outcome:
     outcome: str = "not run"
     reason: str = ""
     duration: float = 0.0
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What the test recorded with ``record_property`` (counts, a minimal failing example)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -158,6 +160,11 @@ class Linker:
         if entry is None:
             return
         entry.duration += report.duration
+        entry.facts.update(
+            (str(k), v if isinstance(v, int | float | str) else str(v))
+            for k, v in report.user_properties
+            if k != "requirement"
+        )
         if report.skipped:
             entry.outcome, entry.reason = "skipped", _skip_reason(report)
         elif report.failed:
@@ -202,6 +209,7 @@ class Linker:
                     "outcome": o.outcome,
                     "reason": o.reason,
                     "duration": round(o.duration, 6),
+                    **({"facts": o.facts} if o.facts else {}),
                 }
                 for o in self.outcomes.values()
             ],
@@ -237,6 +245,9 @@ class Linker:
         line(f"corral target: {self.plan.name}{version}")
         for reason, count in sorted(self.summary.items()):
             line(f"{count} {'test' if count == 1 else 'tests'} deselected: {reason}")
+        decisions = sum(int(o.facts.get("rbac_decisions", 0)) for o in self.outcomes.values())
+        if decisions:
+            line(f"RBAC decisions checked against Kubernetes' own: {decisions}")
         if self.results_path is not None:
             line(f"conformance results: {self.results_path}")
 

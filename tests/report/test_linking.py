@@ -80,6 +80,12 @@ def test_skips():
     pytest.skip("the server has no disable yet")
 
 
+@pytest.mark.requirement("PROXY-021")
+def test_records(record_property):
+    record_property("rbac_decisions", 41)
+    record_property("rbac_minimal_failing_world", "cluster c-us")
+
+
 @pytest.mark.requirement("TOK-008")
 def test_fails():
     raise AssertionError("refused {TOKEN}")
@@ -126,9 +132,19 @@ def test_a_test_naming_no_requirement_stops_the_session(pytester: pytest.Pyteste
 def test_outcomes_and_reasons_on_the_reference_target(pytester: pytest.Pytester) -> None:
     suite(pytester).makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, skipped=1, failed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*1 test deselected: target reference lacks ace*"])
+    result.assert_outcomes(passed=5, skipped=1, failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 test deselected: target reference lacks ace*",
+            "RBAC decisions checked against Kubernetes' own: 41",
+        ]
+    )
     found = results(pytester)
+    assert found["test_records"]["facts"] == {
+        "rbac_decisions": 41,
+        "rbac_minimal_failing_world": "cluster c-us",
+    }
+    assert "facts" not in found["test_proxy"]
     assert found["test_proxy"] == found["test_proxy"] | {
         "outcome": "passed",
         "requirements": ["PROXY-001", "PROXY-004"],
@@ -146,7 +162,7 @@ def test_on_rancher_2_15_corral_only_and_older_requirements_are_deselected(pytes
     suite(pytester, name="rancher", capabilities=["write", "ace"], version="v2.15.0", is_rancher=True)
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, skipped=1, failed=1, deselected=3)
+    result.assert_outcomes(passed=3, skipped=1, failed=1, deselected=3)
     result.stdout.fnmatch_lines(
         [
             "corral target: rancher (Rancher v2.15.0)",
