@@ -65,6 +65,32 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def rancher(session: nox.Session) -> None:
+    """The suites selected for a real Rancher (``--corral-target rancher``).
+
+    ``nox -s rancher -- --rancher-url URL --rancher-token-file FILE --rancher-cluster NAME=KUBECONFIG``
+    (``--corral-read-only`` makes nothing there). Without ``--rancher-url`` (or ``CORRAL_RANCHER_URL``)
+    they run against corral's own server presented as a Rancher: a ``corral up`` of the smoke scenario
+    in runs/as-rancher, stopped afterwards.
+    """
+    install(session, "test", extras="load")
+    session.run("corral", "build")
+    given = any(a.startswith("--rancher-url") for a in session.posargs) or os.environ.get(
+        "CORRAL_RANCHER_URL"
+    )
+    if given:
+        session.run("pytest", "conformance", "--with-clusters", "--corral-target=rancher", *session.posargs)
+        return
+    run_dir = "runs/as-rancher"
+    session.run("corral", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+    try:
+        options = session.run("python", "-m", "conformance.targets.as_rancher", run_dir, silent=True)
+        session.run("pytest", "conformance", "--with-clusters", *str(options).split(), *session.posargs)
+    finally:
+        session.run("corral", "down", "--dir", run_dir)
+
+
+@nox.session(python=PYTHON, default=False)
 def down(session: nox.Session) -> None:
     """Stop what `nox -s demo` started."""
     install(session)

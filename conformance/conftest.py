@@ -53,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--corral-rbac-profile",
         choices=("quick", "default", "thorough"),
         default="default",
-        help="how many generated RBAC worlds the isolation suite makes (quick 3, default 50, thorough 400)",
+        help="how many generated RBAC worlds the isolation suite makes (quick 3, default 30, thorough 400)",
     )
     group.addoption(
         "--rancher-url", metavar="URL", help=f"rancher: the server (env {rancher_target.ENV_URL})"

@@ -38,6 +38,8 @@ LINK_PATTERN = "../conformance/index.html#{id}"
 RESULTS_VERSION = 1
 
 REQUIREMENTS = pytest.StashKey[tuple[str, ...]]()
+ON_OWN_CLUSTERS = "the test brings up corral's own clusters instead of using the target"
+"""Why a test that does not use the `target` fixture cannot say anything about a real Rancher."""
 
 
 def _now() -> str:
@@ -148,6 +150,8 @@ class Linker:
                 reason = self.catalogue[ident].why_not_for_rancher(plan.rancher_version)
                 if reason:
                     return f"not on target rancher: {reason}"
+            if not uses_target:
+                return f"not on target rancher: {ON_OWN_CLUSTERS}"
         missing = sorted(needs - plan.capabilities)
         if missing:
             return f"target {plan.name} lacks {', '.join(missing)}"

@@ -20,7 +20,7 @@ from conformance.isolation.lab import Lab, Tally, WorldMismatchError, as_json
 from conformance.isolation.worlds import Shape, World, describe, worlds
 from conformance.targets import Capability, Target
 
-PROFILES = {"quick": 3, "default": 50, "thorough": 400}
+PROFILES = {"quick": 3, "default": 30, "thorough": 400}
 """Worlds per test and profile; the default keeps the suite near two minutes on two cores."""
 
 pytestmark = pytest.mark.target_needs(Capability.WRITE)
