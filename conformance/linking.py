@@ -56,6 +56,8 @@ class TargetPlan:
     is_rancher: bool = False
     unavailable: str = ""
     """Why the target cannot run here; every test that needs it is then deselected with this."""
+    target_only: bool = False
+    """Only the tests that use the target run (``--corral-target-only``: a run on one topology)."""
 
 
 @dataclass(slots=True)
@@ -145,6 +147,8 @@ class Linker:
         uses_target = "target" in getattr(item, "fixturenames", ()) or bool(needs)
         if uses_target and plan.unavailable:
             return f"target {plan.name} unavailable: {plan.unavailable}"
+        if plan.target_only and not uses_target:
+            return f"--corral-target-only: {ON_OWN_CLUSTERS}"
         if plan.is_rancher:
             for ident in item.stash.get(REQUIREMENTS, ()):
                 reason = self.catalogue[ident].why_not_for_rancher(plan.rancher_version)

@@ -32,6 +32,7 @@ def pytest_configure(config):
         rancher_version={version!r},
         is_rancher={is_rancher!r},
         unavailable={unavailable!r},
+        target_only={target_only!r},
     )
     catalogue = Catalogue.load({catalogue!r})
     here = Path(__file__).parent
@@ -99,6 +100,7 @@ def suite(pytester: pytest.Pytester, **plan: Any) -> pytest.Pytester:
         "version": None,
         "is_rancher": False,
         "unavailable": "",
+        "target_only": False,
         "catalogue": str(ROOT / "conformance" / "requirements.yaml"),
     } | plan
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
@@ -183,6 +185,17 @@ def test_an_unavailable_target_deselects_what_uses_it(pytester: pytest.Pytester)
     assert (
         results(pytester)["test_uses_the_target"]["reason"] == "target kind unavailable: no container engine"
     )
+
+
+def test_a_run_on_the_target_only_deselects_tests_on_their_own_clusters(pytester: pytest.Pytester) -> None:
+    suite(pytester, target_only=True)
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, deselected=7)
+    result.stdout.fnmatch_lines(
+        ["*6 tests deselected: --corral-target-only: the test brings up corral's own clusters instead*"]
+    )
+    assert results(pytester)["test_uses_the_target"]["outcome"] == "passed"
 
 
 def test_allure_labels_links_and_junit_properties(pytester: pytest.Pytester) -> None:
