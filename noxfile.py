@@ -57,11 +57,14 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: build the control plane and bring up the smoke scenario's whole topology."""
-    install(session)
-    session.run("corral", "build")
-    run_dir = session.posargs[0] if session.posargs else DEMO_DIR
-    session.run("corral", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+    """The main job: ``corral run`` of the smoke scenario (topology, suites on it, load, model, report),
+    leaving the topology running; ``nox -s demo -- DIR [options of corral run]``."""
+    install(session, "test", extras="sim,load")
+    session.run("corral", "build", "--all")
+    run_dir, *options = session.posargs or [DEMO_DIR]
+    session.run(
+        "corral", "run", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir, "--keep", *options
+    )
 
 
 @nox.session(python=PYTHON, default=False)

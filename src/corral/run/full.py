@@ -154,7 +154,9 @@ class _Runner:
         counts = _outcome_counts(results)
         if code not in (0, 1) or not counts:
             raise CorralError(f"pytest exited {code} (see {self._log('conformance')})")
+        elsewhere = counts.pop("deselected", 0)
         said = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        said += f" ({elsewhere} deselected: not on this topology or target)" if elsewhere else ""
         if code == 1:
             raise CorralError(f"tests failed: {said}")
         return said
