@@ -30,10 +30,10 @@ COLLECTIONS = (
 
 
 def _inner(
-    root: Path, results: Path, *options: str
+    root: Path, results: Path, *options: str, suites: tuple[str, ...] = SUITES
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", *SUITES, "--with-clusters", "-p", "no:cacheprovider", "-q",
+        [sys.executable, "-m", "pytest", *suites, "--with-clusters", "-p", "no:cacheprovider", "-q",
          f"--corral-results={results}", *options],
         cwd=root, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
