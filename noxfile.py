@@ -57,11 +57,40 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: build the control plane and bring up the smoke scenario's whole topology."""
-    install(session)
+    """The main job: ``corral run`` of the smoke scenario (topology, suites on it, load, model, report),
+    leaving the topology running; ``nox -s demo -- DIR [options of corral run]``."""
+    install(session, "test", extras="sim,load")
+    session.run("corral", "build", "--all")
+    run_dir, *options = session.posargs or [DEMO_DIR]
+    session.run(
+        "corral", "run", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir, "--keep", *options
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def rancher(session: nox.Session) -> None:
+    """The suites selected for a real Rancher (``--corral-target rancher``).
+
+    ``nox -s rancher -- --rancher-url URL --rancher-token-file FILE --rancher-cluster NAME=KUBECONFIG``
+    (``--corral-read-only`` makes nothing there). Without ``--rancher-url`` (or ``CORRAL_RANCHER_URL``)
+    they run against corral's own server presented as a Rancher: a ``corral up`` of the smoke scenario
+    in runs/as-rancher, stopped afterwards.
+    """
+    install(session, "test", extras="load")
     session.run("corral", "build")
-    run_dir = session.posargs[0] if session.posargs else DEMO_DIR
+    given = any(a.startswith("--rancher-url") for a in session.posargs) or os.environ.get(
+        "CORRAL_RANCHER_URL"
+    )
+    if given:
+        session.run("pytest", "conformance", "--with-clusters", "--corral-target=rancher", *session.posargs)
+        return
+    run_dir = "runs/as-rancher"
     session.run("corral", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+    try:
+        options = session.run("python", "-m", "conformance.targets.as_rancher", run_dir, silent=True)
+        session.run("pytest", "conformance", "--with-clusters", *str(options).split(), *session.posargs)
+    finally:
+        session.run("corral", "down", "--dir", run_dir)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -292,6 +292,59 @@ def down(run_dir: Path) -> None:
     click.echo(f"stopped the topology of {run_dir}", err=True)
 
 
+@main.command("run")
+@click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+@click.option(
+    "--checkout",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Source checkout holding conformance/ (its suites and requirements catalogue).",
+)
+@click.option("--load-seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Longest window of the load run's traffic.")  # fmt: skip
+@click.option(
+    "--rbac-profile",
+    type=click.Choice(["quick", "default", "thorough"]),
+    default="default",
+    show_default=True,
+    help="How many generated RBAC worlds the isolation suite checks.",
+)
+@click.option("--keep/--no-keep", default=False, show_default=True, help="Leave the topology running.")
+def run(
+    *, scenario_path: Path, run_dir: Path, checkout: Path, load_seconds: float, rbac_profile: str, keep: bool
+) -> None:
+    """The whole job: corral up, the conformance suites on that topology, a short load run, the model on
+    the same scenario, and the report (RUN/report/index.html). Exits 1 when a step failed."""
+    from corral.run.full import FullRunSettings, full_run, summary_lines
+
+    settings = FullRunSettings(
+        scenario=scenario_path,
+        run_dir=run_dir,
+        checkout=checkout.resolve(),
+        load_seconds=load_seconds,
+        rbac_profile=rbac_profile,
+        keep=keep,
+    )
+    try:
+        summary = full_run(settings, progress=lambda line: click.echo(line, err=True))
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in summary_lines(summary):
+        click.echo(line)
+    if not summary.ok:
+        sys.exit(1)
+
+
 @main.group()
 def doctor() -> None:
     """Diagnose a running topology."""
