@@ -195,15 +195,16 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     )
     admin_id = await bootstrap(state, settings)
     trace_time = trace.time if isinstance(trace, _Trace) else None
-    controllers = ClusterControllers(state, trace=trace, trace_time=trace_time)
-    await controllers.start()
     authenticator = TokenAuthenticator(state)
     access = Access(state)
     clusters = StateClusters(state, access)
-    # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly.
+    # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly:
+    # by the proxy and by the cluster controllers alike.
     tunnels = build_tunnels(
         state, clusters=clusters, fast=options.fast_failover, trace_sink=trace, trace_time=trace_time
     )
+    controllers = ClusterControllers(state, trace=trace, trace_time=trace_time, routes=tunnels.dialer)
+    await controllers.start()
     await tunnels.start()
     proxy = AuthProxy(
         authenticator=authenticator,

@@ -8,6 +8,10 @@ ensures a user's impersonation account when a binding for them lands and removes
 binding, cleans stale token Secrets, and writes the cluster's nodes, namespaces and version into its
 status. It also copies the cluster's scoped tokens down for the Authorized Cluster Endpoint
 (`corral.server.ace_sync`). It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+
+A controller reaches its cluster the way the proxy does: with ``routes`` (the server's tunnel
+dialer) a cluster that has agents is dialed through their tunnels, and its controller is started
+again on the new route when its first agent connects; other clusters are dialed directly.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from corral.auth.identity import AUTHENTICATED_GROUPS, UserInfo
 from corral.errors import AlreadyExistsError, ConfigError, CorralError, KubeAPIError, NotFoundError
@@ -30,7 +34,8 @@ from corral.server import impersonation as imp
 from corral.server.accounts import ImpersonationAccountSet, request_token
 from corral.server.ace_sync import AceSync
 from corral.server.informer import Informer
-from corral.server.proxy_interfaces import ImpersonationAccountError, ServiceAccountTokenError
+from corral.server.proxy_dial import DialerConnector
+from corral.server.proxy_interfaces import Dialer, ImpersonationAccountError, ServiceAccountTokenError
 from corral.server.registration import (
     CLUSTERS,
     CREDENTIAL_KEY,
@@ -41,7 +46,7 @@ from corral.server.registration import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClusterController", "ClusterControllers", "user_info_from"]
+__all__ = ["ClusterController", "ClusterControllers", "ClusterRoutes", "user_info_from"]
 
 JSON = dict[str, Any]
 TraceSink = Callable[[Event], None]
@@ -59,6 +64,18 @@ WATCHED: Final = (
     "tokens",
     "settings",
 )
+
+
+class ClusterRoutes(Protocol):
+    """How the server reaches a downstream cluster (`corral.server.tunnel_dialer.TunnelDialer`)."""
+
+    def route(self, cluster: str) -> Dialer | None:
+        """The dialer for the cluster's API connections; None to dial directly."""
+        ...
+
+    def on_route_change(self, callback: Callable[[str], None]) -> None:
+        """``callback(cluster)`` whenever `route` changes for a cluster."""
+        ...
 
 
 def user_info_from(user: Mapping[str, Any], attributes: Mapping[str, Any] | None) -> UserInfo:
@@ -506,7 +523,10 @@ class ClusterControllers:
         trace_time: Callable[[], float] | None = None,
         status_interval_seconds: float = 10.0,
         clean_interval_seconds: float = 60.0,
+        routes: ClusterRoutes | None = None,
     ) -> None:
+        self.routes = routes
+        self._rerouting: set[asyncio.Task[None]] = set()
         self.upstream: AsyncKubeClient = state if isinstance(state, AsyncKubeClient) else state.upstream
         shared: Mapping[str, Informer] = getattr(state, "informers", None) or {}
         self.informers: dict[str, Informer] = {}
@@ -524,7 +544,7 @@ class ClusterControllers:
         self.status_interval_seconds = status_interval_seconds
         self.clean_interval_seconds = clean_interval_seconds
         self.controllers: dict[str, ClusterController] = {}
-        self._fingerprints: dict[str, tuple[str, str, str]] = {}
+        self._fingerprints: dict[str, tuple[str, ...]] = {}
         self._lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -537,6 +557,8 @@ class ClusterControllers:
         self.informers["userattributes"].on_change(self._attributes_changed)
         self.informers["users"].on_change(self._user_changed)
         self.informers["tokens"].on_change(self._token_changed)
+        if self.routes is not None:
+            self.routes.on_route_change(self._route_changed)
         for informer in self._own:
             await informer.start()
         for informer in self.informers.values():
@@ -545,6 +567,8 @@ class ClusterControllers:
             await self._cluster_changed("ADDED", None, cluster)
 
     async def stop(self) -> None:
+        for task in list(self._rerouting):
+            task.cancel()
         async with self._lock:
             controllers, self.controllers = self.controllers, {}
             self._fingerprints.clear()
@@ -655,7 +679,7 @@ class ClusterControllers:
             await controller.start()
             logger.info("cluster %s: controllers started", cluster_id)
 
-    async def _fingerprint(self, cluster: JSON) -> tuple[str, str, str] | None:
+    async def _fingerprint(self, cluster: JSON) -> tuple[str, ...] | None:
         if (cluster.get("spec") or {}).get("internal"):
             return ("internal", "", "")
         status = cluster.get("status") or {}
@@ -666,7 +690,7 @@ class ClusterControllers:
         )
         if not (endpoint and secret):
             return None
-        return (endpoint, ca, secret)
+        return (endpoint, ca, secret, self._route_name(_name(cluster)))
 
     async def _client_for(self, cluster: JSON) -> AsyncKubeClient:
         if (cluster.get("spec") or {}).get("internal"):
@@ -686,7 +710,36 @@ class ClusterControllers:
             cluster_name=_name(cluster),
             user_name="cattle",
         )
-        return AsyncKubeClient(config, timeout_seconds=45)
+        return AsyncKubeClient(config, timeout_seconds=45, connector=self._connector(_name(cluster)))
+
+    # -- the route to a cluster: direct, or the proxy's dialer (its agents' tunnels) ---------------
+
+    def _route_name(self, cluster_id: str) -> str:
+        dialer = self.routes.route(cluster_id) if self.routes is not None else None
+        return "direct" if dialer is None else "dialer"
+
+    def _connector(self, cluster_id: str) -> Callable[[Any], DialerConnector] | None:
+        dialer = self.routes.route(cluster_id) if self.routes is not None else None
+        if dialer is None:
+            return None
+        return lambda context: DialerConnector(dialer, cluster_id, ssl=context)
+
+    def _route_changed(self, cluster_id: str) -> None:
+        """Start the cluster's controller again on its new route (its fingerprint names the route)."""
+        task = asyncio.ensure_future(self._reroute(cluster_id))
+        self._rerouting.add(task)
+        task.add_done_callback(self._rerouting.discard)
+
+    async def _reroute(self, cluster_id: str) -> None:
+        cluster = self.informers["clusters"].get(cluster_id)
+        if cluster is None:
+            return
+        try:
+            await self._cluster_changed("MODIFIED", cluster, cluster)
+        except CorralError as e:
+            logger.warning("cluster %s: cannot move its controller to the new route: %s", cluster_id, e)
+        else:
+            logger.info("cluster %s: controllers now reach it %s", cluster_id, self._route_name(cluster_id))
 
     def _binding_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
         for obj in (old, new):

@@ -127,9 +127,14 @@ async def open_streams(
 
 
 class DialerConnector(aiohttp.TCPConnector):
-    """An aiohttp connector whose connections are dialed by a `Dialer` for one cluster."""
+    """An aiohttp connector whose connections are dialed by a `Dialer` for one cluster.
+
+    No limit on connections unless one is given (aiohttp's default is 100): Go's transport has
+    none, and every watch through the proxy holds a connection of its own.
+    """
 
     def __init__(self, dialer: Dialer, cluster: str, **kwargs: object) -> None:
+        kwargs.setdefault("limit", 0)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.dialer = dialer
         self.cluster = cluster

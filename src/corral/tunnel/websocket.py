@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -39,6 +40,8 @@ MAX_CLOSE_REASON_BYTES = 123
 MAX_MESSAGE_BYTES = 16 * MIB
 """Largest websocket message accepted (remotedialer peers send Data of at most a write's size)."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+RELEASE_POLL_SECONDS = 0.02
+"""How often a closing transport looks whether the connection under it is gone."""
 FAILED_AUTHENTICATION = "failed authentication"
 
 Authorizer = Callable[[web.Request], Awaitable[tuple[str, bool]]]
@@ -59,6 +62,13 @@ class WebSocketTransport:
     def __init__(self, ws: AnyWebSocket) -> None:
         self.ws = ws
         self._pong: asyncio.Task[None] | None = None
+        # What lies under the websocket (aiohttp 3.x keeps both on its frame writer), taken now,
+        # before any close: aiohttp's protocol says when the connection is gone, and the socket
+        # can still be shut down after a TLS transport was closed twice and forgot its own.
+        writer = getattr(ws, "_writer", None)
+        self._protocol = getattr(writer, "protocol", None)
+        transport = getattr(writer, "transport", None)
+        self._socket = transport.get_extra_info("socket") if transport is not None else None
 
     def _answer_ping(self, data: bytes) -> None:
         """Pong from a task: the read loop must never wait on a full send buffer, or two peers
@@ -126,19 +136,35 @@ class WebSocketTransport:
         raise TunnelClosedError(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
     async def close(self, reason: str = "") -> None:
+        """The websocket's closing handshake, then until the connection under it is gone.
+
+        A frozen peer answers neither the Close frame nor TLS's close_notify, and asyncio's TLS
+        shutdown would hold the socket for its own 30 s; the caller bounds this wait and aborts.
+        """
         if self._pong is not None:
             self._pong.cancel()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
             await self.ws.close(message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
+        while self._connected():  # noqa: ASYNC110 - aiohttp announces a lost connection to nobody else
+            await asyncio.sleep(RELEASE_POLL_SECONDS)
+
+    def _connected(self) -> bool:
+        """aiohttp's protocol still holds a transport (connection_lost clears it; a client's close too)."""
+        return getattr(self._protocol, "transport", None) is not None
 
     def abort(self) -> None:
-        """Drop the TCP connection under the websocket (aiohttp 3.x keeps it on the frame writer)."""
+        """Drop the TCP connection under the websocket, also when its TLS transport was closed already."""
         if self._pong is not None:
             self._pong.cancel()
         writer = getattr(self.ws, "_writer", None)
         transport = getattr(writer, "transport", None)
         if transport is not None:
             transport.abort()
+        if self._socket is not None and self._connected():
+            # asyncio's TLS transport forgets its TCP transport when closed twice; the shut socket
+            # makes the TCP transport see the end and close itself
+            with contextlib.suppress(OSError, AttributeError, TypeError, ValueError):
+                self._socket.shutdown(socket.SHUT_RDWR)
 
 
 def tunnel_handler(
