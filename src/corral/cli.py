@@ -403,10 +403,9 @@ def agent(
     no_heartbeat: bool,
 ) -> None:
     """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
-    import asyncio
-
     from corral.agent import RetryPolicy, load_config, run_agent
     from corral.agent.run import AgentOptions
+    from corral.tunnel.loop import run as run_loop
 
     if as_cluster == (node is not None):
         raise click.UsageError("give exactly one of --cluster and --node NAME")
@@ -419,7 +418,7 @@ def agent(
             kubeconfig=kubeconfig,
         )
         options = AgentOptions(retry=RetryPolicy(kind=retry), heartbeat=not no_heartbeat)  # type: ignore[arg-type]
-        asyncio.run(run_agent(config, options))
+        run_loop(run_agent(config, options))
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 
@@ -524,9 +523,8 @@ def server(
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
-    import asyncio
-
     from corral.server.app import READY_LINE, ServerOptions, run_server
+    from corral.tunnel.loop import run as run_loop
 
     if server_log_level:
         logs.configure(server_log_level)
@@ -546,7 +544,7 @@ def server(
         fast_failover=fast_failover,
     )
     try:
-        asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
+        run_loop(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 

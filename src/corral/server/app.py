@@ -35,7 +35,7 @@ from corral.server.controllers import ClusterControllers
 from corral.server.localauth import LocalAuth
 from corral.server.proxy import AuthProxy
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
-from corral.server.state import ServerState
+from corral.server.state import JSON, ServerState
 from corral.server.tunnels import Tunnels, build_tunnels
 from corral.server.v3 import V3API
 
@@ -86,6 +86,8 @@ class StateClusters:
     def __init__(self, state: ServerState, access: Access) -> None:
         self.state = state
         self.access = access
+        # The target built from each cached Cluster object, rebuilt when the cache holds a new one.
+        self._targets: dict[str, tuple[object, ClusterTarget]] = {}
 
     async def can_access(self, cluster: str, user: UserInfo) -> bool:
         return self.access.can_see_cluster(user, cluster)
@@ -94,6 +96,15 @@ class StateClusters:
         obj = self.state.clusters.get(cluster)
         if obj is None:
             return None
+        built = self._targets.get(cluster)
+        if built is not None and built[0] is obj:
+            return built[1]
+        target = self._target(cluster, obj)
+        self._targets[cluster] = (obj, target)
+        return target
+
+    @staticmethod
+    def _target(cluster: str, obj: JSON) -> ClusterTarget:
         status = obj.get("status") or {}
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         endpoint = str(status.get("apiEndpoint") or "")
@@ -144,20 +155,45 @@ class UpstreamReviewer:
 
 
 class _Trace:
-    """Appends trace events, one line per write, to a file several processes share."""
+    """Appends trace events to a file several processes share, off the request's path.
+
+    Events are queued and written (encoded, whole lines, one append) by a callback the event loop
+    runs right after the current callbacks, so under load the requests that end in one turn of the
+    loop share one system call. Outside a running loop, and at close, they are written at once.
+    """
 
     def __init__(self, path: Path) -> None:
-        self._stream: IO[str] = path.open("a", encoding="utf-8", buffering=1)
-        self._writer = TraceWriter(self._stream)
+        self._stream: IO[str] = path.open("a", encoding="utf-8")
+        self._writer = TraceWriter(self._stream, batch=1_000_000)
         self._started = time.monotonic()
+        self._queued: list[Event] = []
+        self._scheduled = False
 
     def __call__(self, event: Event) -> None:
-        self._writer.write(event)
+        self._queued.append(event)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        queued, self._queued = self._queued, []
+        if self._stream.closed:
+            return
+        self._writer.write_all(queued)
+        self._writer.close()  # writes the lines and flushes the stream (which it does not own)
 
     def time(self) -> float:
         return time.monotonic() - self._started
 
     def close(self) -> None:
+        self.flush()
         self._stream.close()
 
 

@@ -93,8 +93,29 @@ class Authenticated:
         return self.user.name
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Verified:
+    """A credential already checked against these very cached objects (the hot path's shortcut)."""
+
+    token: JSON = field(repr=False)
+    user: JSON = field(repr=False)
+    attribute: JSON | None = field(repr=False)
+    created: datetime | None
+    ttl: int
+    info: UserInfo
+
+
 class TokenAuthenticator:
-    """Authenticates requests by Rancher token; implements the proxy's `Authenticator` protocol."""
+    """Authenticates requests by Rancher token; implements the proxy's `Authenticator` protocol.
+
+    A credential that passed every check is remembered with the cached token, user and
+    UserAttribute objects it was checked against; while the caches still hold those very objects
+    (the informers replace an object on every change), the next request with it skips the hash and
+    the identity building, and only the time-dependent checks (expiry, cluster scope) run again.
+    """
+
+    #: Remembered credentials; the memo is emptied when it grows past this.
+    MEMO_LIMIT: Final = 20_000
 
     def __init__(
         self, state: ServerState, *, now: Callable[[], datetime] | None = None, track_last_used: bool = True
@@ -103,6 +124,7 @@ class TokenAuthenticator:
         self._now = now or (lambda: datetime.now(UTC))
         self._last_written: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._verified: dict[str, _Verified] = {}
         self.track_last_used = track_last_used
 
     async def authenticate(self, request: AuthRequest) -> UserInfo:
@@ -116,6 +138,12 @@ class TokenAuthenticator:
         return await self.authenticate_value(credential.value, cluster=cluster)
 
     async def authenticate_value(self, value: str, *, cluster: str) -> Authenticated:
+        hit = self._verified.get(value)
+        if hit is not None and self._still_current(hit):
+            return self._recheck(hit, cluster=cluster)
+        return await self._verify(value, cluster=cluster)
+
+    async def _verify(self, value: str, *, cluster: str) -> Authenticated:
         try:
             ref = parse_token(value)
         except TokenFormatError as exc:
@@ -147,9 +175,46 @@ class TokenAuthenticator:
             raise AuthenticationError("must authenticate: user is not enabled")
         if self.track_last_used:
             self._touch(token, now)
-        return Authenticated(
-            user=self.user_info(user, token_name=str(token["metadata"]["name"])), token=token
+        info = self.user_info(user, token_name=str(token["metadata"]["name"]))
+        self._remember(value, token=token, user=user, created=created, ttl=ttl, info=info)
+        return Authenticated(user=info, token=token)
+
+    def _remember(
+        self, value: str, *, token: JSON, user: JSON, created: datetime | None, ttl: int, info: UserInfo
+    ) -> None:
+        """Memo a verified credential, when it was checked against the caches' own objects."""
+        if token is not self.state.tokens.get(info.token_name) or user is not self.state.users.get(info.name):
+            return  # read fresh from the upstream: the caches will hold other objects
+        if len(self._verified) >= self.MEMO_LIMIT:
+            self._verified.clear()
+        self._verified[value] = _Verified(
+            token=token,
+            user=user,
+            attribute=self.state.userattributes.get(info.name),
+            created=created,
+            ttl=ttl,
+            info=info,
         )
+
+    def _still_current(self, hit: _Verified) -> bool:
+        user_id = hit.info.name
+        return (
+            self.state.tokens.get(hit.info.token_name) is hit.token
+            and self.state.users.get(user_id) is hit.user
+            and self.state.userattributes.get(user_id) is hit.attribute
+        )
+
+    def _recheck(self, hit: _Verified, *, cluster: str) -> Authenticated:
+        """The checks that depend on the moment and the request, for a remembered credential."""
+        now = self._now()
+        if hit.created is not None and is_expired(hit.created, hit.ttl, now=now):
+            raise AuthenticationError("must authenticate: token is expired")
+        scope = str(hit.token.get("clusterName") or "")
+        if scope and scope != cluster:
+            raise AuthenticationError("must authenticate: clusterID does not match")
+        if self.track_last_used:
+            self._touch(hit.token, now)
+        return Authenticated(user=hit.info, token=hit.token)
 
     async def lookup(self, name: str) -> JSON | None:
         """The token from the cache, or (a miss) from the upstream: it may be seconds old."""
