@@ -507,6 +507,11 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     is_flag=True,
     help="Ping agents and retry idempotent requests on another session (default: Rancher's behaviour).",
 )
+@click.option(
+    "--provision-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Enable `driver: local` clusters: their control planes run from folders under this one.",
+)
 @click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
 def server(
     *,
@@ -520,6 +525,7 @@ def server(
     data_dir: Path | None,
     trace_file: Path | None,
     fast_failover: bool,
+    provision_dir: Path | None,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
@@ -543,8 +549,17 @@ def server(
         trace=trace_file,
         fast_failover=fast_failover,
     )
+    provisioner = None
+    if provision_dir is not None:
+        from corral.run.provision import LocalProvisioner
+
+        provisioner = LocalProvisioner(provision_dir)
     try:
-        run_loop(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
+        run_loop(
+            run_server(
+                options, ready=lambda url: click.echo(READY_LINE + url, err=True), provisioner=provisioner
+            )
+        )
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 

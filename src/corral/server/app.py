@@ -33,6 +33,7 @@ from corral.server.authn import TokenAuthenticator, TokenIssuer
 from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
 from corral.server.localauth import LocalAuth
+from corral.server.provisioning import LocalDriver, Provisioner
 from corral.server.proxy import AuthProxy
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
 from corral.server.state import JSON, ServerState
@@ -208,10 +209,19 @@ class Built:
     controllers: ClusterControllers
     tunnels: Tunnels
     admin_id: str
+    local_driver: LocalDriver | None = None
 
 
-async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | None = None) -> Built:
-    """Prepare the upstream, start the caches and the controllers, and assemble the aiohttp app."""
+async def build_app(
+    options: ServerOptions,
+    *,
+    trace: Callable[[Event], None] | None = None,
+    provisioner: Provisioner | None = None,
+) -> Built:
+    """Prepare the upstream, start the caches and the controllers, and assemble the aiohttp app.
+
+    ``provisioner`` enables ``driver: local`` on ``POST /v3/clusters``.
+    """
     config = KubeConfig.load(options.kubeconfig)
     upstream = AsyncKubeClient(config)
     state = ServerState(upstream)
@@ -251,6 +261,7 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         issuer=TokenIssuer(state),
         local=LocalAuth(state),
         access=access,
+        local_driver=LocalDriver(state, provisioner) if provisioner is not None else None,
     )
     app = web.Application(client_max_size=1024 * 1024)
     api.add_routes(app)
@@ -266,6 +277,7 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         controllers=controllers,
         tunnels=tunnels,
         admin_id=admin_id,
+        local_driver=api.local_driver,
     )
 
 
@@ -287,7 +299,12 @@ def tls_context(options: ServerOptions) -> ssl.SSLContext:
     return context
 
 
-async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | None = None) -> None:
+async def run_server(
+    options: ServerOptions,
+    *,
+    ready: Callable[[str], None] | None = None,
+    provisioner: Provisioner | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT; ``ready(url)`` once the listener accepts connections."""
     trace = _Trace(options.trace) if options.trace is not None else None
     stop = asyncio.Event()
@@ -295,7 +312,7 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     context = tls_context(options)
-    built = await build_app(options, trace=trace)
+    built = await build_app(options, trace=trace, provisioner=provisioner)
     # Open streams (watches through the proxy) get a few seconds to end; then they are cut.
     runner = web.AppRunner(built.app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
@@ -311,6 +328,8 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     finally:
         await _quietly(runner.cleanup(), "the listener")
         await _quietly(built.proxy.close(), "the proxy's sessions")
+        if built.local_driver is not None:
+            await _quietly(built.local_driver.close(), "cluster provisioning", timeout_seconds=15.0)
         await _quietly(built.tunnels.close(), "the agents' tunnels")
         await _quietly(built.controllers.stop(), "the cluster controllers")
         await _quietly(built.authenticator.drain(), "lastUsedAt writes")
