@@ -27,6 +27,7 @@ from corral.auth.tokens import (
     expires_at_text,
     generate_secret,
     is_expired,
+    is_idle_expired,
     last_used_update,
     parse_token,
 )
@@ -49,6 +50,7 @@ __all__ = [
 HASHED_ANNOTATION: Final = "authn.management.cattle.io/token-hashed"
 KIND_LABEL: Final = "authn.management.cattle.io/kind"
 LOCAL_PROVIDER: Final = "local"
+IDLE_TTL_SETTING: Final = "auth-user-session-idle-ttl-minutes"
 _NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
@@ -102,6 +104,7 @@ class _Verified:
     attribute: JSON | None = field(repr=False)
     created: datetime | None
     ttl: int
+    last_activity: datetime | None
     info: UserInfo
 
 
@@ -160,6 +163,8 @@ class TokenAuthenticator:
         ttl = _int(token.get("ttl"))
         if created is not None and is_expired(created, ttl, now=now):
             raise AuthenticationError("must authenticate: token is expired")
+        last_activity = parse_time(token.get("activityLastSeenAt"))
+        self._check_idle(last_activity, now)
         if token.get("enabled") is False:
             raise AuthenticationError("must authenticate: user's token is not enabled")
         scope = str(token.get("clusterName") or "")
@@ -176,11 +181,21 @@ class TokenAuthenticator:
         if self.track_last_used:
             self._touch(token, now)
         info = self.user_info(user, token_name=str(token["metadata"]["name"]))
-        self._remember(value, token=token, user=user, created=created, ttl=ttl, info=info)
+        self._remember(
+            value, token=token, user=user, created=created, ttl=ttl, last_activity=last_activity, info=info
+        )
         return Authenticated(user=info, token=token)
 
     def _remember(
-        self, value: str, *, token: JSON, user: JSON, created: datetime | None, ttl: int, info: UserInfo
+        self,
+        value: str,
+        *,
+        token: JSON,
+        user: JSON,
+        created: datetime | None,
+        ttl: int,
+        last_activity: datetime | None,
+        info: UserInfo,
     ) -> None:
         """Memo a verified credential, when it was checked against the caches' own objects."""
         if token is not self.state.tokens.get(info.token_name) or user is not self.state.users.get(info.name):
@@ -193,8 +208,21 @@ class TokenAuthenticator:
             attribute=self.state.userattributes.get(info.name),
             created=created,
             ttl=ttl,
+            last_activity=last_activity,
             info=info,
         )
+
+    def _check_idle(self, last_activity: datetime | None, now: datetime) -> None:
+        """Rancher's IsIdleExpired: a session whose ``activityLastSeenAt`` is older than the idle TTL.
+
+        Only tokens with recorded activity (sessions whose activity is reported) can idle out, and
+        ``auth-user-session-idle-ttl-minutes`` 0 turns the check off; the setting is read each time.
+        """
+        if last_activity is None:
+            return
+        minutes = self.state.setting_int(IDLE_TTL_SETTING, 0)
+        if is_idle_expired(last_activity, max(minutes, 0), now=now):
+            raise AuthenticationError("must authenticate: session idle timeout expired")
 
     def _still_current(self, hit: _Verified) -> bool:
         user_id = hit.info.name
@@ -209,6 +237,7 @@ class TokenAuthenticator:
         now = self._now()
         if hit.created is not None and is_expired(hit.created, hit.ttl, now=now):
             raise AuthenticationError("must authenticate: token is expired")
+        self._check_idle(hit.last_activity, now)
         scope = str(hit.token.get("clusterName") or "")
         if scope and scope != cluster:
             raise AuthenticationError("must authenticate: clusterID does not match")
