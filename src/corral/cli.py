@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -508,6 +509,14 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     help="Ping agents and retry idempotent requests on another session (default: Rancher's behaviour).",
 )
 @click.option(
+    "--impersonation-review-scope",
+    type=click.Choice(["management", "downstream"]),
+    default="management",
+    show_default=True,
+    help="Where `kubectl --as` is reviewed: the management cluster (Rancher 2.15+) or the request's "
+    "cluster (Rancher 2.10-2.14).",
+)
+@click.option(
     "--provision-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Enable `driver: local` clusters: their control planes run from folders under this one.",
@@ -525,13 +534,16 @@ def server(
     data_dir: Path | None,
     trace_file: Path | None,
     fast_failover: bool,
+    impersonation_review_scope: str,
     provision_dir: Path | None,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
     from corral.server.app import READY_LINE, ServerOptions, run_server
+    from corral.server.proxy_interfaces import SARScope
     from corral.tunnel.loop import run as run_loop
 
+    scope = cast(SARScope, impersonation_review_scope)  # click.Choice has checked it
     if server_log_level:
         logs.configure(server_log_level)
     host, port = _listen(listen)
@@ -548,6 +560,7 @@ def server(
         data_dir=data_dir,
         trace=trace_file,
         fast_failover=fast_failover,
+        impersonation_review_scope=scope,
     )
     provisioner = None
     if provision_dir is not None:

@@ -34,8 +34,8 @@ from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
 from corral.server.localauth import LocalAuth
 from corral.server.provisioning import LocalDriver, Provisioner
-from corral.server.proxy import AuthProxy
-from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
+from corral.server.proxy import AuthProxy, ProxySettings
+from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget, SARScope
 from corral.server.state import JSON, ServerState
 from corral.server.tunnels import Tunnels, build_tunnels
 from corral.server.v3 import V3API
@@ -64,6 +64,8 @@ class ServerOptions:
     trace: Path | None = None
     fast_failover: bool = False
     """Server-side pings and a retry of idempotent requests on another session (not Rancher's way)."""
+    impersonation_review_scope: SARScope = "management"
+    """Where ``kubectl --as`` is reviewed: the management cluster (Rancher 2.15+) or the downstream one."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -131,18 +133,25 @@ def _pem(value: str) -> str | None:
 
 
 class UpstreamReviewer:
-    """Client-impersonation SubjectAccessReviews on the management cluster (Rancher 2.15 and later)."""
+    """Client-impersonation SubjectAccessReviews: on the management cluster (Rancher 2.15 and later),
+    or, given ``downstream``, on the request's cluster through Rancher's credential there (2.10-2.14).
+    """
 
-    def __init__(self, upstream: AsyncKubeClient) -> None:
+    def __init__(
+        self, upstream: AsyncKubeClient, *, downstream: Callable[[str], AsyncKubeClient | None] | None = None
+    ) -> None:
         self.upstream = upstream
+        self.downstream = downstream
 
     async def allowed(self, review: AccessReview, *, cluster: str | None) -> bool:
+        client = self.upstream
         if cluster is not None:
-            raise AccessReviewError(
-                "reviews on a downstream cluster are not offered: use the management scope"
-            )
+            found = self.downstream(cluster) if self.downstream is not None else None
+            if found is None:
+                raise AccessReviewError(f"no client for cluster {cluster} to review the impersonation")
+            client = found
         try:
-            return await self.upstream.allows(
+            return await client.allows(
                 review.user,
                 list(review.groups),
                 review.verb,
@@ -249,9 +258,10 @@ async def build_app(
         authenticator=authenticator,
         clusters=clusters,
         accounts=controllers,
-        reviewer=UpstreamReviewer(upstream),
+        reviewer=UpstreamReviewer(upstream, downstream=controllers.client_for),
         service_account_tokens=controllers,
         dialer=tunnels.dialer,
+        settings=ProxySettings(sar_scope=options.impersonation_review_scope),
         trace_sink=trace,
         trace_time=trace_time,
     )
