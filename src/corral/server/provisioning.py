@@ -98,7 +98,7 @@ class LocalDriver:
             try:
                 await self.provisioner.deprovision(cluster_id)
                 logger.info("cluster %s: control plane removed", cluster_id)
-            except CorralError as exc:
+            except (CorralError, OSError) as exc:
                 logger.warning("cluster %s: removing the control plane failed: %s", cluster_id, exc)
 
         task = asyncio.get_running_loop().create_task(deprovision())
@@ -136,7 +136,7 @@ class LocalDriver:
                 ca_cert_pem=plane.ca_pem,
             )
             logger.info("cluster %s: control plane provisioned at %s", cluster_id, plane.address)
-        except CorralError as exc:
+        except (CorralError, OSError) as exc:
             logger.warning("cluster %s: provisioning failed: %s", cluster_id, exc)
             with contextlib.suppress(CorralError):
                 await self._set_provisioned(cluster_id, False, reason="Error", message=str(exc)[:512])
