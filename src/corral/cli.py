@@ -10,6 +10,7 @@ import sys
 import time
 import typing
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -570,10 +571,9 @@ def agent(
     etcd_prefix: str,
 ) -> None:
     """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
-    import asyncio
-
     from corral.agent import RetryPolicy, load_config, run_agent
     from corral.agent.run import AgentOptions
+    from corral.tunnel.loop import run as run_loop
 
     if as_cluster == (node is not None):
         raise click.UsageError("give exactly one of --cluster and --node NAME")
@@ -594,7 +594,7 @@ def agent(
             etcd_endpoint=etcd_endpoint,
             etcd_prefix=etcd_prefix,
         )
-        asyncio.run(run_agent(config, options))
+        run_loop(run_agent(config, options))
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 
@@ -728,6 +728,17 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=click.FloatRange(min=0.1),
     default=None,
     help="Seconds an LDAP or GitHub login may take (default: 4 x connectionTimeout; GitHub 10).",
+    "--impersonation-review-scope",
+    type=click.Choice(["management", "downstream"]),
+    default="management",
+    show_default=True,
+    help="Where `kubectl --as` is reviewed: the management cluster (Rancher 2.15+) or the request's "
+    "cluster (Rancher 2.10-2.14).",
+)
+@click.option(
+    "--provision-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Enable `driver: local` clusters: their control planes run from folders under this one.",
 )
 @click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
 def server(
@@ -743,13 +754,16 @@ def server(
     trace_file: Path | None,
     fast_failover: bool,
     auth_timeout: float | None,
+    impersonation_review_scope: str,
+    provision_dir: Path | None,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
-    import asyncio
-
     from corral.server.app import READY_LINE, ServerOptions, run_server
+    from corral.server.proxy_interfaces import SARScope
+    from corral.tunnel.loop import run as run_loop
 
+    scope = cast(SARScope, impersonation_review_scope)  # click.Choice has checked it
     if server_log_level:
         logs.configure(server_log_level)
     host, port = _listen(listen)
@@ -767,9 +781,19 @@ def server(
         trace=trace_file,
         fast_failover=fast_failover,
         auth_timeout=auth_timeout,
+        impersonation_review_scope=scope,
     )
+    provisioner = None
+    if provision_dir is not None:
+        from corral.run.provision import LocalProvisioner
+
+        provisioner = LocalProvisioner(provision_dir)
     try:
-        asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
+        run_loop(
+            run_server(
+                options, ready=lambda url: click.echo(READY_LINE + url, err=True), provisioner=provisioner
+            )
+        )
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 

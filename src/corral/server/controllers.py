@@ -620,6 +620,11 @@ class ClusterControllers:
             )
         return controller
 
+    def client_for(self, cluster: str) -> AsyncKubeClient | None:
+        """The client on ``cluster`` with Rancher's credential there (None until its controller runs)."""
+        controller = self.controllers.get(cluster)
+        return controller.client if controller is not None else None
+
     async def token_for(
         self,
         cluster: str,

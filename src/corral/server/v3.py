@@ -28,6 +28,7 @@ from corral.server.etcd_backups import EtcdBackupError, EtcdBackups
 from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
 from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
 from corral.server.norman_views import CREATOR_ANNOTATION, TYPES, object_id, view
+from corral.server.provisioning import LOCAL_DRIVER, LocalDriver
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
 
@@ -108,7 +109,9 @@ class V3API:
         local: LocalAuth,
         access: Access,
         etcd_backups: EtcdBackups | None = None,
+        local_driver: LocalDriver | None = None,
     ) -> None:
+        self.local_driver = local_driver  # provisions ``driver: local`` clusters; None refuses that driver
         self.state = state
         self.authenticator = authenticator
         self.issuer = issuer
@@ -535,6 +538,8 @@ class V3API:
                 raise V3Error("InvalidAction", "the local cluster cannot be deleted")
             await self.state.delete("clusters", id_)
             await self._delete_cluster_objects(id_)
+            if (obj.get("status") or {}).get("driver") == LOCAL_DRIVER and self.local_driver is not None:
+                self.local_driver.remove(id_)
             return self._one(call, "clusters", obj)
         raise V3Error("MethodNotAllow", f"method {method} not allowed")
 
@@ -588,10 +593,9 @@ class V3API:
         if any((c.get("spec") or {}).get("displayName") == name for c in self.state.clusters.list()):
             raise V3Error("NotUnique", f"cluster name {name} is already in use", status=422)
         driver = self._string(body, "driver", required=False) or "imported"
-        if driver != "imported":
-            raise V3Error(
-                "InvalidOption", f"driver {driver} is not supported here (imported only)", status=422
-            )
+        if driver not in ("imported", LOCAL_DRIVER) or (driver == LOCAL_DRIVER and self.local_driver is None):
+            offered = "imported or local" if self.local_driver is not None else "imported only"
+            raise V3Error("InvalidOption", f"driver {driver} is not supported here ({offered})", status=422)
         cluster = await self.state.create(
             "clusters",
             {
@@ -607,6 +611,8 @@ class V3API:
         cluster = await self.state.patch_status("clusters", cluster_id, {"driver": driver, "conditions": []})
         await self.state.ensure_namespace(cluster_id)
         await self._bind_cluster(cluster_id, call.user_id, CLUSTER_OWNER)
+        if driver == LOCAL_DRIVER and self.local_driver is not None:
+            self.local_driver.start(cluster_id)
         return self._one(call, "clusters", cluster, 201)
 
     async def _bind_cluster(self, cluster_id: str, user_id: str, role: str) -> JSON:
