@@ -66,7 +66,7 @@ def _refuses(address: str) -> bool:
         return True
 
 
-@pytest.mark.requirement("SRV-022", "SRV-023")
+@pytest.mark.requirement("SRV-028", "SRV-029")
 def test_a_local_cluster_is_provisioned_reached_through_the_proxy_and_removed(
     provisioning: tuple[ServerProcess, KubeClient, Path], corral_binaries: build.Built
 ) -> None:
@@ -123,7 +123,7 @@ def test_a_local_cluster_is_provisioned_reached_through_the_proxy_and_removed(
     assert gone.status == 404, gone.raw
 
 
-@pytest.mark.requirement("SRV-022")
+@pytest.mark.requirement("SRV-028")
 def test_an_unknown_driver_is_refused_and_nothing_is_provisioned(
     provisioning: tuple[ServerProcess, KubeClient, Path],
 ) -> None:

@@ -728,6 +728,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=click.FloatRange(min=0.1),
     default=None,
     help="Seconds an LDAP or GitHub login may take (default: 4 x connectionTimeout; GitHub 10).",
+)
+@click.option(
     "--impersonation-review-scope",
     type=click.Choice(["management", "downstream"]),
     default="management",
