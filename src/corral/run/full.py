@@ -11,6 +11,7 @@ step failed and why, and ``RUN/run.json`` records every step.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -162,12 +163,9 @@ class _Runner:
         return said
 
     def load(self) -> str:
-        try:
-            import locust  # noqa: F401
-        except ImportError:
-            raise _StepSkippedError(
-                "locust is not installed (the `load` extra: pip install 'corral[load]')"
-            ) from None
+        # Only looked up, never imported: importing locust monkey-patches this process with gevent.
+        if importlib.util.find_spec("locust") is None:
+            raise _StepSkippedError("locust is not installed (the `load` extra: pip install 'corral[load]')")
         out = self.run_dir / "load"
         code = self._child(
             "load",
