@@ -74,7 +74,7 @@ def down(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each a script under benchmarks/; results land in reports/bench/."""
-    install(session, "test", extras="sim")
+    install(session, "test", "bench", extras="sim")
     session.run("corral", "build", "--all")
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
     selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
