@@ -428,7 +428,14 @@ def _tree_cpu(p: psutil.Process) -> Iterator[float]:
 
 
 def run(
-    *, clusters: int, rounds: int, clients: int, requests: int, idle_seconds: float, capacity_only: bool
+    *,
+    ready_timeout: float = 120.0,
+    clusters: int,
+    rounds: int,
+    clients: int,
+    requests: int,
+    idle_seconds: float,
+    capacity_only: bool,
 ) -> dict[str, Any]:
     binaries = build.ensure_built((*build.CONTROL_PLANE, "toxiproxy-server"))
     with tempfile.TemporaryDirectory(prefix="corral-bench-paths-") as scratch:
@@ -443,6 +450,7 @@ def run(
             binaries=binaries,
             detached=False,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            ready_timeout_seconds=ready_timeout,
         )
         up_seconds = time.monotonic() - begun
         try:
@@ -699,6 +707,9 @@ def main() -> int:
         "--capacity-only", action="store_true", help="only the footprint of --clusters clusters"
     )
     parser.add_argument("--name", default="", help="output name (default paths, or capacity-N)")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=120.0, help="seconds each step of corral up may take"
+    )
     args = parser.parse_args()
     if args.clusters < 1:
         parser.error("--clusters must be at least 1")
@@ -709,6 +720,7 @@ def main() -> int:
         requests=args.requests,
         idle_seconds=args.idle_seconds,
         capacity_only=args.capacity_only,
+        ready_timeout=args.ready_timeout,
     )
     REPORTS.mkdir(parents=True, exist_ok=True)
     name = args.name or (f"capacity-{args.clusters}" if args.capacity_only else "paths")
