@@ -103,7 +103,7 @@ def down(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each a script under benchmarks/; results land in reports/bench/."""
-    install(session, "test", extras="sim")
+    install(session, "test", "bench", extras="sim")
     session.run("corral", "build", "--all")
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
     selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
@@ -181,8 +181,9 @@ def report(session: nox.Session) -> None:
 def load(session: nox.Session) -> None:
     """A load run: ``nox -s load -- SCENARIO [options of corral load run]``; reports in reports/<name>/load.
 
-    Without ``--topology`` or ``--clusters-dir`` it brings the scenario's clusters up for the run
-    (the direct path) and stops them afterwards.
+    Without ``--topology`` or ``--clusters-dir`` it brings the scenario's whole topology up with WAN
+    links (``corral up --wan``: server, agents and users, every connection across its link), runs
+    the scenario's traffic and faults (process faults on that run folder), then stops it.
     """
     install(session, "test", extras="load")
     if not session.posargs:
@@ -193,8 +194,11 @@ def load(session: nox.Session) -> None:
         session.run("corral", "load", "run", scenario, *options)
         return
     run_dir = f"runs/load-{Path(scenario).stem}"
-    session.run("corral", "cluster", "up", "--scenario", scenario, "--dir", run_dir)
+    session.run("corral", "up", "--scenario", scenario, "--dir", run_dir, "--wan")
     try:
-        session.run("corral", "load", "run", scenario, "--clusters-dir", run_dir, *options)
+        session.run(
+            "corral", "load", "run", scenario, "--topology", f"{run_dir}/topology.json",
+            "--fault-dir", run_dir, *options,
+        )  # fmt: skip
     finally:
-        session.run("corral", "cluster", "down", "--dir", run_dir)
+        session.run("corral", "down", "--dir", run_dir)

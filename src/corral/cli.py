@@ -242,7 +242,13 @@ def kube_api_auth(
     help="The downstream clusters' nodes: Node objects only (virtual) or a kubelet and containerd each "
     "(real, needs root); default: the scenario's node_mode. The upstream's node stays virtual.",
 )
-def up(scenario_path: Path, run_dir: Path, node_mode: str | None) -> None:
+@click.option(
+    "--wan",
+    is_flag=True,
+    help="Route every connection (agents' tunnels, the server's dials, users' kubeconfigs) over "
+    "toxiproxy links with the scenario's round-trip times.",
+)
+def up(scenario_path: Path, run_dir: Path, node_mode: str | None, wan: bool) -> None:
     """Bring up the scenario's topology: upstream, server(s), clusters, users; write RUN/topology.json."""
     from corral.controlplane import build as builder
     from corral.model import Scenario
@@ -262,6 +268,7 @@ def up(scenario_path: Path, run_dir: Path, node_mode: str | None) -> None:
             run_dir,
             binaries=binaries,
             node_mode=mode,
+            wan=wan,
             progress=lambda line: click.echo(line, err=True),
         )
     except CorralError as e:
@@ -663,6 +670,24 @@ def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | N
     except CorralError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"{action}: {record.target} (pid {record.pid})", err=True)
+
+
+@fault.command("server")
+@click.argument("action", type=click.Choice(["stop", "kill", "freeze", "start"]))
+@click.option("--replica", type=int, default=None, help="Server replica (default: every replica).")
+@click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def fault_server(*, action: str, replica: int | None, run_dir: Path) -> None:
+    """stop (SIGTERM), kill (SIGKILL), freeze (SIGSTOP) or start (again) server replicas of `corral up`."""
+    from corral.run.server_faults import server_fault
+
+    try:
+        done = server_fault(run_dir, action, replica=replica)  # type: ignore[arg-type]
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for item in done:
+        click.echo(f"{item.action}: {item.target} (pid {item.pid})", err=True)
 
 
 @fault.command("node")

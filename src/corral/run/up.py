@@ -43,6 +43,8 @@ from corral.k8s.kubeconfig import write_private
 from corral.model import Scenario
 from corral.model.topology import NODE_MODES, Cluster, Node
 from corral.run import ace
+from corral.run.links import UpLinks, start_links
+from corral.run.server_faults import remember_server
 from corral.run.topology import TOPOLOGY_FILE, write_topology
 from corral.server.cattle import ensure_cattle_credential
 from corral.server.crds import crds
@@ -150,6 +152,8 @@ class _Run:
     report: Progress
     ready_timeout: float
     ace: dict[str, ace.ClusterAce] = dataclasses.field(default_factory=dict)
+    links: UpLinks | None = None
+    """WAN links every connection crosses (``--wan``); None: all on loopback directly."""
 
 
 def up(
@@ -161,11 +165,13 @@ def up(
     detached: bool = True,
     ready_timeout_seconds: float = 120.0,
     node_mode: str | None = None,
+    wan: bool = False,
 ) -> dict[str, Any]:
     """Bring the scenario's topology up in ``run_dir``; return the topology document it wrote.
 
     ``node_mode`` (``virtual`` or ``real``; None: the scenario's) applies to the downstream clusters;
-    the upstream's node stays a Node object only.
+    the upstream's node stays a Node object only. ``wan`` puts toxiproxy links between the
+    scenario's regions on every connection (`corral.run.links`).
     """
     report = progress or (lambda line: logger.info("%s", line))
     scenario = Scenario.load(scenario_path)
@@ -192,6 +198,8 @@ def up(
         try:
             run = _Run(scenario=scenario, run_dir=run_dir, clusters=clusters, group=group, report=report,
                        ready_timeout=ready_timeout_seconds, ace=ace_plans)  # fmt: skip
+            if wan:
+                run.links = _start_links(run)
             return _up(run)
         except BaseException:
             group.stop()
@@ -266,6 +274,8 @@ def _up(run: _Run) -> dict[str, Any]:
         "processes": _processes(run_dir, scenario),
         "kubectl": str(clusters.kubectl) if clusters.kubectl else None,
     }
+    if run.links is not None:
+        run.links.route_users(scenario, document)
     write_topology(run_dir, document)
     report(f"topology of {scenario.name} up in {time.monotonic() - started:.1f}s: {run_dir / TOPOLOGY_FILE}")
     return document
@@ -325,7 +335,7 @@ def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str
             profile=cluster.agent,
             replicas=cluster.cluster_agents,
             nodes=[n.name for n in cluster.nodes],
-            server=api.url,
+            server=run.links.agent_server(run.scenario, cluster.name, api.url) if run.links else api.url,
             token=str(crt["token"]),
             ca_checksum=checksum,
             kubeconfig=run.clusters[cluster.name].kubeconfig,
@@ -333,6 +343,13 @@ def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str
             etcd_nodes=[n.name for n in cluster.nodes if {"etcd", "controlplane"} & set(n.roles)],
         )
         run.report(f"cluster {cluster.name}: {len(agents)} agent process(es) started")
+
+
+def _start_links(run: _Run) -> UpLinks:
+    binary = build.ensure_built(["toxiproxy-server"])["toxiproxy-server"]
+    links = start_links(run.group, run.scenario, Path(binary))
+    run.report(f"WAN links between {', '.join(run.scenario.regions)} on toxiproxy at {links.api}")
+    return links
 
 
 def _password() -> str:
@@ -364,6 +381,7 @@ def _start_servers(run: _Run, common: list[str]) -> list[str]:
             "--data-dir", str(run.run_dir / "server" / str(index)),
         ]  # fmt: skip
         group.start(f"server-{index}", argv, role="server", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        remember_server(run.run_dir, name=f"server-{index}", argv=argv)
     for index in range(len(ports)):
         name = f"server-{index}"
         deadline = time.monotonic() + ready_timeout
@@ -401,7 +419,10 @@ def _clusters(run: _Run, api: _V3, token: str) -> dict[str, str]:
         with handle.client() as admin:
             sa_token = ensure_cattle_credential(admin)
 
-        asyncio.run(_register(upstream_config, cluster_id, handle.server, sa_token, handle.ca_pem or b""))
+        address = (
+            run.links.dial_address(scenario, cluster.name, handle.server) if run.links else handle.server
+        )
+        asyncio.run(_register(upstream_config, cluster_id, address, sa_token, handle.ca_pem or b""))
         run.report(f"cluster {cluster.name} is {cluster_id}, registered")
     with clusters[UPSTREAM].client() as upstream:
         for name, cluster_id in ids.items():
