@@ -171,18 +171,20 @@ class AuthProxy:
         yield env.timeout(user_rtt * (self._setup + 0.5))
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
-        with replica.workers.request() as worker:
+        worker = replica.workers.take()
+        if worker is not None:
             yield worker
-            core = replica.cpu.take()
-            if core is not None:
-                yield core
-            yield env.timeout(
-                self._authn.at(z_auth)
-                + self._overhead.at(z_auth)
-                + self._cpu.at(z_auth)
-                + size_bytes * self._cpu_per_byte
-            )
-            replica.cpu.give_back()
+        core = replica.cpu.take()
+        if core is not None:
+            yield core
+        yield env.timeout(
+            self._authn.at(z_auth)
+            + self._overhead.at(z_auth)
+            + self._cpu.at(z_auth)
+            + size_bytes * self._cpu_per_byte
+        )
+        replica.cpu.give_back()
+        replica.workers.give_back()
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         if user.name in server.revoked:
