@@ -217,8 +217,8 @@ class Agent:
 
         Each retry comes `reconnect_after_error_seconds` after the previous attempt failed and
         fails again as long as nothing changes: the agent waits for a change (the session
-        manager wakes it when a server replica becomes ready or crashes, a link changes, or the
-        agent stops) and resumes at the first retry at or after it. Retries before the change
+        manager wakes every parked agent when a server replica becomes ready or crashes, a link
+        changes, or one of them stops) and resumes at the first retry at or after it. Retries before the change
         saw the old state; the one after sees the new one, as it would have retrying all along.
         """
         world = self._world
@@ -255,7 +255,9 @@ class Agent:
             return
         self.down = True
         if self._parked is not None:
-            self._world.sessions.wake(self)
+            # All parked agents retry, not this one alone: agents that fail at the same instants
+            # then keep the order they would have had in the event queue retrying every time.
+            self._world.sessions.wake_parked()
         session = self.session
         if session is not None:
             world = self._world
@@ -308,6 +310,9 @@ class SessionManager:
     def __init__(self, world: World) -> None:
         self._world = world
         self._clusters = {cluster.name: _ClusterSessions(cluster) for cluster in world.scenario.clusters}
+        self._order = {name: index for index, name in enumerate(self._clusters)}
+        self._changed: set[str] = set(self._clusters)
+        """Clusters whose sessions changed since `take_changed` last asked (all, at first)."""
         self._by_region: dict[str, list[_ClusterSessions]] = {}
         for state in self._clusters.values():
             self._by_region.setdefault(state.cluster.region, []).append(state)
@@ -335,6 +340,15 @@ class SessionManager:
         mains = self._clusters[cluster].mains
         return bool(mains) and mains[0].alive
 
+    def take_changed(self) -> list[str]:
+        """Clusters whose sessions changed since the last call, in the scenario's order.
+
+        Every change of a session (opened, lost, closed, alive again) goes through
+        `_check_failover`, which notes its cluster: the health tick asks only about these.
+        """
+        changed, self._changed = self._changed, set()
+        return sorted(changed, key=self._order.__getitem__)
+
     def connected(self, cluster: str) -> bool:
         """A live cluster-agent session exists (the cluster's controllers can reach it)."""
         return any(session.alive for session in self._clusters[cluster].mains)
@@ -349,12 +363,9 @@ class SessionManager:
         """`agent`'s connect attempts fail until something changes (see `Agent._doomed`)."""
         self._parked[agent] = None
 
-    def wake(self, agent: Agent) -> None:
-        self._parked.pop(agent, None)
-        agent.wake()
-
     def wake_parked(self) -> None:
-        """A server replica became ready or crashed, or a link changed: parked agents retry."""
+        """A server replica became ready or crashed, a link changed or a parked agent stopped:
+        every parked agent resumes at its next retry, woken in the order they parked."""
         parked, self._parked = self._parked, {}
         for agent in parked:
             agent.wake()
@@ -440,6 +451,7 @@ class SessionManager:
                 state.lost_at = None
 
     def _check_failover(self, state: _ClusterSessions) -> None:
+        self._changed.add(state.cluster.name)
         if state.lost_at is None or not self._world.server.up:
             return
         session = self.pick(state.cluster)
