@@ -218,8 +218,9 @@ class Agent:
         Each retry comes `reconnect_after_error_seconds` after the previous attempt failed and
         fails again as long as nothing changes: the agent waits for a change (the session
         manager wakes every parked agent when a server replica becomes ready or crashes, a link
-        changes, or one of them stops) and resumes at the first retry at or after it. Retries before the change
-        saw the old state; the one after sees the new one, as it would have retrying all along.
+        changes, or one of them stops) and resumes at the first retry at or after it. Retries
+        before the change saw the old state; the one after sees the new one, as it would have
+        retrying all along.
         """
         world = self._world
         env = world.env
