@@ -5,7 +5,9 @@ its kube-api-auth and writes that node's webhook config (Rancher's ``kube-api-au
 before the apiservers start; `attach` notes the clusters' apiservers and CA; `enable` sets the
 Cluster's ``spec.localClusterAuthEndpoint`` upstream so kubeconfig tokens are scoped to it; `start`
 runs the kube-api-auth processes (and HAProxy for ``ace_fqdn``) once the cluster serves the ACE
-CRDs; `add_contexts` writes a user's ACE contexts; `entries` are what ``topology.json`` says.
+CRDs; `add_contexts` writes a user's ACE contexts; `wait_copied` waits until the server's cluster
+controllers have copied every scoped token down (so ACE works when ``up`` returns); `entries` are
+what ``topology.json`` says.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from corral.errors import ControlPlaneError
 from corral.k8s import KubeClient, KubeConfig
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import write_private
-from corral.kubeapiauth import sync
+from corral.kubeapiauth import objects, sync
 from corral.kubeapiauth.kubeconfig import ControlPlaneEndpoint, add_ace_contexts
 from corral.model import Scenario
 
@@ -48,6 +50,7 @@ __all__ = [
     "node_webhooks",
     "plan",
     "start",
+    "wait_copied",
 ]
 
 KUBE_API_AUTH_ROLE: Final = "kube-api-auth"
@@ -211,6 +214,46 @@ def start(
             f"ACE of {name}: {len(ace.auth_ports)} kube-api-auth"
             + (f", load balancer at {ace.fqdn}" if ace.fqdn else "")
         )
+
+
+def wait_copied(
+    plans: Mapping[str, ClusterAce],
+    *,
+    upstream: KubeClient,
+    handles: Mapping[str, ClusterHandle],
+    cluster_ids: Mapping[str, str],
+    report: Callable[[str], None],
+    timeout_seconds: float = 120.0,
+) -> None:
+    """Wait until each ACE cluster holds a ClusterAuthToken copy of every token scoped to it upstream
+    and a ClusterUserAttribute of each of their users (the cluster controllers' queue may lag)."""
+    deadline = time.monotonic() + timeout_seconds
+    for name in plans:
+        cluster_id = cluster_ids[name]
+        tokens = [
+            t for t in upstream.list(f"{MGMT}/tokens").get("items", []) if t.get("clusterName") == cluster_id
+        ]
+        wanted = {
+            objects.paths()[objects.CLUSTER_AUTH_TOKENS]: {str(t["metadata"]["name"]) for t in tokens},
+            objects.paths()[objects.CLUSTER_USER_ATTRIBUTES]: {str(t.get("userId")) for t in tokens},
+        }
+        with handles[name].client() as downstream:
+            while True:
+                missing = sorted(
+                    f"{path.rsplit('/', 1)[1]}/{item}"
+                    for path, names in wanted.items()
+                    for item in names
+                    if not downstream.exists(f"{path}/{item}")
+                )
+                if not missing:
+                    break
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(
+                        f"the server did not copy {len(missing)} ACE object(s) to {name} within "
+                        f"{timeout_seconds:g}s: {', '.join(missing[:5])}"
+                    )
+                time.sleep(0.2)
+        report(f"ACE of {name}: {len(tokens)} scoped token(s) copied to the cluster")
 
 
 def add_contexts(kubeconfig: Path, plans: Mapping[str, ClusterAce]) -> list[str]:

@@ -246,6 +246,16 @@ def _up(run: _Run) -> dict[str, Any]:
     _start_agents(run, api, admin_token, cluster_ids, ca_file)
     _start_ace(run, cluster_ids, trace_file, epoch)
     users = _users(run, api, admin_token, cluster_ids)
+    if run.ace:
+        with upstream.client() as upstream_admin:
+            ace.wait_copied(
+                run.ace,
+                upstream=upstream_admin,
+                handles=run.clusters.clusters,
+                cluster_ids=cluster_ids,
+                report=report,
+                timeout_seconds=run.ready_timeout,
+            )
     document = {
         "server": {
             "url": urls[0],
