@@ -6,7 +6,8 @@ controller keeps the role templates' ClusterRoles, reconciles the cluster's role
 into ClusterRoleBindings and RoleBindings (`corral.server.downstream_rbac`), labels project namespaces,
 ensures a user's impersonation account when a binding for them lands and removes it with their last
 binding, cleans stale token Secrets, and writes the cluster's nodes, namespaces and version into its
-status. It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+status, with its management Nodes and their sums (`corral.server.nodesync`). It is also the proxy's
+`ImpersonationAccounts` and `ServiceAccountTokens`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from corral.server import downstream_rbac as rbac
 from corral.server import impersonation as imp
 from corral.server.accounts import ImpersonationAccountSet, request_token
 from corral.server.informer import Informer
+from corral.server.nodesync import NodeSyncer, cluster_stats
 from corral.server.proxy_interfaces import ImpersonationAccountError, ServiceAccountTokenError
 from corral.server.registration import (
     CLUSTERS,
@@ -424,6 +426,11 @@ class ClusterController:
             "nodeCount": len(nodes),
             "namespaceCount": len(namespaces),
         }
+        try:
+            machines = await NodeSyncer(self.owner.upstream, cluster=self.cluster_id).sync(nodes)
+            update.update(cluster_stats(machines))
+        except KubeAPIError as e:
+            logger.warning("cluster %s: management nodes: %s", self.cluster_id, e)
         changed = any(status.get(k) != v for k, v in update.items())
         changed |= set_condition(conditions, "Ready", True)
         if changed:
