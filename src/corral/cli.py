@@ -550,6 +550,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @main.command()
 @click.option("--kubeconfig", required=True, type=_FILE, help="Admin kubeconfig of the upstream cluster.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve HTTPS on.")
+@click.option("--also-listen", multiple=True, help="Another HOST:PORT to serve on (repeatable).")
 @click.option("--tls-cert", required=True, type=_FILE, help="Serving certificate (PEM, chain allowed).")
 @click.option("--tls-key", required=True, type=_FILE, help="Its private key (PEM).")
 @click.option(
@@ -575,6 +576,7 @@ def server(
     *,
     kubeconfig: Path,
     listen: str,
+    also_listen: tuple[str, ...],
     tls_cert: Path,
     tls_key: Path,
     tls_ca: Path | None,
@@ -606,6 +608,7 @@ def server(
         data_dir=data_dir,
         trace=trace_file,
         fast_failover=fast_failover,
+        also_listen=tuple(_listen(value) for value in also_listen),
     )
     try:
         asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))

@@ -64,6 +64,8 @@ class ServerOptions:
     trace: Path | None = None
     fast_failover: bool = False
     """Server-side pings and a retry of idempotent requests on another session (not Rancher's way)."""
+    also_listen: tuple[tuple[str, int], ...] = ()
+    """Further ``(host, port)`` listeners with the same app (where real nodes reach the server)."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -268,6 +270,8 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     try:
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
         await site.start()
+        for extra_host, extra_port in options.also_listen:
+            await web.TCPSite(runner, extra_host, extra_port, ssl_context=context, backlog=1024).start()
         host = f"[{options.host}]" if ":" in options.host else options.host
         url = f"https://{host}:{options.port}"
         if ready is not None:
