@@ -99,8 +99,47 @@ def test_node_agents_run_on_the_host_network_under_their_node_s_name() -> None:
         ({"token": ""}, "registration token"),
         ({"ca_checksum": "ab"}, "sha256"),
         ({"nodes": 0}, "at least one node"),
+        ({"api_address": "10.0.0.1"}, "HOST:PORT"),
+        ({"api_address": "10.0.0.1:0"}, "HOST:PORT"),
     ],
 )
 def test_bad_settings_are_refused_precisely(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(AgentConfigError, match=message):
         deployment(**overrides)
+
+
+def test_an_api_address_replaces_the_service_s_in_both_workloads() -> None:
+    objects = by_kind(agent_manifests(deployment(api_address="10.7.255.1:6443")))
+    for kind in ("Deployment", "DaemonSet"):
+        container = objects[kind]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["KUBERNETES_SERVICE_HOST"] == "10.7.255.1"
+        assert env["KUBERNETES_SERVICE_PORT"] == "6443"
+    plain = by_kind(agent_manifests(deployment()))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert "KUBERNETES_SERVICE_HOST" not in {e["name"] for e in plain["env"]}
+
+
+def test_every_object_has_a_collection_to_go_to() -> None:
+    from corral.run.agents import collection_of
+
+    paths = [collection_of(o) for o in agent_manifests(deployment())]
+    assert paths == [
+        "/api/v1/namespaces",
+        "/api/v1/namespaces/cattle-system/serviceaccounts",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "/api/v1/namespaces/cattle-system/secrets",
+        "/apis/apps/v1/namespaces/cattle-system/deployments",
+        "/apis/apps/v1/namespaces/cattle-system/daemonsets",
+    ]
+
+
+def test_the_api_host_is_the_clusters_server_address(tmp_path: Any) -> None:
+    from corral.controlplane.clusters import ClusterHandle
+    from corral.errors import ControlPlaneError
+    from corral.run.agents import api_host
+
+    handle = ClusterHandle(name="c", server="https://10.7.255.1:6443", ca_pem=None, kubeconfig=tmp_path)
+    assert api_host(handle) == "10.7.255.1"
+    with pytest.raises(ControlPlaneError, match="no host"):
+        api_host(ClusterHandle(name="c", server="https://", ca_pem=None, kubeconfig=tmp_path))

@@ -42,6 +42,11 @@ class AgentDeployment:
     image: str
     node_agents: bool
     """Deploy the ``cattle-node-agent`` DaemonSet (agent profile ``rke1``)."""
+    api_address: str = ""
+    """``HOST:PORT`` of the kube-apiserver as the server reaches it directly; when given, the agents'
+    in-cluster credentials point there instead of the ``kubernetes`` Service's ClusterIP, so the address
+    they report is one the server's cluster controllers can dial (Rancher's server dials the ClusterIP
+    through the tunnel instead)."""
 
     def __post_init__(self) -> None:
         if not self.server.startswith("https://"):
@@ -52,6 +57,10 @@ class AgentDeployment:
             raise AgentConfigError("CATTLE_CA_CHECKSUM must be a sha256 in hex (64 characters)")
         if self.nodes < 1:
             raise AgentConfigError(f"a cluster has at least one node, got {self.nodes}")
+        if self.api_address:
+            host, _, port = self.api_address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise AgentConfigError(f"the API address must be HOST:PORT, got {self.api_address!r}")
 
     @property
     def replicas(self) -> int:
@@ -68,7 +77,15 @@ def _b64(text: str) -> str:
 
 
 def _env(deployment: AgentDeployment, *, cluster: bool) -> list[JSON]:
+    api: list[JSON] = []
+    if deployment.api_address:
+        host, _, port = deployment.api_address.rpartition(":")
+        api = [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": host.strip("[]")},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+        ]
     return [
+        *api,
         {"name": "CATTLE_SERVER", "value": deployment.server},
         {"name": "CATTLE_CA_CHECKSUM", "value": deployment.ca_checksum},
         {"name": "CATTLE_CLUSTER", "value": "true" if cluster else "false"},
