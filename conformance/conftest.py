@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conformance import linking
+from conformance.real_topology import real_topology  # noqa: F401 - a session fixture for every module
 from conformance.recording import attach_exchange
 from conformance.targets import (
     DEFAULT_TARGET,

@@ -17,22 +17,17 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from corral.controlplane import build, images, nodes
-from corral.errors import CorralError
+from conformance.real_topology import USER, RealTopology
+from corral.controlplane import images
 from corral.k8s import KubeClient, KubeConfig
-from corral.run.up import down, up
 
 pytestmark = [pytest.mark.local_only, pytest.mark.real_nodes]
 
-SCENARIO = Path(__file__).parents[2] / "fixtures" / "scenarios" / "real-nodes-topology.yaml"
-USER = "dana"
 NAMESPACE = "team-a"  # the project's namespace
 OUTSIDE = "outside"  # a namespace of no project the user is in
 SERVE = (
@@ -44,44 +39,6 @@ SERVE = (
     "threading.Thread(target=tick, daemon=True).start()\n"
     "h.test(h.SimpleHTTPRequestHandler, port=8080, bind='0.0.0.0')\n"
 )
-
-
-@dataclass(frozen=True)
-class RealTopology:
-    doc: dict[str, Any]
-    kubectl: Path
-
-    def as_user(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.argv(), *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def argv(self) -> list[str]:
-        return [str(self.kubectl), "--kubeconfig", self.doc["users"][USER]["kubeconfig"]]
-
-    def admin(self) -> KubeClient:
-        return KubeClient(KubeConfig.load(self.doc["clusters"]["c-real"]["admin_kubeconfig"]))
-
-
-@pytest.fixture(scope="module")
-def real_topology(
-    pytestconfig: pytest.Config, corral_binaries: build.Built, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RealTopology]:
-    try:
-        nodes.check_host()
-        binaries = build.ensure_built((*build.CONTROL_PLANE, *build.NODES))
-    except CorralError as e:
-        pytest.fail(f"real nodes cannot run here: {e}", pytrace=False)
-    run_dir = tmp_path_factory.mktemp("real-topology")
-    try:
-        doc = up(SCENARIO, run_dir, binaries=binaries, detached=False)
-    except CorralError as e:
-        down(run_dir)
-        pytest.fail(f"cannot bring up the real-nodes topology: {e}", pytrace=False)
-    try:
-        yield RealTopology(doc=doc, kubectl=binaries["kubectl"])
-    finally:
-        down(run_dir)
 
 
 def _pod(name: str) -> dict[str, Any]:

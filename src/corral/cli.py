@@ -728,6 +728,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @main.command()
 @click.option("--kubeconfig", required=True, type=_FILE, help="Admin kubeconfig of the upstream cluster.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve HTTPS on.")
+@click.option("--also-listen", multiple=True, help="Another HOST:PORT to serve on (repeatable).")
 @click.option("--tls-cert", required=True, type=_FILE, help="Serving certificate (PEM, chain allowed).")
 @click.option("--tls-key", required=True, type=_FILE, help="Its private key (PEM).")
 @click.option(
@@ -772,6 +773,7 @@ def server(
     *,
     kubeconfig: Path,
     listen: str,
+    also_listen: tuple[str, ...],
     tls_cert: Path,
     tls_key: Path,
     tls_ca: Path | None,
@@ -809,6 +811,7 @@ def server(
         fast_failover=fast_failover,
         auth_timeout=auth_timeout,
         impersonation_review_scope=scope,
+        also_listen=tuple(_listen(value) for value in also_listen),
     )
     provisioner = None
     if provision_dir is not None:

@@ -15,6 +15,7 @@ RANCHER = {
     "Cluster": ("clusters", "Cluster"),
     "ClusterRegistrationToken": ("clusterregistrationtokens", "Namespaced"),
     "EtcdBackup": ("etcdbackups", "Namespaced"),
+    "Node": ("nodes", "Namespaced"),
     "RoleTemplate": ("roletemplates", "Cluster"),
     "ClusterRoleTemplateBinding": ("clusterroletemplatebindings", "Namespaced"),
     "ProjectRoleTemplateBinding": ("projectroletemplatebindings", "Namespaced"),

@@ -2,7 +2,9 @@
 
 While the agent runs it renews the node's Lease in ``kube-node-lease`` every quarter of its duration
 (a kubelet's rule: 10 s of 40 s by default, 2 s of the 8 s corral's nodes use) and posts
-``Ready=True`` in the Node's status at start, every minute, and whenever the Node shows otherwise.
+``Ready=True`` in the Node's status at start, every minute, and whenever the Node shows otherwise;
+with its first post it also fills what a kubelet reports and the Node lacks: capacity, allocatable
+and node info, from the host it runs on (`host_node_status`).
 When it stops, nothing is written any more, so the node lifecycle controller of the cluster marks the
 node NotReady (Unknown) on Kubernetes' own schedule (the node monitor grace period after the last
 renewal) -- exactly as for a kubelet that died. Real nodes have their kubelet for this.
@@ -14,6 +16,9 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
+import platform
+from pathlib import Path
 from typing import Any, Final
 
 from corral.errors import AlreadyExistsError, CorralError, NotFoundError
@@ -22,11 +27,59 @@ from corral.tunnel import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEASE_DURATION_SECONDS", "NodeHeartbeat"]
+__all__ = ["LEASE_DURATION_SECONDS", "NodeHeartbeat", "host_node_status"]
 
 LEASE_NAMESPACE: Final = "kube-node-lease"
 LEASE_DURATION_SECONDS: Final = 40
 LEASES: Final = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
+MAX_PODS: Final = "110"
+_GO_ARCH: Final = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
+
+
+def _field(text: str, key: str) -> str:
+    for line in text.splitlines():
+        name, _, value = line.partition("=" if "=" in line else ":")
+        if name.strip() == key:
+            return value.strip().strip('"')
+    return ""
+
+
+def host_node_status(
+    *, kubelet_version: str, proc: Path = Path("/proc"), etc: Path = Path("/etc")
+) -> dict[str, Any]:
+    """What a kubelet on this host would report: capacity, allocatable (no reservations) and node info."""
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    memory_kib = _field(read(proc / "meminfo"), "MemTotal").removesuffix("kB").strip() or "0"
+    capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{int(memory_kib)}Ki", "pods": MAX_PODS}
+    machine = platform.machine()
+    return {
+        "capacity": capacity,
+        "allocatable": dict(capacity),
+        "nodeInfo": {
+            "machineID": read(etc / "machine-id").strip(),
+            "systemUUID": "",
+            "bootID": read(proc / "sys/kernel/random/boot_id").strip(),
+            "kernelVersion": platform.release(),
+            "osImage": _field(read(etc / "os-release"), "PRETTY_NAME") or "Linux",
+            "containerRuntimeVersion": "",
+            "kubeletVersion": kubelet_version,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": _GO_ARCH.get(machine, machine),
+        },
+    }
 
 
 def _micro(now: datetime.datetime) -> str:
@@ -134,7 +187,14 @@ class NodeHeartbeat:
             "lastHeartbeatTime": now,
             "lastTransitionTime": transition or now,
         }
-        await self.client.patch(
-            f"/api/v1/nodes/{self.node}/status", {"status": {"conditions": [condition]}}, kind="strategic"
-        )
+        status: dict[str, Any] = {"conditions": [condition]}
+        current = node.get("status") or {}
+        if not current.get("capacity") or not (current.get("nodeInfo") or {}).get("kubeletVersion"):
+            version = str((await self.client.get("/version")).get("gitVersion") or "")
+            status.update(
+                {k: v for k, v in host_node_status(kubelet_version=version).items() if not current.get(k)}
+            )
+            if (current.get("nodeInfo") or {}) and not current["nodeInfo"].get("kubeletVersion"):
+                status["nodeInfo"] = host_node_status(kubelet_version=version)["nodeInfo"]
+        await self.client.patch(f"/api/v1/nodes/{self.node}/status", {"status": status}, kind="strategic")
         return True

@@ -20,6 +20,7 @@ from corral.agent.loop import ConnectLoop, RetryPolicy
 from corral.agent.node import LEASE_DURATION_SECONDS, NodeHeartbeat
 from corral.agent.ops import NodeOperations
 from corral.agent.params import api_address, cluster_params, node_params
+from corral.agent.podresources import PodResources
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import KubeConfig
 from corral.tunnel import SessionSettings
@@ -47,6 +48,8 @@ class AgentOptions:
     """Node agents of etcd nodes: the cluster's etcd (``http://host:port``), for snapshots."""
     etcd_prefix: str = ""
     """The cluster's key prefix in that etcd (the apiserver's ``--etcd-prefix``)."""
+    pod_resources_seconds: float = 15.0
+    """Cluster agents: how often the nodes' pod-requests and pod-limits annotations are refreshed."""
 
 
 def _kube_config(config: AgentConfig) -> KubeConfig:
@@ -103,12 +106,19 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
             if config.kind == "node" and options.heartbeat
             else None
         )
+        stats = (
+            PodResources(client, interval_seconds=options.pod_resources_seconds)
+            if config.kind == "cluster"
+            else None
+        )
         stop = asyncio.Event()
         running = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             running.add_signal_handler(signum, stop.set)
         if heartbeat is not None:
             await heartbeat.start()
+        if stats is not None:
+            await stats.start()
         task = asyncio.ensure_future(loop.run())
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -121,6 +131,8 @@ async def run_agent(config: AgentConfig, options: AgentOptions | None = None) ->
                 await task
             if heartbeat is not None:
                 await heartbeat.stop()
+            if stats is not None:
+                await stats.stop()
             if operations is not None:
                 await operations.stop()
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -154,6 +154,15 @@ class _Run:
     ace: dict[str, ace.ClusterAce] = dataclasses.field(default_factory=dict)
     links: UpLinks | None = None
     """WAN links every connection crosses (``--wan``); None: all on loopback directly."""
+    real_nodes: bool = False
+
+    def node_hosts(self) -> list[str]:
+        """Where real nodes reach the host (their clusters' API addresses): the server listens there too."""
+        if not self.real_nodes:
+            return []
+        from corral.run.agents import api_host
+
+        return sorted({api_host(self.clusters[c.name]) for c in self.scenario.clusters})
 
 
 def up(
@@ -197,7 +206,8 @@ def up(
         group = ProcessGroup(run_dir, detached=detached)
         try:
             run = _Run(scenario=scenario, run_dir=run_dir, clusters=clusters, group=group, report=report,
-                       ready_timeout=ready_timeout_seconds, ace=ace_plans)  # fmt: skip
+                       ready_timeout=ready_timeout_seconds, ace=ace_plans,
+                       real_nodes=(node_mode or scenario.node_mode) == "real")  # fmt: skip
             if wan:
                 run.links = _start_links(run)
             return _up(run)
@@ -221,7 +231,7 @@ def _up(run: _Run) -> dict[str, Any]:
         for manifest in crds():
             admin.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", manifest)
     secrets_dir = run_dir / "secrets"
-    ca_file, cert_file, key_file = _server_pki(run_dir / "server")
+    ca_file, cert_file, key_file = _server_pki(run_dir / "server", extra_hosts=run.node_hosts())
     password_file = write_private(secrets_dir / "admin.password", _password().encode())
     trace_file = run_dir / "trace.jsonl"
     trace_file.touch()
@@ -316,7 +326,7 @@ def _start_ace(run: _Run, cluster_ids: Mapping[str, str], trace_file: Path, epoc
 
 
 def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str], ca_file: Path) -> None:
-    """Each downstream cluster's agents as processes, by profile, once the server serves ``/v3/connect``.
+    """Each downstream cluster's agents by profile (Pods on real nodes, else processes), once it serves.
 
     A registration token per cluster comes from the v3 API; the agents get it as Rancher mounts it.
     A server without the tunnel endpoints (404) gets no agents: the in-process registration stands.
@@ -339,6 +349,9 @@ def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str
         cluster_id = cluster_ids[cluster.name]
         body = {"type": "clusterRegistrationToken", "clusterId": cluster_id}
         crt = api.call("POST", "/v3/clusterregistrationtokens", body, token=token)
+        if run.real_nodes:
+            _deploy_agents(run, cluster, api.url, str(crt["token"]), checksum)
+            continue
         agents = start_cluster_agents(
             run.run_dir,
             cluster=cluster_id,
@@ -362,13 +375,35 @@ def _start_links(run: _Run) -> UpLinks:
     return links
 
 
+def _deploy_agents(run: _Run, cluster: Cluster, server_url: str, token: str, checksum: str) -> None:
+    """Real nodes: the agents as Rancher deploys them; they reach the server where nodes reach the host."""
+    from corral.agent.manifests import AgentDeployment
+    from corral.controlplane.images import CORRAL_IMAGE
+    from corral.run.agents import api_host, deploy_agents, wait_agents
+
+    handle = run.clusters[cluster.name]
+    host, port = api_host(handle), server_url.rsplit(":", 1)[1]
+    deployment = AgentDeployment(
+        server=f"https://{host}:{port}",
+        token=token,
+        ca_checksum=checksum,
+        nodes=len(cluster.nodes),
+        image=CORRAL_IMAGE,
+        node_agents=cluster.agent == "rke1",
+        api_address=handle.server.removeprefix("https://"),
+    )
+    deploy_agents(handle, deployment)
+    wait_agents(handle, deployment, timeout_seconds=run.ready_timeout)
+    run.report(f"cluster {cluster.name}: cattle-cluster-agent ({deployment.replicas}) deployed")
+
+
 def _password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def _server_pki(folder: Path) -> tuple[Path, Path, Path]:
+def _server_pki(folder: Path, *, extra_hosts: list[str] | None = None) -> tuple[Path, Path, Path]:
     ca = CertificateAuthority.create("corral-server-ca")
-    pair = ca.issue_serving("corral-server", hosts=("127.0.0.1", "localhost"))
+    pair = ca.issue_serving("corral-server", hosts=("127.0.0.1", "localhost", *(extra_hosts or ())))
     folder.mkdir(parents=True, exist_ok=True)
     ca_file = folder / "ca.crt"
     ca_file.write_bytes(ca.cert_pem)
@@ -387,6 +422,7 @@ def _start_servers(run: _Run, common: list[str]) -> list[str]:
         argv = [
             sys.executable, "-m", "corral", "server", *common,
             "--listen", f"127.0.0.1:{port}",
+            *(arg for host in run.node_hosts() for arg in ("--also-listen", f"{host}:{port}")),
             "--server-url", urls[0],
             "--data-dir", str(run.run_dir / "server" / str(index)),
         ]  # fmt: skip

@@ -70,6 +70,8 @@ class ServerOptions:
     """Seconds an external provider's login may take (default: LDAP 4 x connectionTimeout, GitHub 10)."""
     impersonation_review_scope: SARScope = "management"
     """Where ``kubectl --as`` is reviewed: the management cluster (Rancher 2.15+) or the downstream one."""
+    also_listen: tuple[tuple[str, int], ...] = ()
+    """Further ``(host, port)`` listeners with the same app (where real nodes reach the server)."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -347,6 +349,8 @@ async def run_server(
     try:
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
         await site.start()
+        for extra_host, extra_port in options.also_listen:
+            await web.TCPSite(runner, extra_host, extra_port, ssl_context=context, backlog=1024).start()
         host = f"[{options.host}]" if ":" in options.host else options.host
         url = f"https://{host}:{options.port}"
         if ready is not None:

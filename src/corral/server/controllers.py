@@ -6,8 +6,9 @@ controller keeps the role templates' ClusterRoles, reconciles the cluster's role
 into ClusterRoleBindings and RoleBindings (`corral.server.downstream_rbac`), labels project namespaces,
 ensures a user's impersonation account when a binding for them lands and removes it with their last
 binding, cleans stale token Secrets, and writes the cluster's nodes, namespaces and version into its
-status. It also copies the cluster's scoped tokens down for the Authorized Cluster Endpoint
-(`corral.server.ace_sync`). It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+status, with its management Nodes and their sums (`corral.server.nodesync`). It also copies the
+cluster's scoped tokens down for the Authorized Cluster Endpoint (`corral.server.ace_sync`). It is
+also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
 
 A controller reaches its cluster the way the proxy does: with ``routes`` (the server's tunnel
 dialer) a cluster that has agents is dialed through their tunnels, and its controller is started
@@ -34,6 +35,7 @@ from corral.server import impersonation as imp
 from corral.server.accounts import ImpersonationAccountSet, request_token
 from corral.server.ace_sync import AceSync
 from corral.server.informer import Informer
+from corral.server.nodesync import NodeSyncer, cluster_stats
 from corral.server.proxy_dial import DialerConnector
 from corral.server.proxy_interfaces import Dialer, ImpersonationAccountError, ServiceAccountTokenError
 from corral.server.registration import (
@@ -466,6 +468,11 @@ class ClusterController:
             "nodeCount": len(nodes),
             "namespaceCount": len(namespaces),
         }
+        try:
+            machines = await NodeSyncer(self.owner.upstream, cluster=self.cluster_id).sync(nodes)
+            update.update(cluster_stats(machines))
+        except KubeAPIError as e:
+            logger.warning("cluster %s: management nodes: %s", self.cluster_id, e)
         changed = any(status.get(k) != v for k, v in update.items())
         changed |= set_condition(conditions, "Ready", True)
         if changed:
