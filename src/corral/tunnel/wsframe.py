@@ -75,6 +75,7 @@ class FrameWriter:
         "_kept_bytes",
         "_keys",
         "_keys_at",
+        "_loop",
         "high_water_bytes",
         "masked",
         "transport",
@@ -84,6 +85,7 @@ class FrameWriter:
         self, transport: asyncio.WriteTransport, *, masked: bool, high_water_bytes: int = HIGH_WATER_BYTES
     ) -> None:
         self.transport = transport
+        self._loop = asyncio.get_running_loop()  # asked once: each call costs a getpid on 3.11
         self.masked = masked
         self.high_water_bytes = high_water_bytes
         self._kept: list[bytes | bytearray | memoryview] = []
@@ -118,7 +120,7 @@ class FrameWriter:
             self._kept_bytes += size + len(parts[0])
             return
         self._burst = True
-        asyncio.get_running_loop().call_soon(self.flush)
+        self._loop.call_soon(self.flush)
         self.transport.writelines(parts)
 
     def flush(self) -> None:
