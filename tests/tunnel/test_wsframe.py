@@ -143,3 +143,15 @@ def test_pure_masking_matches_the_compiled_one(data: bytes, key: bytes) -> None:
     mask_payload(key, theirs)
     assert ours == theirs
     assert bytes(ours) == bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("tail_size", [0, 10, 1500, 40_000])
+@pytest.mark.parametrize("masked", [False, True])
+async def test_a_head_and_a_tail_make_one_message(tail_size: int, masked: bool) -> None:
+    transport = RecordingTransport()
+    writer = FrameWriter(transport, masked=masked)
+    head, tail = b"\x03\x02\x04", memoryview(bytes(range(256)) * (tail_size // 256 + 1))[:tail_size]
+    writer.write(head, tail)
+    writer.write(b"second")
+    writer.flush()
+    assert parse_frames(b"".join(transport.calls)) == [(0x2, masked, head + tail), (0x2, masked, b"second")]

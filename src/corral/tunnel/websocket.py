@@ -102,17 +102,17 @@ class WebSocketTransport:
             and not frames.transport.is_closing()
         )
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
         if self.ws.closed:
             raise TunnelClosedError("websocket is closed")
         frames = self._frames
         try:
             if frames is None:  # a compressed websocket: aiohttp's own writer
-                await self.ws.send_bytes(frame)
+                await self.ws.send_bytes(frame + payload)
                 return
             if not self._writable():
                 raise TunnelClosedError("websocket is closing")
-            frames.write(frame)
+            frames.write(frame, payload)
             while not frames.has_room():
                 frames.flush()
                 if self._protocol is None or not self._protocol._paused:
@@ -129,13 +129,13 @@ class WebSocketTransport:
             # aiohttp cancels a write waiting on a connection that was lost: not our caller's cancel
             raise TunnelClosedError("websocket send failed: connection lost") from None
 
-    def try_send(self, frame: bytes) -> bool:
+    def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write the frame at once while the connection's outgoing buffer is below its high-water mark."""
         frames = self._frames
         if frames is None or not frames.has_room() or not self._writable():
             return False
         try:
-            frames.write(frame)
+            frames.write(frame, payload)
         except (ConnectionError, RuntimeError):
             return False
         return True

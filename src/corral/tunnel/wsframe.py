@@ -103,18 +103,21 @@ class FrameWriter:
         """Whether a sender may write now (what waits to go out is below the high-water mark)."""
         return self._kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
 
-    def write(self, payload: bytes | bytearray | memoryview) -> None:
-        """Encode one binary message; it leaves now, or with the rest of this turn's at its end."""
-        size = len(payload)
+    def write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b"") -> None:
+        """Encode one binary message of ``head`` then ``tail`` (a Data frame's header and its bytes,
+        never joined but to mask them); it leaves now, or with the rest of this turn's at its end."""
+        size = len(head) + len(tail)
+        parts: tuple[bytes | bytearray | memoryview, ...]
         if self.masked:
             key = self._next_key()
-            body = bytearray(payload)
+            body = bytearray(head)
+            body += tail
             mask_payload(key, body)
-            parts: tuple[bytes | bytearray | memoryview, ...] = (frame_header(size, masked=True) + key, body)
+            parts = (frame_header(size, masked=True) + key, body)
         elif size < 1024:
-            parts = (frame_header(size, masked=False) + payload,)
+            parts = (b"".join((frame_header(size, masked=False), head, tail)),)
         else:
-            parts = (frame_header(size, masked=False), payload)
+            parts = (frame_header(size, masked=False) + head, tail)
         if self._burst:
             self._kept.extend(parts)
             self._kept_bytes += size + len(parts[0])
