@@ -463,22 +463,23 @@ class Session:
             self._raise_if_closed()
             await self.transport.send(frame)
 
-    async def send_frame(self, frame: bytes) -> None:
-        """`send` for a Data frame already encoded: written at once when nothing stands in the way."""
+    async def send_frame(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
+        """`send` for a Data frame already encoded (``frame`` then ``payload``, never joined here):
+        written at once when nothing stands in the way."""
         if self._close_reason is not None:
             self._raise_if_closed()
-        if not self._send_lock.locked() and self.transport.try_send(frame):
+        if not self._send_lock.locked() and self.transport.try_send(frame, payload):
             return
         async with self._send_lock:
             if self._close_reason is not None:
                 self._raise_if_closed()
-            await self.transport.send(frame)
+            await self.transport.send(frame, payload)
 
-    def send_frame_nowait(self, frame: bytes) -> bool:
+    def send_frame_nowait(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write a frame at once if nobody is writing and the transport has room; False otherwise."""
         if self._close_reason is not None or self._send_lock.locked():
             return False
-        return self.transport.try_send(frame)
+        return self.transport.try_send(frame, payload)
 
     async def send_error(self, conn_id: int, text: str) -> None:
         """Best effort, bounded in time (remotedialer's SendErrorTimeout)."""
