@@ -597,6 +597,9 @@ def ace(
         finally:
             deleted = world.v3("DELETE", f"/v3/clusters/{cluster_id}")
             assert deleted.status == 200, deleted.raw
+    logs = cluster.log.read_text(errors="replace")
+    for secret in world.secrets:
+        assert secret not in logs, "a secret appears in kube-api-auth's log"
 
 
 def ace_kubeconfig(world: World, ace: AceCluster, cluster_set: ClusterSet, login: str) -> Path:
@@ -625,7 +628,8 @@ def ace_can(world: World, config: Path, *args: str) -> bool:
     result = ace_kubectl(world, config, *args)
     if result.returncode == 0:
         return True
-    assert "forbidden" in result.stderr.lower() or "unauthorized" in result.stderr.lower(), result.stderr
+    stderr = result.stderr.lower()
+    assert any(word in stderr for word in ("forbidden", "unauthorized", "provide credentials")), stderr
     return False
 
 
