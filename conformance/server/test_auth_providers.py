@@ -3,7 +3,9 @@ a local stand-in of its API, then the real kubectl through the proxy as the user
 
 One server process, one slapd and one stand-in for the module. Bindings to users and to group
 principals (a nested LDAP group, a GitHub team) reach the local cluster's RBAC; a group removed in the
-directory or on GitHub takes the access away after the next refresh (``@every 1s`` here). Injection,
+directory or on GitHub takes the access away after the next refresh (``@every 1s`` here). The same
+group bindings on a cluster with the Authorized Cluster Endpoint hold for a kubeconfig token used
+straight against its kube-apiserver, which asks kube-api-auth, and go with the group the same way. Injection,
 refused accounts, a paused directory and a failing, slow or rate-limiting GitHub get clear answers
 while the local admin and tokens already issued keep working.
 """
@@ -11,6 +13,7 @@ while the local admin and tokens already issued keep working.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
@@ -23,8 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
+from conformance.server._ace import AceCluster, ace_cluster
 from conformance.server._servers import ADMIN_PASSWORD, Pki, ServerProcess, start_server
 from corral.controlplane.clusters import ClusterSet
+from corral.model.trace import TokenReviewed, read_trace
 from tests.server.providers import github_standin
 from tests.server.providers.slapd import (
     AD_BASE,
@@ -157,8 +162,8 @@ class World:
         assert len(with_principal) == 1, with_principal
         return with_principal[0]
 
-    def bind_cluster(self, **subject: str) -> str:
-        body = {"clusterId": "local", "roleTemplateId": "cluster-owner", **subject}
+    def bind_cluster(self, *, cluster: str = "local", role: str = "cluster-owner", **subject: str) -> str:
+        body = {"clusterId": cluster, "roleTemplateId": role, **subject}
         answer = self.v3("POST", "/v3/clusterroletemplatebindings", body)
         assert answer.status == 201, answer.raw
         return str(answer.body["id"])
@@ -565,6 +570,163 @@ def test_github_team_binding_and_its_removal(world: World, cluster_set: ClusterS
             world.github.state.users[1].teams.add(1001)
     finally:
         world.v3("DELETE", f"/v3/clusterroletemplatebindings/{binding}")
+
+
+# -- kubectl through the Authorized Cluster Endpoint -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ace(
+    world: World,
+    cluster_set: ClusterSet,
+    corral_binaries: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AceCluster]:
+    """A cluster registered with the module's server, ACE on, its apiserver's token webhook kube-api-auth."""
+    created = world.v3("POST", "/v3/clusters", {"name": "providers-ace"})
+    assert created.status == 201, created.raw
+    cluster_id = str(created.body["id"])
+    with ace_cluster(
+        cluster_id=cluster_id,
+        upstream=next(iter(cluster_set)),
+        binaries=corral_binaries,
+        folder=tmp_path_factory.mktemp("providers-ace"),
+    ) as cluster:
+        try:
+            yield cluster
+        finally:
+            deleted = world.v3("DELETE", f"/v3/clusters/{cluster_id}")
+            assert deleted.status == 200, deleted.raw
+    logs = cluster.log.read_text(errors="replace")
+    for secret in world.secrets:
+        assert secret not in logs, "a secret appears in kube-api-auth's log"
+
+
+def ace_kubeconfig(world: World, ace: AceCluster, cluster_set: ClusterSet, login: str) -> Path:
+    """generateKubeconfig as the user on the ACE cluster; its token (scoped to the cluster upstream) in a
+    kubeconfig straight to the cluster's apiserver."""
+    answer = world.v3("POST", f"/v3/clusters/{ace.cluster_id}?action=generateKubeconfig", token=login)
+    assert answer.status == 200, answer.raw
+    bearer = str(yaml.safe_load(answer.body["config"])["users"][0]["user"]["token"])
+    name, _, secret = bearer.partition(":")
+    world.secrets.append(secret)
+    with next(iter(cluster_set)).client() as upstream:
+        assert upstream.get(f"{MGMT}/tokens/{name}")["clusterName"] == ace.cluster_id
+    return ace.kubeconfig(bearer, name=name)
+
+
+def ace_kubectl(world: World, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [world.kubectl, "--kubeconfig", str(config), "--request-timeout=20s", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def ace_can(world: World, config: Path, *args: str) -> bool:
+    """Whether kubectl through ACE may do ``args``: False on Forbidden (authenticated, not authorised)
+    and on Unauthorized (the token's copy not there yet); any other failure fails the test."""
+    result = ace_kubectl(world, config, *args)
+    if result.returncode == 0:
+        return True
+    stderr = result.stderr.lower()
+    assert any(word in stderr for word in ("forbidden", "unauthorized", "provide credentials")), stderr
+    return False
+
+
+def ace_group_access_and_removal(
+    world: World,
+    ace: AceCluster,
+    cluster_set: ClusterSet,
+    *,
+    login: str,
+    user_id: str,
+    group: str,
+    remove: Callable[[], None],
+    restore: Callable[[], None],
+) -> tuple[float, float]:
+    """Bind ``group`` as cluster-member on the ACE cluster; the user's scoped token may list nodes (what
+    cluster-member grants) and not secrets or namespaces; after ``remove`` the group leaves the user's
+    ClusterUserAttribute and kubectl is refused. Returns the seconds until each (measured, not asserted)."""
+    binding = world.bind_cluster(cluster=ace.cluster_id, role="cluster-member", groupPrincipalId=group)
+    try:
+        config = ace_kubeconfig(world, ace, cluster_set, login)
+        wait_until(lambda: ace_can(world, config, "get", "nodes"), what=f"nodes through ACE via {group}")
+        who = ace_kubectl(world, config, "auth", "whoami", "-o", "json")
+        assert who.returncode == 0, who.stderr
+        identity = json.loads(who.stdout)["status"]["userInfo"]
+        assert identity["username"] == user_id
+        assert group in identity["groups"]
+        for refused in (("get", "secrets", "-A"), ("get", "namespaces"), ("create", "namespace", "nope")):
+            result = ace_kubectl(world, config, *refused)
+            assert result.returncode != 0, refused
+            assert "forbidden" in result.stderr.lower(), result.stderr
+        reviews = [e for e in read_trace(ace.trace) if isinstance(e, TokenReviewed)]
+        assert any(e.user == user_id and e.authenticated for e in reviews), "kube-api-auth never answered"
+        attribute = ace.cluster_user_attribute(user_id)
+        assert attribute is not None
+        assert group in attribute["groups"]
+        remove()
+        removed = time.monotonic()
+        try:
+            copied = wait_until(
+                lambda: group not in ((ace.cluster_user_attribute(user_id) or {}).get("groups") or ()),
+                what="the group gone from the ClusterUserAttribute",
+                timeout=REMOVAL_DEADLINE,
+            )
+            wait_until(
+                lambda: not ace_can(world, config, "get", "nodes"),
+                what="nodes refused through ACE after the removal",
+                timeout=REMOVAL_DEADLINE,
+            )
+            refused_after = time.monotonic() - removed
+            result = ace_kubectl(world, config, "get", "nodes")
+            assert "forbidden" in result.stderr.lower(), result.stderr  # still authenticated, no longer bound
+        finally:
+            restore()
+        return copied, refused_after
+    finally:
+        world.v3("DELETE", f"/v3/clusterroletemplatebindings/{binding}")
+
+
+@pytest.mark.requirement("ACE-022", "ACE-023")
+def test_nested_ldap_group_binding_through_ace_and_its_removal(
+    world: World, ace: AceCluster, cluster_set: ClusterSet, record_property: Callable[[str, object], None]
+) -> None:
+    login = world.token("openldap", {"username": "alice", "password": PASSWORDS["alice"]})
+    copied, refused = ace_group_access_and_removal(
+        world,
+        ace,
+        cluster_set,
+        login=login,
+        user_id=world.user_of(ALICE)["id"],
+        group=ALL_STAFF,
+        remove=lambda: world.slapd.modify(OPENLDAP_BASE, membership("dave")),
+        restore=lambda: world.slapd.modify(OPENLDAP_BASE, membership("alice")),
+    )
+    world.removal_bounds["openldap-ace"] = refused
+    record_property("ace_removal_attribute_seconds", round(copied, 2))
+    record_property("ace_removal_refused_seconds", round(refused, 2))
+
+
+@pytest.mark.requirement("ACE-022", "ACE-023")
+def test_github_team_binding_through_ace_and_its_removal(
+    world: World, ace: AceCluster, cluster_set: ClusterSet, record_property: Callable[[str, object], None]
+) -> None:
+    login = world.token("github", {"code": world.github.code(1)})
+    teams = world.github.state.users[1].teams
+    copied, refused = ace_group_access_and_removal(
+        world,
+        ace,
+        cluster_set,
+        login=login,
+        user_id=world.user_of("github_user://1")["id"],
+        group=PLATFORM_TEAM,
+        remove=lambda: teams.discard(1001),
+        restore=lambda: teams.add(1001),
+    )
+    world.removal_bounds["github-ace"] = refused
+    record_property("ace_removal_attribute_seconds", round(copied, 2))
+    record_property("ace_removal_refused_seconds", round(refused, 2))
 
 
 # -- outages ----------------------------------------------------------------------------------------
