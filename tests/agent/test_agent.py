@@ -201,7 +201,7 @@ async def test_a_served_session_writes_the_marker_and_a_server_close_brings_a_re
     await wait_until(lambda: endpoints.manager.has_session("c-1"), "the agent's session")
     # The server holds the session once it has answered the upgrade; the agent writes its marker
     # when it has read that answer, a moment later.
-    await wait_until(lambda: (tmp_path / "connected").exists(), "the connected marker")
+    await wait_until((tmp_path / "connected").exists, "the connected marker")
     await endpoints.close()
     await wait_until(lambda: clock.pending_sleepers >= 1, "the loop's wait")
     await clock.advance(10)
