@@ -24,7 +24,7 @@ import http.client
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -68,6 +68,10 @@ class LocalProvider:
     """Per cluster, a kubeconfig-format token webhook config for its apiserver."""
     node_webhooks: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
     """Per cluster, per control-plane node, the webhook config of that node's own kube-apiserver."""
+    on_node_addresses: Callable[[Mapping[str, Mapping[str, str]]], None] | None = None
+    """Called with the InternalIP of every real node (cluster -> node -> address) once the networks
+    exist, before any kube-apiserver starts: per-node webhook configs that name a node's address are
+    written then."""
     webhook_cache_ttl: str = "1s"
     webhook_version: str | None = "v1"
     """TokenReview version spoken to the webhooks; None: the apiserver's default (v1beta1)."""
@@ -165,6 +169,13 @@ class LocalProvider:
             runner = RealNodes(run_dir, binaries=binaries, report=report)
             nets = runner.prepare_networks(real_clusters)
             report("network namespaces ready: " + ", ".join(f"{c} {n.supernet}" for c, n in nets.items()))
+            if self.on_node_addresses is not None:
+                self.on_node_addresses(
+                    {
+                        c.name: {n.name: nets[c.name].node_ip(i) for i, n in enumerate(c.nodes)}
+                        for c in real_clusters
+                    }
+                )
         hosts = {name: nets[name].host_ip if name in nets else "127.0.0.1" for name in names}
         pkis = {
             name: create_cluster_pki(

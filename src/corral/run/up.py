@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -193,13 +194,15 @@ def up(
             report(f"reaped what an earlier run left in {run_dir}")
         (run_dir / TOPOLOGY_FILE).unlink(missing_ok=True)
         binaries = binaries or build.ensure_built(build.CONTROL_PLANE)
-        ace_plans = ace.plan(scenario, run_dir)
+        real_nodes = (node_mode or scenario.node_mode) == "real"
+        ace_plans = ace.plan(scenario, run_dir, real_nodes=real_nodes)
         provider = LocalProvider(
             detached=detached,
             binaries=binaries,
             node_mode=node_mode or scenario.node_mode,
             virtual_clusters=frozenset({UPSTREAM}),
             node_webhooks=ace.node_webhooks(ace_plans),
+            on_node_addresses=functools.partial(ace.place, ace_plans),
             webhook_version=None,  # no TokenReview version, as Rancher starts the apiserver (v1beta1)
         )
         clusters = provider.up(_with_upstream(scenario), run_dir / CLUSTERS_DIR, progress=report)
@@ -207,7 +210,7 @@ def up(
         try:
             run = _Run(scenario=scenario, run_dir=run_dir, clusters=clusters, group=group, report=report,
                        ready_timeout=ready_timeout_seconds, ace=ace_plans,
-                       real_nodes=(node_mode or scenario.node_mode) == "real")  # fmt: skip
+                       real_nodes=real_nodes)  # fmt: skip
             if wan:
                 run.links = _start_links(run)
             return _up(run)
