@@ -16,7 +16,7 @@ import json
 import logging
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +26,7 @@ from corral.errors import KubeAPIError, NotFoundError
 from corral.k8s import KubeClient
 from corral.kubeapiauth import objects
 from corral.server.ace_sync import token_copy
-from corral.server.doctor import Finding
+from corral.server.doctor import Checklist
 
 logger = logging.getLogger(__name__)
 
@@ -37,31 +37,14 @@ LOOPBACKS: Final = ("127.0.0.1", "::1", "localhost")
 RKE2_WEBHOOK_FILE: Final = "/var/lib/rancher/rke2/kube-api-authn-webhook.yaml"
 
 
-@dataclass(slots=True)
-class AceReport:
-    """What was checked (``passed``) and what was found wrong, for one cluster."""
+@dataclass(slots=True, kw_only=True)
+class AceReport(Checklist):
+    """The Authorized Cluster Endpoint checks of one cluster."""
 
     cluster: str
-    passed: list[str] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        return not self.findings
-
-    def ok(self, what: str) -> None:
-        self.passed.append(what)
-
-    def missing(self, subject: str, message: str) -> None:
-        self.findings.append(Finding("missing", subject, message))
-
-    def wrong(self, subject: str, message: str) -> None:
-        self.findings.append(Finding("wrong", subject, message))
 
     def lines(self) -> list[str]:
-        verdict = "healthy" if self.healthy else f"{len(self.findings)} finding(s)"
-        head = f"Authorized Cluster Endpoint of {self.cluster}: {verdict}"
-        return [head, *(f"ok: {p}" for p in self.passed), *(str(f) for f in self.findings)]
+        return self.lines_under(f"Authorized Cluster Endpoint of {self.cluster}")
 
 
 def webhook_flag(argv: Sequence[str]) -> Path | None:
