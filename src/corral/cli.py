@@ -353,27 +353,62 @@ def run(
         sys.exit(1)
 
 
+_Command = typing.TypeVar("_Command", bound=typing.Callable[..., typing.Any])
+
+
 @main.group()
 def doctor() -> None:
     """Diagnose a running topology."""
 
 
+def _doctor_target(kubeconfig_help: str) -> typing.Callable[[_Command], _Command]:
+    """The options naming the cluster a doctor checks: --cluster with --dir, or --kubeconfig and --context."""
+    options = [
+        click.option(
+            "--cluster",
+            required=True,
+            help="Cluster: its scenario name or id (with --dir), any name otherwise.",
+        ),
+        click.option(
+            "--dir",
+            "run_dir",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="Run folder.",
+        ),
+        click.option(
+            "--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=kubeconfig_help
+        ),
+        click.option("--context", default=None, help="Context of --kubeconfig."),
+    ]
+
+    def decorate(command: _Command) -> _Command:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _one_source(run_dir: Path | None, kubeconfig: Path | None) -> None:
+    if (run_dir is None) == (kubeconfig is None):
+        raise click.UsageError("give exactly one of --dir and --kubeconfig")
+
+
+def _run_cluster(clusters: typing.Mapping[str, typing.Any], cluster: str, run_dir: Path) -> str:
+    """The scenario name of ``cluster`` (its scenario name or its id) in a run's topology."""
+    name = (
+        cluster if cluster in clusters else next((n for n, c in clusters.items() if c["id"] == cluster), "")
+    )
+    if not name:
+        raise click.UsageError(f"no cluster {cluster!r} in {run_dir} (known: {', '.join(clusters)})")
+    return name
+
+
 @doctor.command("impersonation")
-@click.option(
-    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
-)
+@_doctor_target("Admin kubeconfig of the downstream cluster (instead of --dir).")
 @click.option(
     "--user", required=True, help="User: scenario name, username or id (with --dir); an id otherwise."
 )
-@click.option(
-    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Admin kubeconfig of the downstream cluster (instead of --dir).",
-)
-@click.option("--context", default=None, help="Context of --kubeconfig.")
 @click.option(
     "--group", "groups", multiple=True, help="The user's groups, to check the role's groups exactly."
 )
@@ -392,18 +427,11 @@ def doctor_impersonation(
     from corral.server.doctor import check_impersonation
 
     try:
-        if (run_dir is None) == (kubeconfig is None):
-            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        _one_source(run_dir, kubeconfig)
         user_id = user
         if run_dir is not None:
             topology = read_topology(run_dir)
-            entry = topology["clusters"].get(cluster) or next(
-                (c for c in topology["clusters"].values() if c["id"] == cluster), None
-            )
-            if entry is None:
-                raise click.UsageError(
-                    f"no cluster {cluster!r} in {run_dir} (known: {', '.join(topology['clusters'])})"
-                )
+            entry = topology["clusters"][_run_cluster(topology["clusters"], cluster, run_dir)]
             kubeconfig = Path(entry["admin_kubeconfig"])
             found = topology["users"].get(user) or next(
                 (u for u in topology["users"].values() if user in (u["id"], u["username"])), None
@@ -421,18 +449,7 @@ def doctor_impersonation(
 
 
 @doctor.command("ace")
-@click.option(
-    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
-)
-@click.option(
-    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Admin kubeconfig of an imported cluster (instead of --dir); the manual steps are printed.",
-)
-@click.option("--context", default=None, help="Context of --kubeconfig.")
+@_doctor_target("Admin kubeconfig of an imported cluster (instead of --dir); the manual steps are printed.")
 @click.option(
     "--upstream-kubeconfig",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -457,8 +474,7 @@ def doctor_ace(
     from corral.server.doctor_ace import check_ace, manual_steps
 
     try:
-        if (run_dir is None) == (kubeconfig is None):
-            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        _one_source(run_dir, kubeconfig)
         webhooks: dict[str, Path | None] = {}
         if run_dir is not None:
             name, entry, upstream_kubeconfig, webhooks = _ace_run(run_dir, cluster)
@@ -500,11 +516,7 @@ def _ace_run(run_dir: Path, cluster: str) -> tuple[str, dict[str, typing.Any], P
 
     topology = read_topology(run_dir)
     clusters = topology["clusters"]
-    name = (
-        cluster if cluster in clusters else next((n for n, c in clusters.items() if c["id"] == cluster), "")
-    )
-    if not name:
-        raise click.UsageError(f"no cluster {cluster!r} in {run_dir} (known: {', '.join(clusters)})")
+    name = _run_cluster(clusters, cluster, run_dir)
     if not clusters[name].get("kube_api_auth"):
         raise click.UsageError(f"cluster {name} has no ACE in {run_dir} (the scenario's `ace` is off)")
     webhooks: dict[str, Path | None] = {}
