@@ -52,7 +52,7 @@ from corral.controlplane.local import LocalProvider
 from corral.controlplane.processes import free_port
 from corral.k8s import KubeConfig
 from corral.k8s.aio import AsyncKubeClient
-from corral.kubeapiauth import sync
+from corral.kubeapiauth import sync, testing
 from corral.model import Scenario
 from corral.model.stats import quantile
 from corral.run.up import down, up
@@ -164,16 +164,9 @@ class AceCluster:
 
 def ace_cluster(binaries: build.Built, folder: Path) -> AceCluster:
     """A cluster whose apiserver asks kube-api-auth (as Rancher's ACE wires it: a v1beta1 webhook)."""
-    port = free_port()
-    auth_url = f"http://127.0.0.1:{port}"
-    webhook = KubeConfig(
-        server=f"{auth_url}/v1/authenticate",
-        cluster_name="webhook",
-        user_name="Default",
-        insecure_skip_tls_verify=True,
-    ).write(folder / "kube-api-authn-webhook.yaml")
-    provider = LocalProvider(binaries=binaries, webhooks={ACE_CLUSTER: webhook}, webhook_version=None)
-    return AceCluster(provider=provider, run_dir=folder / "ace", auth_url=auth_url, webhook=webhook)
+    hook = testing.webhook(folder, port=free_port())
+    provider = LocalProvider(binaries=binaries, webhooks={ACE_CLUSTER: hook.config}, webhook_version=None)
+    return AceCluster(provider=provider, run_dir=folder / "ace", auth_url=hook.url, webhook=hook.config)
 
 
 async def ace_token(kubeconfig: KubeConfig) -> str:

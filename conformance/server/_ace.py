@@ -9,10 +9,6 @@ its scoped tokens down and the apiserver learns who a token belongs to from kube
 from __future__ import annotations
 
 import asyncio
-import http.client
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +24,7 @@ from corral.controlplane.processes import free_port
 from corral.errors import NotFoundError
 from corral.k8s import KubeConfig
 from corral.k8s.aio import AsyncKubeClient
-from corral.kubeapiauth import objects, sync
+from corral.kubeapiauth import objects, sync, testing
 from corral.model import Scenario
 from corral.server.cattle import ensure_cattle_credential
 from corral.server.registration import register_cluster
@@ -74,27 +70,6 @@ class AceCluster:
                 return None
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"kube-api-auth exited with {process.returncode}:\n{log.read_text()[-2000:]}"
-            )
-        connection = http.client.HTTPConnection(host, int(port), timeout=2)
-        try:
-            connection.request("GET", "/healthcheck")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        time.sleep(0.1)
-    raise AssertionError(f"kube-api-auth not healthy within 60 s:\n{log.read_text()[-2000:]}")
-
-
 async def _register(upstream: KubeConfig, cluster_id: str, handle: ClusterHandle, sa_token: str) -> None:
     async with AsyncKubeClient(upstream) as client:
         await client.patch(
@@ -127,19 +102,11 @@ def ace_cluster(
             ],
         }
     )
-    port = free_port()
-    auth_url = f"http://127.0.0.1:{port}"
-    webhook = KubeConfig(
-        server=f"{auth_url}/v1/authenticate",
-        cluster_name="webhook",
-        user_name="Default",
-        insecure_skip_tls_verify=True,
-    ).write(folder / "kube-api-authn-webhook.yaml")
-    provider = LocalProvider(binaries=binaries, webhooks={name: webhook}, webhook_version=None)
+    hook = testing.webhook(folder, port=free_port())
+    provider = LocalProvider(binaries=binaries, webhooks={name: hook.config}, webhook_version=None)
     run_dir = folder / "run"
     handle = provider.up(scenario, run_dir)[name]
     log, trace = folder / "kube-api-auth.log", folder / "trace.jsonl"
-    process: subprocess.Popen[bytes] | None = None
     try:
 
         async def crds() -> None:
@@ -147,31 +114,14 @@ def ace_cluster(
                 await sync.ensure_crds(client)
 
         asyncio.run(crds())
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "corral", "kube-api-auth",
-                    "--listen", f"127.0.0.1:{port}",
-                    "--kubeconfig", str(handle.kubeconfig),
-                    "--cluster", cluster_id,
-                    "--trace", str(trace),
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        _wait_healthy(auth_url, process, log)
-        with handle.client() as admin:
-            sa_token = ensure_cattle_credential(admin)
-        asyncio.run(_register(upstream.admin_config(), cluster_id, handle, sa_token))
-        yield AceCluster(
-            cluster_id=cluster_id, handle=handle, auth_url=auth_url, log=log, trace=trace, folder=folder
-        )
+        with testing.running(
+            port=hook.port, kubeconfig=handle.kubeconfig, cluster_id=cluster_id, trace=trace, log=log
+        ):
+            with handle.client() as admin:
+                sa_token = ensure_cattle_credential(admin)
+            asyncio.run(_register(upstream.admin_config(), cluster_id, handle, sa_token))
+            yield AceCluster(
+                cluster_id=cluster_id, handle=handle, auth_url=hook.url, log=log, trace=trace, folder=folder
+            )
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         provider.down(run_dir)
