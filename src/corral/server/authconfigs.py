@@ -46,7 +46,7 @@ from corral.server.providers.errors import AccountDisabledError, LoginRefusedErr
 from corral.server.providers.refresh import SETTING_MAX_AGE, SETTING_RESYNC_CRON
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
-from corral.server.v3 import V3Error
+from corral.server.v3 import V3Error, json_body
 
 logger = logging.getLogger(__name__)
 
@@ -265,16 +265,7 @@ class AuthConfigAPI:
 
     @staticmethod
     async def _body(request: web.Request) -> JSON:
-        raw = await request.read()
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise V3Error("InvalidBodyContent", "request body must be a JSON object")
-        return body
+        return json_body(await request.read())
 
     @staticmethod
     def _base_url(request: web.Request) -> str:

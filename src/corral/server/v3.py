@@ -34,7 +34,7 @@ from corral.server.state import JSON, ServerState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error"]
+__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body"]
 
 PUBLIC_SETTINGS: Final = frozenset(
     {"cacerts", "first-login", "ui-banners", "ui-issues", "ui-pl", "ui-brand", "ui-default-landing"}
@@ -67,6 +67,19 @@ def _respond(status: int, body: Any, *, escape_html: bool = True) -> web.Respons
 
 def _error(exc: V3Error) -> web.Response:
     return _respond(exc.status, norman.api_error(code=exc.code, message=exc.message, status=exc.status))
+
+
+def json_body(raw: bytes) -> JSON:
+    """A request's body as a JSON object; an empty body is ``{}``, anything else not an object is refused."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise V3Error("InvalidBodyContent", "request body must be a JSON object")
+    return body
 
 
 def _not_found(id_: str) -> V3Error:
@@ -156,15 +169,7 @@ class V3API:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise V3Error("InvalidBodyContent", "request body is too large") from None
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise V3Error("InvalidBodyContent", "request body must be a JSON object")
-        return body
+        return json_body(raw)
 
     async def _authenticate(self, request: web.Request, cluster: str = "") -> Authenticated:
         try:
