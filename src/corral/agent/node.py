@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from corral.errors import AlreadyExistsError, CorralError, NotFoundError
 from corral.k8s.aio import AsyncKubeClient
+from corral.tasks import cancel_and_wait
 from corral.tunnel import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -118,11 +119,8 @@ class NodeHeartbeat:
             self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         last_status: float | None = None

@@ -9,7 +9,6 @@ is not Succeeded or Failed; an init container raises a pod's figure to its own w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, Final
 from corral.errors import CorralError
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.quantity import Quantity, QuantityError, add_lists, max_lists
+from corral.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +83,8 @@ class PodResources:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

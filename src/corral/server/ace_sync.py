@@ -22,6 +22,7 @@ from corral.errors import CorralError, NotFoundError
 from corral.k8s.aio import AsyncKubeClient
 from corral.kubeapiauth import objects, sync
 from corral.server.informer import Informer
+from corral.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +144,8 @@ class AceSync:
         self._task = asyncio.create_task(self._last_used_loop(), name=f"ace lastUsedAt {self.cluster_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # -- what belongs here ------------------------------------------------------------------------
 

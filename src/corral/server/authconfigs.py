@@ -47,6 +47,7 @@ from corral.server.providers.refresh import SETTING_MAX_AGE, SETTING_RESYNC_CRON
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
 from corral.server.v3 import V3Error, json_body
+from corral.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -832,10 +833,7 @@ class GroupRefresher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         schedule_text = ""
