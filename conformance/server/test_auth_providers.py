@@ -180,37 +180,13 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60.0) -
 
 
 def openldap_config(slapd: Slapd, **overrides: Any) -> dict[str, Any]:
-    return {
-        "servers": ["127.0.0.1"],
-        "port": slapd.ldaps_port,
-        "tls": True,
-        "certificate": slapd.ca_pem,
-        "serviceAccountDistinguishedName": f"cn=rancher-svc,{OPENLDAP_BASE}",
-        "serviceAccountPassword": SERVICE_PASSWORD,
-        "userSearchBase": f"ou=people,{OPENLDAP_BASE}",
-        "groupSearchBase": f"ou=groups,{OPENLDAP_BASE}",
-        "nestedGroupMembershipEnabled": True,
-        "connectionTimeout": 1000,
-        **overrides,
-    }
+    return slapd.openldap_settings(
+        **{"nestedGroupMembershipEnabled": True, "connectionTimeout": 1000, **overrides}
+    )
 
 
 def ad_config(slapd: Slapd) -> dict[str, Any]:
-    return {
-        "servers": ["127.0.0.1"],
-        "port": slapd.ldap_port,
-        "starttls": True,
-        "certificate": slapd.ca_pem,
-        "defaultLoginDomain": "CORP",
-        "serviceAccountUsername": f"cn=Rancher Service,cn=Users,{AD_BASE}",
-        "serviceAccountPassword": SERVICE_PASSWORD,
-        "userSearchBase": AD_BASE,
-        "userNameAttribute": "cn",
-        "groupNameAttribute": "cn",
-        "groupDNAttribute": "entryDN",
-        "nestedGroupMembershipEnabled": True,
-        "connectionTimeout": 1000,
-    }
+    return slapd.ad_settings(nestedGroupMembershipEnabled=True, connectionTimeout=1000)
 
 
 def seed_admins(slapd: Slapd) -> None:
