@@ -46,7 +46,7 @@ from corral.server.providers.errors import AccountDisabledError, LoginRefusedErr
 from corral.server.providers.refresh import SETTING_MAX_AGE, SETTING_RESYNC_CRON
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
-from corral.server.v3 import V3Error, json_body
+from corral.server.v3 import V3Error, json_body, login_error
 from corral.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -97,16 +97,6 @@ def _respond(status: int, body: Any) -> web.Response:
 def _error(code: str, message: str, status: int | None = None) -> web.Response:
     shown = status if status is not None else norman.ERROR_CODES.get(code, 500)
     return _respond(shown, norman.api_error(code=code, message=message, status=shown))
-
-
-def _login_error(status: int, code: str, message: str = "") -> web.Response:
-    """The public API's error shape, as the local login answers."""
-    body: JSON = {"code": code, "status": status}
-    if message:
-        body["message"] = message
-    body["type"] = "error"
-    body["baseType"] = "error"
-    return web.Response(status=status, body=norman.go_json(body, escape_html=False), content_type=_JSON_TYPE)
 
 
 def principal_json(principal: Principal) -> JSON:
@@ -436,14 +426,14 @@ class AuthConfigAPI:
             if request.method == "GET":
                 return await self._public_provider(request, name)
             if request.method != "POST":
-                return _login_error(405, "MethodNotAllow", f"method {request.method} not allowed")
+                return login_error(405, "MethodNotAllow", f"method {request.method} not allowed")
             if request.query.get("action") != "login":
-                return _login_error(404, "ActionNotAvailable")
+                return login_error(404, "ActionNotAvailable")
             try:
                 return await self.login(request, name)
             except KubeAPIError as exc:
                 logger.warning("%s login: the upstream failed: %s", name, exc)
-                return _login_error(
+                return login_error(
                     500, "ServerError", "the management cluster could not be reached or failed"
                 )
 
@@ -452,7 +442,7 @@ class AuthConfigAPI:
     async def _public_provider(self, request: web.Request, name: str) -> web.Response:
         obj = self.configs.get(name)
         if obj is None or obj.get("enabled") is not True:
-            return _login_error(404, "NotFound", f"{name} is not enabled")
+            return login_error(404, "NotFound", f"{name} is not enabled")
         return _respond(200, self._provider_view(name, obj, self._base_url(request)))
 
     def _provider_view(self, name: str, obj: Mapping[str, Any], base_url: str) -> JSON:
@@ -511,11 +501,11 @@ class AuthConfigAPI:
         except (ValueError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict):
-            return _login_error(422, "InvalidBodyContent")
+            return login_error(422, "InvalidBodyContent")
         try:
             user, result = await self._external_login(name, body)
         except _RefusedError as exc:
-            return _login_error(exc.status, exc.code, exc.message)
+            return login_error(exc.status, exc.code, exc.message)
         await self.record_login(user, name, result)
         ttl = self.state.setting_int("auth-user-session-ttl-minutes", 960) * 60_000
         description = body.get("description") if isinstance(body.get("description"), str) else ""

@@ -34,7 +34,7 @@ from corral.server.state import JSON, ServerState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body"]
+__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body", "login_error"]
 
 PUBLIC_SETTINGS: Final = frozenset(
     {"cacerts", "first-login", "ui-banners", "ui-issues", "ui-pl", "ui-brand", "ui-default-landing"}
@@ -203,15 +203,15 @@ class V3API:
         except (ValueError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict):
-            return _login_error(422, "InvalidBodyContent")
+            return login_error(422, "InvalidBodyContent")
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
-            return _login_error(422, "InvalidBodyContent")
+            return login_error(422, "InvalidBodyContent")
         result = await self.local.verify(username, password)
         if result.user is None:
-            return _login_error(401, "Unauthorized", "authentication failed")
+            return login_error(401, "Unauthorized", "authentication failed")
         if not result.enabled:
-            return _login_error(403, "PermissionDenied")
+            return login_error(403, "PermissionDenied")
         await self.local.record_login(result.user)
         ttl = self.state.setting_int("auth-user-session-ttl-minutes", 960) * 60_000
         description = body.get("description") if isinstance(body.get("description"), str) else ""
@@ -968,7 +968,7 @@ class V3API:
         return self._one(call, "projects", project, 201)
 
 
-def _login_error(status: int, code: str, message: str = "") -> web.Response:
+def login_error(status: int, code: str, message: str = "") -> web.Response:
     """The public API's error (``util.ReturnAPIError``): struct order, message omitted when empty."""
     body: JSON = {"code": code, "status": status}
     if message:
