@@ -78,6 +78,19 @@ def cluster() -> None:
     """Bring the clusters of a scenario up (they keep running) and down again."""
 
 
+_SCENARIO_OPTION = click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+_NEW_RUN_DIR_OPTION = click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+_RUN_DIR_OPTION = click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 _PROVIDER_OPTION = click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
@@ -87,16 +100,8 @@ _PROVIDER_OPTION = click.option(
 
 
 @cluster.command("up")
-@click.option(
-    "--scenario",
-    "scenario_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Scenario file (YAML).",
-)
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
-)
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
 @_PROVIDER_OPTION
 @click.option(
     "--etcd",
@@ -224,16 +229,8 @@ def kube_api_auth(
 
 
 @main.command()
-@click.option(
-    "--scenario",
-    "scenario_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Scenario file (YAML).",
-)
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
-)
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
 @click.option(
     "--nodes",
     "node_mode",
@@ -301,16 +298,8 @@ def down(run_dir: Path) -> None:
 
 
 @main.command("run")
-@click.option(
-    "--scenario",
-    "scenario_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Scenario file (YAML).",
-)
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
-)
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
 @click.option(
     "--checkout",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -625,9 +614,7 @@ def etcd() -> None:
 
 @etcd.command("snapshot")
 @click.option("--cluster", required=True, help="The cluster (scenario name or id).")
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
+@_RUN_DIR_OPTION
 def etcd_snapshot(cluster: str, run_dir: Path) -> None:
     """Snapshot the cluster's etcd keys (v3 action backupEtcd); prints the EtcdBackup's id."""
     from corral.run.etcd import etcd_action
@@ -642,9 +629,7 @@ def etcd_snapshot(cluster: str, run_dir: Path) -> None:
 @etcd.command("restore")
 @click.option("--cluster", required=True, help="The cluster (scenario name or id).")
 @click.option("--backup", required=True, help="The EtcdBackup's id (<cluster>:<name>), as snapshot printed.")
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
+@_RUN_DIR_OPTION
 def etcd_restore(cluster: str, backup: str, run_dir: Path) -> None:
     """Make the cluster's etcd keys those of the backup again (v3 action restoreFromEtcdBackup)."""
     from corral.run.etcd import etcd_action
@@ -668,9 +653,7 @@ def fault() -> None:
 @click.option("--cluster", required=True, help="The agent's cluster.")
 @click.option("--replica", type=int, default=None, help="Cluster-agent replica (default 0).")
 @click.option("--node", default=None, help="The node agent of NODE instead of a cluster-agent replica.")
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
+@_RUN_DIR_OPTION
 def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | None, run_dir: Path) -> None:
     """kill (SIGKILL), freeze (SIGSTOP), stop (SIGTERM, clean close) or start (again) an agent."""
     from corral.agent.fleet import fault as apply_fault
@@ -687,9 +670,7 @@ def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | N
 @fault.command("server")
 @click.argument("action", type=click.Choice(["stop", "kill", "freeze", "start"]))
 @click.option("--replica", type=int, default=None, help="Server replica (default: every replica).")
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
+@_RUN_DIR_OPTION
 def fault_server(*, action: str, replica: int | None, run_dir: Path) -> None:
     """stop (SIGTERM), kill (SIGKILL), freeze (SIGSTOP) or start (again) server replicas of `corral up`."""
     from corral.run.server_faults import server_fault
