@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import ssl
 import statistics
 import subprocess
 import threading
@@ -34,6 +33,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conformance import run_v3
 from corral.auth import hashers
 from corral.bundled import scenario_path
 from corral.cli import main
@@ -110,17 +110,7 @@ class Topology:
             TraceWriter(stream).write(event)
 
     def v3(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.doc["server"]["url"] + path,
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-        )
-        request.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        request.add_header("Content-Type", "application/json")
-        context = ssl.create_default_context(cafile=self.doc["server"]["ca_file"])
-        with urllib.request.urlopen(request, context=context, timeout=60) as answer:
-            raw = answer.read()
-        return json.loads(raw) if raw else {}
+        return run_v3.call(self.doc, method, path, body, token=token or self.admin_token)
 
     def login(self, user: str) -> str:
         password = Path(self.doc["users"][user]["password_file"]).read_text()
