@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,7 +45,7 @@ from corral.server.providers.errors import AccountDisabledError, LoginRefusedErr
 from corral.server.providers.refresh import SETTING_MAX_AGE, SETTING_RESYNC_CRON
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
-from corral.server.v3 import V3Error, json_body, login_error
+from corral.server.v3 import V3Error, json_body, login_body, login_error
 from corral.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -496,11 +495,8 @@ class AuthConfigAPI:
 
     async def login(self, request: web.Request, name: str) -> web.Response:
         """``POST /v3-public/<kind>Providers/<name>?action=login``: Rancher's answer and token."""
-        try:
-            body = json.loads(await request.read() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
+        body = login_body(await request.read())
+        if body is None:
             return login_error(422, "InvalidBodyContent")
         try:
             user, result = await self._external_login(name, body)

@@ -34,7 +34,7 @@ from corral.server.state import JSON, ServerState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body", "login_error"]
+__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body", "login_body", "login_error"]
 
 PUBLIC_SETTINGS: Final = frozenset(
     {"cacerts", "first-login", "ui-banners", "ui-issues", "ui-pl", "ui-brand", "ui-default-landing"}
@@ -80,6 +80,15 @@ def json_body(raw: bytes) -> JSON:
     if not isinstance(body, dict):
         raise V3Error("InvalidBodyContent", "request body must be a JSON object")
     return body
+
+
+def login_body(raw: bytes) -> JSON | None:
+    """A login's body as a JSON object; None when it is empty, not JSON or not an object (a 422)."""
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _not_found(id_: str) -> V3Error:
@@ -198,11 +207,8 @@ class V3API:
         return await self._login(request)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
+        body = login_body(await request.read())
+        if body is None:
             return login_error(422, "InvalidBodyContent")
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
