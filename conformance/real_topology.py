@@ -7,10 +7,11 @@ costs the most of any fixture, so it is session-scoped and registered by the con
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,11 +20,13 @@ from corral.errors import CorralError
 from corral.k8s import KubeClient, KubeConfig
 from corral.run.up import down, up
 
-__all__ = ["CLUSTER", "SCENARIO", "USER", "RealTopology", "real_topology"]
+__all__ = ["CLUSTER", "SCENARIO", "USER", "RealTopology", "real_topology", "wait_until"]
 
 SCENARIO = Path(__file__).parents[1] / "fixtures" / "scenarios" / "real-nodes-topology.yaml"
 USER = "dana"
 CLUSTER = "c-real"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,15 @@ def real_topology(
         yield RealTopology(doc=doc, kubectl=binaries["kubectl"])
     finally:
         down(run_dir)
+
+
+def wait_until(predicate: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """``predicate``'s first true answer, asked every half second; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.5)

@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from conformance.real_topology import CLUSTER, RealTopology
+from conformance.real_topology import CLUSTER, RealTopology, wait_until
 from corral.k8s import KubeClient, KubeConfig
 
 pytestmark = [pytest.mark.local_only, pytest.mark.real_nodes, pytest.mark.timeout(600)]
 
 MGMT = "/apis/management.cattle.io/v3"
 T = TypeVar("T")
-
-
-def _wait(predicate: Callable[[], T], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)
-    return result
 
 
 def _kubectl(topology: RealTopology, *args: str, output: bool = True) -> Any:
@@ -71,7 +60,7 @@ def test_the_agents_run_as_rancher_deploys_them(real_topology: RealTopology) -> 
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cattle", "namespace": "cattle-system"}]
     # No agent process was started on the host: the agents are these Pods.
     assert not (Path(real_topology.doc["server"]["trace_file"]).parent / "agents.json").exists()
-    opened = _wait(
+    opened = wait_until(
         lambda: (
             (o := _opened(real_topology))
             and sum(e["agent"] == "cluster-agent" for e in o) >= 2
@@ -93,11 +82,11 @@ def test_the_real_nodes_stats_reach_the_management_nodes(real_topology: RealTopo
             items = upstream.list(f"{MGMT}/namespaces/{cluster_id}/nodes")["items"]
             return items if len(items) == 2 and all(m["status"].get("requested") for m in items) else None
 
-        machines = _wait(synced, timeout=60, what="the management Nodes with the agents' pod figures")
+        machines = wait_until(synced, timeout=60, what="the management Nodes with the agents' pod figures")
         assert sorted(m["status"]["nodeName"] for m in machines) == ["c-real-cp", "c-real-w1"]
         for machine in machines:
             assert machine["status"]["internalNodeStatus"]["nodeInfo"]["kubeletVersion"].startswith("v1.")
-        status = _wait(
+        status = wait_until(
             lambda: (s := upstream.get(f"{MGMT}/clusters/{cluster_id}")["status"]).get("allocatable") and s,
             timeout=60,
             what="the Cluster's sums",
@@ -111,7 +100,7 @@ def test_a_deleted_cluster_agent_pod_is_replaced_and_reconnects(real_topology: R
     pods = _kubectl(real_topology, "-n", "cattle-system", "get", "pods", "-l", "app=cattle-cluster-agent")
     victim = pods["items"][0]["metadata"]["name"]
     _kubectl(real_topology, "-n", "cattle-system", "delete", "pod", victim, "--wait=false", output=False)
-    _wait(
+    wait_until(
         lambda: sum(e["agent"] == "cluster-agent" for e in _opened(real_topology)) > before,
         timeout=90,
         what="the replacement replica's session",

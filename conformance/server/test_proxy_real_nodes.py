@@ -17,12 +17,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from conformance.real_topology import USER, RealTopology
+from conformance.real_topology import USER, RealTopology, wait_until
 from corral.controlplane import images
 from corral.k8s import KubeClient, KubeConfig
 
@@ -59,15 +58,6 @@ def _pod(name: str) -> dict[str, Any]:
     }
 
 
-def _wait(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)
-    return result
-
-
 def _running(client: KubeClient, namespace: str, name: str) -> bool:
     pod = client.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     return bool(pod.get("status", {}).get("phase") == "Running")
@@ -82,7 +72,7 @@ def user_pod(real_topology: RealTopology) -> str:
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     with real_topology.admin() as admin:
-        _wait(lambda: _running(admin, NAMESPACE, "box"), timeout=120, what="the user's Pod Running")
+        wait_until(lambda: _running(admin, NAMESPACE, "box"), timeout=120, what="the user's Pod Running")
     return "box"
 
 
@@ -145,7 +135,7 @@ def test_port_forward_through_the_proxy(real_topology: RealTopology, user_pod: s
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        body = _wait(lambda: _fetch(f"http://127.0.0.1:{port}/"), timeout=30, what="the port-forward")
+        body = wait_until(lambda: _fetch(f"http://127.0.0.1:{port}/"), timeout=30, what="the port-forward")
         assert "Directory listing" in body
         assert "Directory listing" in (_fetch(f"http://127.0.0.1:{port}/") or "")  # a second connection
     finally:
@@ -159,7 +149,7 @@ def test_exec_outside_the_users_project_is_refused(real_topology: RealTopology, 
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OUTSIDE}}
         admin.apply("/api/v1/namespaces", namespace)
         admin.apply(f"/api/v1/namespaces/{OUTSIDE}/pods", _pod("guarded"))
-        _wait(lambda: _running(admin, OUTSIDE, "guarded"), timeout=120, what="the guarded Pod Running")
+        wait_until(lambda: _running(admin, OUTSIDE, "guarded"), timeout=120, what="the guarded Pod Running")
     refused = real_topology.as_user("-n", OUTSIDE, "exec", "guarded", "--", "true")
     assert refused.returncode != 0
     assert "forbidden" in refused.stderr.lower(), refused.stderr
