@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from corral.errors import NotFoundError
 from corral.server.kubeconfig import (
     ACE_ENDPOINTS_ANNOTATION,
     AceEndpointsError,
@@ -22,6 +23,7 @@ from corral.server.kubeconfig import (
     token_kubeconfig,
     wants_nodes,
 )
+from corral.server.mint import mint_kubeconfig
 
 FQDN_PEM = "-----BEGIN CERTIFICATE-----\nfqdn-ca\n-----END CERTIFICATE-----\n"
 CLUSTER_CA_B64 = base64.b64encode(
@@ -182,3 +184,46 @@ def test_a_malformed_annotation_is_a_precise_error(annotation: str, message: str
     cluster = _cluster({"enabled": True}, annotations={ACE_ENDPOINTS_ANNOTATION: annotation})
     with pytest.raises(AceEndpointsError, match=message):
         ace_entries(cluster)
+
+
+class _Upstream:
+    """A management cluster of one user and one cluster, for `mint_kubeconfig` (no Node objects served)."""
+
+    def __init__(self, cluster: dict[str, Any]) -> None:
+        self.objects: dict[str, dict[str, Any]] = {
+            "/apis/management.cattle.io/v3/users/u-abcde": {
+                "metadata": {"name": "u-abcde"},
+                "username": "ann",
+            },
+            "/apis/management.cattle.io/v3/clusters/c-abcde": cluster,
+        }
+        self.created: list[dict[str, Any]] = []
+        self.listed: list[str] = []
+
+    def get(self, path: str) -> dict[str, Any]:
+        if path not in self.objects:
+            raise NotFoundError(f"{path} not found", status=404, reason="NotFound")
+        return self.objects[path]
+
+    def list(self, path: str) -> dict[str, Any]:
+        self.listed.append(path)
+        raise NotFoundError(f"{path} not found", status=404, reason="NotFound")
+
+    def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(obj)
+        return {**obj, "metadata": {**obj["metadata"], "name": "kubeconfig-u-abcde-xyz12"}}
+
+
+def test_corral_kubeconfig_writes_the_same_ace_entries_with_a_scoped_token() -> None:
+    endpoints = json.dumps([{"node": "prod-cp", "server": "https://127.0.0.1:40001"}])
+    upstream = _Upstream(_cluster({"enabled": True}, annotations={ACE_ENDPOINTS_ANNOTATION: endpoints}))
+    minted = mint_kubeconfig(upstream, user="u-abcde", cluster="c-abcde", server_url="https://r.example")  # type: ignore[arg-type]
+    parsed = yaml.safe_load(minted.config)
+    assert [c["name"] for c in parsed["contexts"]] == ["prod", "prod-cp"]
+    assert parsed["clusters"][1]["cluster"]["server"] == "https://127.0.0.1:40001"
+    assert upstream.created[0]["clusterName"] == "c-abcde"
+    assert upstream.listed == []  # the annotation answers: no Node objects asked for
+    plain = _Upstream(_cluster({"enabled": True}))
+    minted = mint_kubeconfig(plain, user="u-abcde", cluster="c-abcde", server_url="https://r.example")  # type: ignore[arg-type]
+    assert [c["name"] for c in yaml.safe_load(minted.config)["contexts"]] == ["prod"]
+    assert plain.listed == ["/apis/management.cattle.io/v3/namespaces/c-abcde/nodes"]
