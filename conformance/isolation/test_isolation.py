@@ -79,7 +79,7 @@ def _explore(
             # Hypothesis replays the minimal example last: that is the one the report shows.
             world, problem = failing[-1]
             record_property(
-                "rbac_minimal_failing_world", describe(world, shape, problems=tuple(problem.splitlines()))
+                ("rbac_minimal_failing_world", describe(world, shape, problems=tuple(problem.splitlines())))
             )
     assert tally.total > 0, "no decision was checked"
 
