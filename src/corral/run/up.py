@@ -6,8 +6,8 @@ written to the run folder), then, through the server's v3 API as an operator wou
 (registered with their ``cattle`` credential, as an agent would register them), the users with
 their passwords, group principals and role-template bindings, and each user's kubeconfig from
 ``generateKubeconfig``. Clusters with ``ace`` get their kube-api-auth and load balancer
-(`corral.run.ace`); the server's ``generateKubeconfig`` adds their ACE contexts. ``RUN/topology.json`` says where everything is. A crashed run is reaped by
-the next ``up`` or ``down`` of the same folder.
+(`corral.run.ace`); the server's ``generateKubeconfig`` adds their ACE contexts. ``RUN/topology.json``
+says where everything is. A crashed run is reaped by the next ``up`` or ``down`` of the same folder.
 """
 
 from __future__ import annotations
