@@ -79,7 +79,7 @@ def _explore(
             # Hypothesis replays the minimal example last: that is the one the report shows.
             world, problem = failing[-1]
             record_property(
-                "rbac_minimal_failing_world", describe(world, shape, problems=tuple(problem.splitlines()))
+                ("rbac_minimal_failing_world", describe(world, shape, problems=tuple(problem.splitlines())))
             )
     assert tally.total > 0, "no decision was checked"
 
@@ -97,17 +97,24 @@ def test_ace_decisions_are_the_proxy_s_and_kubernetes_own(
     lab: tuple[Lab, Shape],
     needs: Callable[..., None],
 ) -> None:
-    """Through ACE and the proxy in the same worlds, on clusters whose kubeconfigs have ACE contexts."""
-    needs(Capability.ACE)
+    """Through ACE and the proxy in the same worlds, on clusters whose kubeconfigs have ACE contexts.
+
+    A target with ACE must give them: ``generateKubeconfig`` adds a cluster's ACE contexts itself, so a
+    cluster with known ACE endpoints but none in its kubeconfig, or no cluster with any, is a failure.
+    """
+    needs(Capability.ACE)  # only a target without ACE skips (the marker deselects it beforehand)
     made, shape = lab
-    with_ace = tuple(
-        name
-        for name in shape.clusters
-        if (made.target.cluster(name).ace_endpoints or made.target.name == "rancher")
-        and made.ace_contexts(name)
+    contexts = {name: made.ace_contexts(name) for name in shape.clusters}
+    lacking = [n for n in shape.clusters if made.target.cluster(n).ace_endpoints and not contexts[n]]
+    assert not lacking, (
+        f"generateKubeconfig gave no ACE context for {', '.join(lacking)}, whose ACE endpoints the target "
+        "lists (spec.localClusterAuthEndpoint.enabled is true)"
     )
-    if not with_ace:
-        pytest.skip("no cluster of the target has ace_endpoints and ACE contexts in its users' kubeconfigs")
+    with_ace = tuple(name for name in shape.clusters if contexts[name])
+    assert with_ace, (
+        f"target {made.target.name} has ACE, but generateKubeconfig gave no ACE context for any of "
+        f"{', '.join(shape.clusters)} (expected <cluster>-fqdn or <cluster>-<node> contexts)"
+    )
     narrowed = Shape(
         clusters=with_ace,
         users=shape.users,

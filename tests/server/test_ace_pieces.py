@@ -1,9 +1,12 @@
 """The pure pieces of ACE around the server: token and user copies, the HAProxy config, the run's
-plan and kubeconfig contexts, the doctor's reading of an apiserver's flags and webhook file."""
+plan and what it writes on the Cluster for the server's ACE contexts, the doctor's reading of an
+apiserver's flags and webhook file."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +18,7 @@ from corral.model import Scenario
 from corral.run import ace
 from corral.server.ace_sync import ace_enabled, token_copy, user_copy
 from corral.server.doctor_ace import AceReport, check_webhook_config, webhook_flag
+from corral.server.kubeconfig import ace_entries
 
 SCENARIO = {
     "name": "t",
@@ -127,21 +131,40 @@ def test_plan_writes_one_webhook_per_control_plane_node(tmp_path: Path) -> None:
     assert report.healthy
 
 
-def test_add_contexts_writes_node_or_fqdn_entries(tmp_path: Path) -> None:
+class _Patches:
+    """Stands for the upstream KubeClient: `enable` only patches."""
+
+    def __init__(self) -> None:
+        self.patches: dict[str, Any] = {}
+
+    def patch(self, path: str, body: Any) -> Any:
+        self.patches[path] = body
+        return body
+
+
+def test_enable_writes_what_the_server_renders_ace_contexts_from(tmp_path: Path) -> None:
     plans = ace.plan(Scenario.from_dict(SCENARIO), tmp_path)
+    pem = b"-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"
     plans["a"].apiservers = {"a-cp": "https://127.0.0.1:7001"}
     plans["b"].apiservers = {"b-cp1": "https://127.0.0.1:7002", "b-cp2": "https://127.0.0.1:7003"}
-    document = {
-        "clusters": [{"name": n, "cluster": {"server": f"https://s/k8s/clusters/{n}"}} for n in ("a", "b")],
-        "users": [{"name": n, "user": {"token": "t:s"}} for n in ("a", "b")],
-        "contexts": [{"name": n, "context": {"cluster": n, "user": n}} for n in ("a", "b")],
+    for plan in plans.values():
+        plan.ca_pem = pem
+    upstream = _Patches()
+    ace.enable(upstream, plans, {"a": "c-aaaaa", "b": "c-bbbbb"})  # type: ignore[arg-type]
+    rendered: dict[str, list[tuple[str, str]]] = {}
+    for name, cluster_id in (("a", "c-aaaaa"), ("b", "c-bbbbb")):
+        patch = upstream.patches[f"/apis/management.cattle.io/v3/clusters/{cluster_id}"]
+        cluster = {
+            "metadata": {"name": cluster_id, **patch["metadata"]},
+            "spec": {"displayName": name, **patch["spec"]},
+            "status": {"caCert": base64.b64encode(pem).decode()},
+        }
+        rendered[name] = [(e.name, e.server) for e in ace_entries(cluster)]
+        assert cluster["spec"]["localClusterAuthEndpoint"]["caCerts"] == (pem.decode() if name == "b" else "")
+    assert rendered == {
+        "a": [("a-cp", "https://127.0.0.1:7001")],
+        "b": [("b-fqdn", f"https://{plans['b'].fqdn}")],
     }
-    path = tmp_path / "k.kubeconfig"
-    path.write_text(yaml.safe_dump(document))
-    assert sorted(ace.add_contexts(path, plans)) == ["a-cp", "b-fqdn"]
-    written = yaml.safe_load(path.read_text())
-    contexts = {c["name"]: c["context"]["user"] for c in written["contexts"]}
-    assert contexts == {"a": "a", "b": "b", "a-cp": "a", "b-fqdn": "b"}
 
 
 def test_webhook_flag_and_a_wrong_webhook_server(tmp_path: Path) -> None:

@@ -5,18 +5,19 @@ its kube-api-auth and writes that node's webhook config (Rancher's ``kube-api-au
 before the apiservers start (where nodes are real, kube-api-auth is a DaemonSet on port 6440 of each
 control-plane node and `place` writes the configs once the nodes' addresses are known); `attach`
 notes the clusters' apiservers and CA; `enable` sets the Cluster's ``spec.localClusterAuthEndpoint``
-upstream so kubeconfig tokens are scoped to it; `start` runs the kube-api-auth processes or deploys
-the DaemonSet (and HAProxy for ``ace_fqdn``) once the cluster serves the ACE CRDs; `add_contexts`
-writes a user's ACE contexts; `wait_copied` waits until the server's cluster controllers have
-copied every scoped token down (so ACE works when ``up`` returns); `entries` are what
+upstream (so kubeconfig tokens are scoped to it) and notes each control-plane node's apiserver on
+it, from which the server's ``generateKubeconfig`` renders the ACE contexts; `start` runs the
+kube-api-auth processes or deploys the DaemonSet (and HAProxy for ``ace_fqdn``) once the cluster
+serves the ACE CRDs; `wait_copied` waits until the server's cluster controllers have copied every
+scoped token down (so ACE works when ``up`` returns); `entries` are what
 ``topology.json`` says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
+import json
 import logging
 import os
 import sys
@@ -26,20 +27,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from corral.controlplane import loadbalancer
 from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.processes import ProcessGroup, free_port, tail
 from corral.errors import ControlPlaneError
 from corral.k8s import KubeClient, KubeConfig
 from corral.k8s.aio import AsyncKubeClient
-from corral.k8s.kubeconfig import write_private
 from corral.kubeapiauth import objects, sync
-from corral.kubeapiauth.kubeconfig import ControlPlaneEndpoint, add_ace_contexts
 from corral.kubeapiauth.manifests import PORT as KUBE_API_AUTH_PORT
 from corral.kubeapiauth.manifests import KubeApiAuthDeployment, kube_api_auth_manifests
 from corral.model import Scenario
+from corral.server.kubeconfig import ACE_ENDPOINTS_ANNOTATION
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ __all__ = [
     "KUBE_API_AUTH_ROLE",
     "WEBHOOK_FILE",
     "ClusterAce",
-    "add_contexts",
     "attach",
     "deploy_daemonset",
     "enable",
@@ -172,12 +169,19 @@ def attach(plans: Mapping[str, ClusterAce], handles: Mapping[str, ClusterHandle]
 
 
 def enable(upstream: KubeClient, plans: Mapping[str, ClusterAce], cluster_ids: Mapping[str, str]) -> None:
-    """``spec.localClusterAuthEndpoint`` of each ACE cluster, as Rancher's cluster spec holds it."""
+    """``spec.localClusterAuthEndpoint`` of each ACE cluster, as Rancher's cluster spec holds it (``caCerts``
+    the PEM), and the `ACE_ENDPOINTS_ANNOTATION`: each control-plane node's apiserver, which is on
+    loopback with a port of its own here rather than at the node's address and 6443."""
     for name, ace in plans.items():
-        ca = base64.b64encode(ace.ca_pem).decode() if ace.fqdn and ace.ca_pem else ""
+        ca = ace.ca_pem.decode() if ace.fqdn and ace.ca_pem else ""
         endpoint = {"enabled": True, "fqdn": ace.fqdn, "caCerts": ca}
+        nodes = json.dumps([{"node": node, "server": url} for node, url in ace.apiservers.items()])
         upstream.patch(
-            f"{MGMT}/clusters/{cluster_ids[name]}", {"spec": {"localClusterAuthEndpoint": endpoint}}
+            f"{MGMT}/clusters/{cluster_ids[name]}",
+            {
+                "metadata": {"annotations": {ACE_ENDPOINTS_ANNOTATION: nodes}},
+                "spec": {"localClusterAuthEndpoint": endpoint},
+            },
         )
 
 
@@ -366,26 +370,6 @@ def wait_copied(
                     )
                 time.sleep(0.2)
         report(f"ACE of {name}: {len(tokens)} scoped token(s) copied to the cluster")
-
-
-def add_contexts(kubeconfig: Path, plans: Mapping[str, ClusterAce]) -> list[str]:
-    """Add the ACE contexts of every ACE cluster the kubeconfig has a user for; return their names."""
-    document: dict[str, Any] = yaml.safe_load(kubeconfig.read_text(encoding="utf-8")) or {}
-    users = {u.get("name") for u in document.get("users") or []}
-    before = {c.get("name") for c in document.get("contexts") or []}
-    for name, ace in plans.items():
-        if name not in users:
-            continue
-        document = add_ace_contexts(
-            document,
-            cluster_name=name,
-            cluster_ca_pem=ace.ca_pem,
-            nodes=[ControlPlaneEndpoint(node=node, server=url) for node, url in ace.apiservers.items()],
-            fqdn=ace.fqdn,
-            fqdn_ca_pem=ace.ca_pem,
-        )
-    write_private(kubeconfig, yaml.safe_dump(document, sort_keys=False).encode())
-    return [str(c["name"]) for c in document.get("contexts") or [] if c.get("name") not in before]
 
 
 def entries(plans: Mapping[str, ClusterAce], name: str) -> dict[str, Any]:

@@ -5,9 +5,9 @@ with the local provider, the server process(es) on the upstream (TLS from a CA o
 written to the run folder), then, through the server's v3 API as an operator would: the clusters
 (registered with their ``cattle`` credential, as an agent would register them), the users with
 their passwords, group principals and role-template bindings, and each user's kubeconfig from
-``generateKubeconfig``. Clusters with ``ace`` get their kube-api-auth, load balancer and the users'
-ACE contexts (`corral.run.ace`). ``RUN/topology.json`` says where everything is. A crashed run is reaped by
-the next ``up`` or ``down`` of the same folder.
+``generateKubeconfig``. Clusters with ``ace`` get their kube-api-auth and load balancer
+(`corral.run.ace`); the server's ``generateKubeconfig`` adds their ACE contexts. ``RUN/topology.json``
+says where everything is. A crashed run is reaped by the next ``up`` or ``down`` of the same folder.
 """
 
 from __future__ import annotations
@@ -530,7 +530,6 @@ def _users(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str]) -> d
             kubeconfig = _kubeconfig(
                 api, user_token, list(dict.fromkeys(bound)), run_dir / "users" / user.name
             )
-            ace.add_contexts(kubeconfig, run.ace)
             out[user.name] = {
                 "id": user_id,
                 "username": user.name,

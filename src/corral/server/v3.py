@@ -25,7 +25,13 @@ from corral.server.access import CLUSTER_OWNER, PROJECT_OWNER, Access
 from corral.server.ace_sync import ace_enabled
 from corral.server.authn import Authenticated, TokenAuthenticator, TokenIssuer, expires_at
 from corral.server.etcd_backups import EtcdBackupError, EtcdBackups
-from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
+from corral.server.kubeconfig import (
+    AceEndpointsError,
+    ace_entries,
+    kubeconfig_host,
+    token_kubeconfig,
+    wants_nodes,
+)
 from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
 from corral.server.norman_views import CREATOR_ANNOTATION, TYPES, object_id, view
 from corral.server.provisioning import LOCAL_DRIVER, LocalDriver
@@ -649,6 +655,12 @@ class V3API:
         )
         if self.state.setting("kubeconfig-generate-token", "true").lower() != "true":
             raise V3Error("InvalidAction", "kubeconfig-generate-token is false: exec plugins are not offered")
+        try:
+            ace = ace_entries(
+                cluster, nodes=await self._management_nodes(cluster) if wants_nodes(cluster) else ()
+            )
+        except AceEndpointsError as exc:
+            raise V3Error("ServerError", str(exc)) from None
         _, value = await self.issuer.create(
             user,
             prefix=kubeconfig_token_prefix(call.user_id),
@@ -665,8 +677,17 @@ class V3API:
             host=host,
             token=value,
             cacerts=self.state.setting("cacerts"),
+            ace=ace,
         )
         return _respond(200, {"config": config, "type": "generateKubeconfigOutput"})
+
+    async def _management_nodes(self, cluster: JSON) -> list[JSON]:
+        """The cluster's management Node objects, where the upstream serves them (corral's does not)."""
+        path = f"/apis/management.cattle.io/v3/namespaces/{cluster['metadata']['name']}/nodes"
+        try:
+            return list((await self.state.upstream.list(path)).get("items") or [])
+        except NotFoundError:
+            return []
 
     # -- cluster registration tokens ---------------------------------------------------------
 
