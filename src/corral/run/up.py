@@ -258,6 +258,7 @@ def _up(run: _Run) -> dict[str, Any]:
     cluster_ids = _clusters(run, api, admin_token)
     _start_agents(run, api, admin_token, cluster_ids, ca_file)
     _start_ace(run, cluster_ids, trace_file, epoch)
+    _await_ace_seen(run, api, admin_token, cluster_ids)
     users = _users(run, api, admin_token, cluster_ids)
     if run.ace:
         with upstream.client() as upstream_admin:
@@ -323,6 +324,27 @@ def _start_ace(run: _Run, cluster_ids: Mapping[str, str], trace_file: Path, epoc
         report=run.report,
         timeout_seconds=run.ready_timeout,
     )
+
+
+def _await_ace_seen(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str]) -> None:
+    """Wait until the server's cache shows each ACE cluster's ``localClusterAuthEndpoint``: the users'
+    ``generateKubeconfig`` that follows reads it there (the token's scope and the ACE contexts)."""
+
+    def seen(cluster_id: str) -> dict[str, Any]:
+        answer = api.call("GET", f"/v3/clusters/{cluster_id}", token=token)
+        endpoint = answer.get("localClusterAuthEndpoint") or (answer.get("spec") or {}).get(
+            "localClusterAuthEndpoint"
+        )
+        if not (isinstance(endpoint, dict) and endpoint.get("enabled") is True):
+            raise UpError(f"cluster {cluster_id} does not show localClusterAuthEndpoint enabled yet")
+        return answer
+
+    for name in run.ace:
+        _retry(
+            functools.partial(seen, cluster_ids[name]),
+            run.ready_timeout,
+            f"the server's view of {name}'s ACE",
+        )
 
 
 # -- agents ------------------------------------------------------------------------------------------
