@@ -25,7 +25,7 @@ from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.pki import CertificateAuthority
 from corral.model.trace import Event
 from corral.server.connect import ClusterParams, FastFailover, TunnelEndpoints
-from corral.server.proxy import AuthProxy
+from corral.server.proxy import AuthProxy, ProxySettings
 from corral.server.proxy_interfaces import (
     AccessReview,
     AuthenticationError,
@@ -201,6 +201,7 @@ async def tunnel_server(
         reviewer=seams,
         service_account_tokens=_NoServiceAccountTokens(),
         dialer=dialer,
+        settings=ProxySettings(retry_idempotent=fast),  # as corral server --fast-failover sets it
         trace_sink=events.append,
         trace_time=trace_time,
     )

@@ -270,7 +270,9 @@ async def build_app(
         reviewer=UpstreamReviewer(upstream, downstream=controllers.client_for),
         service_account_tokens=controllers,
         dialer=tunnels.dialer,
-        settings=ProxySettings(sar_scope=options.impersonation_review_scope),
+        settings=ProxySettings(
+            sar_scope=options.impersonation_review_scope, retry_idempotent=options.fast_failover
+        ),
         trace_sink=trace,
         trace_time=trace_time,
     )

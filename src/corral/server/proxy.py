@@ -81,6 +81,12 @@ class ProxySettings:
     """Bound on dialing and TLS for a new connection to a cluster (not on the response)."""
     buffer_bytes: int = 2**16
     """Read size and per-direction buffer bound when streaming and piping."""
+    retry_idempotent: bool = False
+    """Send a bodiless GET, HEAD or OPTIONS once more when its connection fails before the answer
+    (the fast failover mode; Rancher answers such a request 500)."""
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class _Answer(Exception):
@@ -288,13 +294,19 @@ class AuthProxy:
             raise _Answer(500, f"error trying to reach service: {exc}") from None
         url = URL(endpoint.origin + endpoint.prefix + route.target, encoded=True)
         body = request.content if request.body_exists else None
-        try:
-            upstream = await session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except aiohttp.ClientError as exc:
-            logger.info("proxy to cluster %r failed: %s", route.cluster, exc)
-            raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
+        attempts = (
+            2 if self.settings.retry_idempotent and body is None and request.method in _IDEMPOTENT else 1
+        )
+        for attempt in range(1, attempts + 1):
+            try:
+                upstream = await session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
+                break
+            except aiohttp.ClientError as exc:
+                logger.info("proxy to cluster %r failed (attempt %d): %s", route.cluster, attempt, exc)
+                if attempt == attempts:
+                    raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
