@@ -117,13 +117,15 @@ async def test_a_go_remotedialer_server_reaches_a_real_apiserver_through_a_corra
             )
             assert isinstance(namespaces, dict)
             assert "via-go-remotedialer" in {item["metadata"]["name"] for item in namespaces["items"]}
+            # Waited for until it is gone: the session's next tests share this cluster, and a namespace
+            # still terminating would be in their etcd snapshot and come back with a restore.
             code, _, err = await kubectl(
                 corral_binaries,
                 handle.kubeconfig,
                 "delete",
                 "namespace",
                 "via-go-remotedialer",
-                "--wait=false",
+                "--timeout=120s",
             )
             assert code == 0, err
             assert client.session.frames_received > 0
