@@ -57,11 +57,40 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: build the control plane and bring up the smoke scenario's whole topology."""
-    install(session)
+    """The main job: ``corral run`` of the smoke scenario (topology, suites on it, load, model, report),
+    leaving the topology running; ``nox -s demo -- DIR [options of corral run]``."""
+    install(session, "test", extras="sim,load")
+    session.run("corral", "build", "--all")
+    run_dir, *options = session.posargs or [DEMO_DIR]
+    session.run(
+        "corral", "run", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir, "--keep", *options
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def rancher(session: nox.Session) -> None:
+    """The suites selected for a real Rancher (``--corral-target rancher``).
+
+    ``nox -s rancher -- --rancher-url URL --rancher-token-file FILE --rancher-cluster NAME=KUBECONFIG``
+    (``--corral-read-only`` makes nothing there). Without ``--rancher-url`` (or ``CORRAL_RANCHER_URL``)
+    they run against corral's own server presented as a Rancher: a ``corral up`` of the smoke scenario
+    in runs/as-rancher, stopped afterwards.
+    """
+    install(session, "test", extras="load")
     session.run("corral", "build")
-    run_dir = session.posargs[0] if session.posargs else DEMO_DIR
+    given = any(a.startswith("--rancher-url") for a in session.posargs) or os.environ.get(
+        "CORRAL_RANCHER_URL"
+    )
+    if given:
+        session.run("pytest", "conformance", "--with-clusters", "--corral-target=rancher", *session.posargs)
+        return
+    run_dir = "runs/as-rancher"
     session.run("corral", "up", "--scenario", "fixtures/scenarios/smoke.yaml", "--dir", run_dir)
+    try:
+        options = session.run("python", "-m", "conformance.targets.as_rancher", run_dir, silent=True)
+        session.run("pytest", "conformance", "--with-clusters", *str(options).split(), *session.posargs)
+    finally:
+        session.run("corral", "down", "--dir", run_dir)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -74,7 +103,7 @@ def down(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each a script under benchmarks/; results land in reports/bench/."""
-    install(session, "test", extras="sim")
+    install(session, "test", "bench", extras="sim")
     session.run("corral", "build", "--all")
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
     selected = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
@@ -152,8 +181,9 @@ def report(session: nox.Session) -> None:
 def load(session: nox.Session) -> None:
     """A load run: ``nox -s load -- SCENARIO [options of corral load run]``; reports in reports/<name>/load.
 
-    Without ``--topology`` or ``--clusters-dir`` it brings the scenario's clusters up for the run
-    (the direct path) and stops them afterwards.
+    Without ``--topology`` or ``--clusters-dir`` it brings the scenario's whole topology up with WAN
+    links (``corral up --wan``: server, agents and users, every connection across its link), runs
+    the scenario's traffic and faults (process faults on that run folder), then stops it.
     """
     install(session, "test", extras="load")
     if not session.posargs:
@@ -164,8 +194,11 @@ def load(session: nox.Session) -> None:
         session.run("corral", "load", "run", scenario, *options)
         return
     run_dir = f"runs/load-{Path(scenario).stem}"
-    session.run("corral", "cluster", "up", "--scenario", scenario, "--dir", run_dir)
+    session.run("corral", "up", "--scenario", scenario, "--dir", run_dir, "--wan")
     try:
-        session.run("corral", "load", "run", scenario, "--clusters-dir", run_dir, *options)
+        session.run(
+            "corral", "load", "run", scenario, "--topology", f"{run_dir}/topology.json",
+            "--fault-dir", run_dir, *options,
+        )  # fmt: skip
     finally:
-        session.run("corral", "cluster", "down", "--dir", run_dir)
+        session.run("corral", "down", "--dir", run_dir)

@@ -12,8 +12,10 @@ Per target: p50/p99 latency of N sequential requests on one keep-alive connectio
 rate of 50 concurrent clients (aiohttp). Targets alternate within each round and the best round per
 metric is kept, so a burst of load from elsewhere on the machine spoils one round, not the figure.
 Ratios are against ``direct`` and against ``kubectl-proxy``; the RSS of the server process and of
-``kubectl proxy`` are read before and after. Output: ``reports/bench/proxy.json``, ``proxy.md`` and
-the Markdown on stdout. No timing is asserted.
+``kubectl proxy`` are read before and after. The CPU time per request of what sits between the
+client and the apiserver (``kubectl proxy``; the server and the cluster's agents) is read around
+each throughput round: unlike rates, it changes little when other work shares the machine.
+Output: ``reports/bench/proxy.json``, ``proxy.md`` and the Markdown on stdout. No timing is asserted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from corral.agent.fleet import list_agents
 from corral.k8s import KubeConfig
 from corral.model.stats import quantile
 from corral.run.topology import read_topology
@@ -54,6 +57,16 @@ class Target:
     url: str
     headers: dict[str, str]
     tls: ssl.SSLContext | None
+    pids: tuple[int, ...] = ()
+    """The processes between the client and the apiserver, whose CPU time per request is reported."""
+
+
+def _cpu_seconds(pids: tuple[int, ...]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def _rss_mb(pid: int) -> float:
@@ -136,21 +149,24 @@ async def _measure(targets: list[Target], *, rounds: int, requests: int, concurr
         order = targets if index % 2 == 0 else list(reversed(targets))
         for target in order:
             latencies = await _sequential(target, requests)
+            cpu_before = _cpu_seconds(target.pids)
             rate = await _throughput(target, concurrent, CONCURRENT_CLIENTS)
+            cpu_us = (_cpu_seconds(target.pids) - cpu_before) / concurrent * 1e6
             figures = {
                 "p50_ms": quantile(latencies, 50) * 1000,
                 "p99_ms": quantile(latencies, 99) * 1000,
                 "requests_per_second": rate,
+                "proxy_cpu_us_per_request": cpu_us,
             }
             print(
                 f"round {index + 1} {target.name}: p50 {figures['p50_ms']:.2f} ms, "
-                f"p99 {figures['p99_ms']:.2f} ms, {rate:.0f} req/s",
+                f"p99 {figures['p99_ms']:.2f} ms, {rate:.0f} req/s, {cpu_us:.0f} us CPU/request",
                 file=sys.stderr,
                 flush=True,
             )
             kept = best[target.name]
             for key, value in figures.items():
-                better = max if key == "requests_per_second" else min
+                better = max if key == "requests_per_second" else min  # CPU: the least one round used
                 kept[key] = round(better(kept.get(key, value), value), 3)
     return best
 
@@ -162,7 +178,9 @@ def _ratios(best: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
             if name == base:
                 continue
             out[f"{name}/{base}"] = {
-                key: round(best[name][key] / best[base][key], 2) for key in best[name] if best[base][key]
+                key: round(best[name][key] / best[base][key], 2)
+                for key in best[name]
+                if key != "proxy_cpu_us_per_request" and best[base][key]
             }
     return out
 
@@ -183,18 +201,24 @@ def run(run_dir: Path | None, *, cluster: str, rounds: int, requests: int, concu
             server = topology["server"]
             server_pid = next(p["pid"] for p in topology["processes"] if p["role"] == "server")
             admin_token = Path(server["admin"]["token_file"]).read_text().strip()
+            agents = tuple(a.pid for a in list_agents(run_dir) if a.cluster == entry["id"] and a.pid)
             corral = Target(
                 name="corral",
                 url=f"{server['url'].rstrip('/')}/k8s/clusters/{entry['id']}{OBJECT_PATH}",
                 headers={"Authorization": f"Bearer {admin_token}"},
                 tls=ssl.create_default_context(cafile=server["ca_file"]),
+                pids=(server_pid, *agents),
             )
             admin_kubeconfig = Path(entry["admin_kubeconfig"])
             direct = _direct_target(admin_kubeconfig, folder)
             kubectl = topology.get("kubectl") or "kubectl"
             proxy, port = _start_kubectl_proxy(kubectl, admin_kubeconfig, folder / "kubectl-proxy.log")
             via_kubectl = Target(
-                name="kubectl-proxy", url=f"http://127.0.0.1:{port}{OBJECT_PATH}", headers={}, tls=None
+                name="kubectl-proxy",
+                url=f"http://127.0.0.1:{port}{OBJECT_PATH}",
+                headers={},
+                tls=None,
+                pids=(proxy.pid,),
             )
             rss_before = {"server": _rss_mb(server_pid), "kubectl-proxy": _rss_mb(proxy.pid)}
             best = asyncio.run(
@@ -232,11 +256,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['sequential_requests']} sequential requests (one keep-alive connection), "
         f"{result['concurrent_requests']} requests from {result['concurrent_clients']} concurrent clients.",
         "",
-        "| target | p50 ms | p99 ms | req/s (50 clients) |",
-        "|---|---|---|---|",
+        "| target | p50 ms | p99 ms | req/s (50 clients) | proxy CPU µs/request |",
+        "|---|---|---|---|---|",
         *(
             f"| {name} | {best[name]['p50_ms']:.2f} | {best[name]['p99_ms']:.2f} | "
-            f"{best[name]['requests_per_second']:.0f} |"
+            f"{best[name]['requests_per_second']:.0f} | {best[name]['proxy_cpu_us_per_request']:.0f} |"
             for name in TARGETS
         ),
         "",

@@ -6,7 +6,10 @@ the ratio is what to compare between runs. The fleets (fleet-2000, fleet-10000) 
 ``corral sim run`` in a process of their own, with the trace streamed as a user would write it
 (fleet-10000: gzip-compressed, one request in ten), so their peak memory is their own; their CPU
 time is reported next to the wall time, since on a shared machine the wall time says as much
-about the neighbours. Results go to ``reports/bench/sim.json`` and a Markdown table on stdout.
+about the neighbours, and so is the host's load average. SimPy's event count depends on how the
+model is written (a shortcut that saves events makes each remaining one dearer), so the fleets
+also report requests simulated per second. Results go to ``reports/bench/sim.json`` and a
+Markdown table on stdout.
 
     python benchmarks/bench_sim.py [--skip-fleet] [--profile [SCENARIO]]
 
@@ -20,6 +23,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import subprocess
 import sys
@@ -91,14 +95,16 @@ def bench_fleet(name: str, *, trace_dir: Path) -> dict[str, Any]:
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     trace = run_info["trace"]
+    requests = sum(entry["requests"] for entry in summary["paths"].values())
     return {
         "events": run_info["events_processed"],
         "trace_events": summary["trace_events"],
-        "requests": sum(entry["requests"] for entry in summary["paths"].values()),
+        "requests": requests,
         "simulated_seconds": summary["simulated_seconds"],
         "wall_seconds": run_info["wall_seconds"],
         "cpu_seconds": run_info["cpu_seconds"],
         "events_per_second": run_info["events_per_second"],
+        "requests_per_second": round(requests / run_info["wall_seconds"]),
         "peak_rss_mib": run_info["peak_rss_mib"],
         "trace": trace | {"bytes": (out / trace["file"]).stat().st_size},
         "target_wall_seconds": FLEET_TARGET_SECONDS,
@@ -169,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = simpy_baseline()
     results: dict[str, Any] = {
+        "load_average_before": [round(load, 2) for load in os.getloadavg()],
         "baseline_simpy": {k: round(v, 3) for k, v in baseline.items()},
         "scenarios": {},
     }
@@ -182,21 +189,25 @@ def main(argv: list[str] | None = None) -> int:
         entry["ratio_to_simpy_baseline"] = round(
             entry["events_per_second"] / baseline["events_per_second"], 3
         )
+    results["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     (OUT / "sim.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
-    print("| run | events | wall (s) | CPU (s) | events/s | vs bare SimPy | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | events | wall (s) | CPU (s) | events/s | vs bare SimPy | requests/s | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| bare SimPy baseline | {BASELINE_EVENTS:,} | {baseline['wall_seconds']:.2f} | | "
-        f"{baseline['events_per_second']:,.0f} | 1.000 | |"
+        f"{baseline['events_per_second']:,.0f} | 1.000 | | |"
     )
     for name, entry in results["scenarios"].items():
         cpu = f"{entry['cpu_seconds']:.2f}" if "cpu_seconds" in entry else ""
+        requests = f"{entry['requests_per_second']:,}" if "requests_per_second" in entry else ""
         print(
             f"| {name} | {entry['events']:,} | {entry['wall_seconds']:.2f} | {cpu} | "
-            f"{entry['events_per_second']:,} | {entry['ratio_to_simpy_baseline']:.3f} | "
+            f"{entry['events_per_second']:,} | {entry['ratio_to_simpy_baseline']:.3f} | {requests} | "
             f"{entry.get('peak_rss_mib', '')} |"
         )
+    before, after = results["load_average_before"], results["load_average_after"]
+    print(f"\nhost load average (1, 5, 15 min): {before} before, {after} after, on {os.cpu_count()} CPUs")
     if args.profile and not args.skip_fleet:
         profile_fleet(OUT / "sim-profile.txt", args.profile)
     return 0

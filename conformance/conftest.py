@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conformance import linking
+from conformance.real_topology import real_topology  # noqa: F401 - a session fixture for every module
 from conformance.recording import attach_exchange
 from conformance.targets import (
     DEFAULT_TARGET,
@@ -47,7 +48,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--corral-results", metavar="FILE", help="write each test's outcome and requirements here"
     )
     group.addoption(
+        "--corral-target-only",
+        action="store_true",
+        default=False,
+        help="run only the tests that use the target (those that bring up their own clusters are deselected)",
+    )
+    group.addoption(
         "--corral-read-only", action="store_true", default=False, help="create nothing on the target"
+    )
+    group.addoption(
+        "--corral-rbac-profile",
+        choices=("quick", "default", "thorough"),
+        default="default",
+        help="how many generated RBAC worlds the isolation suite makes (quick 3, default 30, thorough 400)",
     )
     group.addoption(
         "--rancher-url", metavar="URL", help=f"rancher: the server (env {rancher_target.ENV_URL})"
@@ -98,6 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _plan(config: pytest.Config) -> tuple[linking.TargetPlan, dict[str, str]]:
     name = config.getoption("corral_target")
     read_only = bool(config.getoption("corral_read_only"))
+    target_only = bool(config.getoption("corral_target_only"))
     if name == "rancher":
         settings = _rancher_settings(config)
         target = rancher_target.rancher_target(settings)
@@ -108,6 +122,7 @@ def _plan(config: pytest.Config) -> tuple[linking.TargetPlan, dict[str, str]]:
                 capabilities=target.capabilities,
                 rancher_version=target.rancher_version,
                 is_rancher=True,
+                target_only=target_only,
             ),
             {"rancher": target.rancher_version or "unknown"},
         )
@@ -121,9 +136,10 @@ def _plan(config: pytest.Config) -> tuple[linking.TargetPlan, dict[str, str]]:
         if name == "kind"
         else ("" if run else reference.unavailable_reason())
     )
-    return linking.TargetPlan(name=name, capabilities=capabilities, unavailable=unavailable), {
-        "scenario": scenario.name
-    }
+    plan = linking.TargetPlan(
+        name=name, capabilities=capabilities, unavailable=unavailable, target_only=target_only
+    )
+    return plan, {"scenario": scenario.name}
 
 
 _RANCHER = pytest.StashKey[Target]()

@@ -38,6 +38,8 @@ LINK_PATTERN = "../conformance/index.html#{id}"
 RESULTS_VERSION = 1
 
 REQUIREMENTS = pytest.StashKey[tuple[str, ...]]()
+ON_OWN_CLUSTERS = "the test brings up corral's own clusters instead of using the target"
+"""Why a test that does not use the `target` fixture cannot say anything about a real Rancher."""
 
 
 def _now() -> str:
@@ -54,6 +56,8 @@ class TargetPlan:
     is_rancher: bool = False
     unavailable: str = ""
     """Why the target cannot run here; every test that needs it is then deselected with this."""
+    target_only: bool = False
+    """Only the tests that use the target run (``--corral-target-only``: a run on one topology)."""
 
 
 @dataclass(slots=True)
@@ -63,6 +67,8 @@ class Outcome:
     outcome: str = "not run"
     reason: str = ""
     duration: float = 0.0
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What the test recorded with ``record_property`` (counts, a minimal failing example)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -141,11 +147,15 @@ class Linker:
         uses_target = "target" in getattr(item, "fixturenames", ()) or bool(needs)
         if uses_target and plan.unavailable:
             return f"target {plan.name} unavailable: {plan.unavailable}"
+        if plan.target_only and not uses_target:
+            return f"--corral-target-only: {ON_OWN_CLUSTERS}"
         if plan.is_rancher:
             for ident in item.stash.get(REQUIREMENTS, ()):
                 reason = self.catalogue[ident].why_not_for_rancher(plan.rancher_version)
                 if reason:
                     return f"not on target rancher: {reason}"
+            if not uses_target:
+                return f"not on target rancher: {ON_OWN_CLUSTERS}"
         missing = sorted(needs - plan.capabilities)
         if missing:
             return f"target {plan.name} lacks {', '.join(missing)}"
@@ -158,6 +168,11 @@ class Linker:
         if entry is None:
             return
         entry.duration += report.duration
+        entry.facts.update(
+            (str(k), v if isinstance(v, int | float | str) else str(v))
+            for k, v in report.user_properties
+            if k != "requirement"
+        )
         if report.skipped:
             entry.outcome, entry.reason = "skipped", _skip_reason(report)
         elif report.failed:
@@ -202,6 +217,7 @@ class Linker:
                     "outcome": o.outcome,
                     "reason": o.reason,
                     "duration": round(o.duration, 6),
+                    **({"facts": o.facts} if o.facts else {}),
                 }
                 for o in self.outcomes.values()
             ],
@@ -237,6 +253,9 @@ class Linker:
         line(f"corral target: {self.plan.name}{version}")
         for reason, count in sorted(self.summary.items()):
             line(f"{count} {'test' if count == 1 else 'tests'} deselected: {reason}")
+        decisions = sum(int(o.facts.get("rbac_decisions", 0)) for o in self.outcomes.values())
+        if decisions:
+            line(f"RBAC decisions checked against Kubernetes' own: {decisions}")
         if self.results_path is not None:
             line(f"conformance results: {self.results_path}")
 

@@ -14,8 +14,6 @@ import os
 import secrets
 import string
 import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +27,8 @@ from corral.controlplane import build
 from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.local import LocalProvider
 from corral.controlplane.processes import free_port
-from corral.k8s import KubeConfig
 from corral.k8s.aio import AsyncKubeClient
-from corral.kubeapiauth import sync
+from corral.kubeapiauth import sync, testing
 from corral.kubeapiauth.kubeconfig import ControlPlaneEndpoint, add_ace_contexts
 from corral.model import Scenario
 
@@ -146,78 +143,30 @@ class Ace:
         return self.post(json.dumps(body).encode())
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"kube-api-auth exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        connection = http.client.HTTPConnection(host, int(port), timeout=2)
-        try:
-            connection.request("GET", "/healthcheck")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        time.sleep(0.1)
-    pytest.fail(f"kube-api-auth not healthy within 60s:\n{log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="package")
 def ace(corral_binaries: build.Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ace]:
     folder = tmp_path_factory.mktemp("ace")
-    port = free_port()
-    auth_url = f"http://127.0.0.1:{port}"
     # As Rancher writes it (§5.4): a kubeconfig whose server is kube-api-auth's authenticate route.
-    webhook = KubeConfig(
-        server=f"{auth_url}/v1/authenticate",
-        cluster_name="webhook",
-        user_name="Default",
-        insecure_skip_tls_verify=True,
-    ).write(folder / "kube-api-authn-webhook.yaml")
+    hook = testing.webhook(folder, port=free_port())
     # No TokenReview version, as Rancher starts the apiserver: kube-api-auth answers in v1beta1, the
     # default, which an apiserver told to speak v1 could not convert ("unknown conversion").
-    provider = LocalProvider(binaries=corral_binaries, webhooks={CLUSTER: webhook}, webhook_version=None)
+    provider = LocalProvider(binaries=corral_binaries, webhooks={CLUSTER: hook.config}, webhook_version=None)
     run_dir = folder / "run"
     handle = provider.up(SCENARIO, run_dir)[CLUSTER]
     log, trace = folder / "kube-api-auth.log", folder / "trace.jsonl"
-    process: subprocess.Popen[bytes] | None = None
     try:
         ace = Ace(
             handle=handle,
             kubectl=Path(corral_binaries["kubectl"]),
-            auth_url=auth_url,
+            auth_url=hook.url,
             log=log,
             trace=trace,
             folder=folder,
         )
         ace.call(sync.ensure_crds)
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "import sys; from corral.cli import main; sys.exit(main())",
-                    "--log-level=DEBUG",
-                    "kube-api-auth",
-                    f"--listen=127.0.0.1:{port}",
-                    f"--kubeconfig={handle.kubeconfig}",
-                    f"--trace={trace}",
-                    f"--cluster={CLUSTER}",
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        _wait_healthy(auth_url, process, log)
-        yield ace
+        with testing.running(
+            port=hook.port, kubeconfig=handle.kubeconfig, cluster_id=CLUSTER, trace=trace, log=log
+        ):
+            yield ace
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         provider.down(run_dir)

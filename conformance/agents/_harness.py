@@ -25,7 +25,7 @@ from corral.controlplane.clusters import ClusterHandle
 from corral.controlplane.pki import CertificateAuthority
 from corral.model.trace import Event
 from corral.server.connect import ClusterParams, FastFailover, TunnelEndpoints
-from corral.server.proxy import AuthProxy
+from corral.server.proxy import AuthProxy, ProxySettings
 from corral.server.proxy_interfaces import (
     AccessReview,
     AuthenticationError,
@@ -94,6 +94,8 @@ class TunnelServer:
     seams: Seams
     events: list[Event]
     epoch: float
+    authority: CertificateAuthority
+    """The CA of the server's certificate: a restarted server presents one from the same CA."""
 
     @property
     def checksum(self) -> str:
@@ -151,10 +153,19 @@ def grant_user(handle: ClusterHandle) -> None:
 
 @asynccontextmanager
 async def tunnel_server(
-    cluster: str, folder: Path, *, fast: bool = False, policy: DialPolicy | None = None
+    cluster: str,
+    folder: Path,
+    *,
+    fast: bool = False,
+    policy: DialPolicy | None = None,
+    port: int = 0,
+    authority: CertificateAuthority | None = None,
 ) -> AsyncIterator[TunnelServer]:
-    """The server on 127.0.0.1 over TLS, in Rancher's mode or the fast one."""
-    authority = CertificateAuthority.create("agents test CA")
+    """The server on 127.0.0.1 over TLS, in Rancher's mode or the fast one.
+
+    A restart is the same ``port`` and ``authority`` again (the agents trust that CA's checksum).
+    """
+    authority = authority or CertificateAuthority.create("agents test CA")
     serving = authority.issue_serving("corral-server", hosts=["127.0.0.1"])
     cert, key = folder / "tls.crt", folder / "tls.key"
     cert.write_bytes(serving.cert_pem)
@@ -190,6 +201,7 @@ async def tunnel_server(
         reviewer=seams,
         service_account_tokens=_NoServiceAccountTokens(),
         dialer=dialer,
+        settings=ProxySettings(retry_idempotent=fast),  # as corral server --fast-failover sets it
         trace_sink=events.append,
         trace_time=trace_time,
     )
@@ -204,10 +216,10 @@ async def tunnel_server(
     proxy.add_routes(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
     url = f"https://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield TunnelServer(url, authority.cert_pem, endpoints, dialer, seams, events, epoch)
+        yield TunnelServer(url, authority.cert_pem, endpoints, dialer, seams, events, epoch, authority)
     finally:
         await endpoints.close()
         await proxy.close()

@@ -59,7 +59,7 @@ def start_cluster_agent(
 
 
 def start_node_agent(
-    run_dir: Path, server: TunnelServer, handle: ClusterHandle, node: str
+    run_dir: Path, server: TunnelServer, handle: ClusterHandle, node: str, *, extra_args: tuple[str, ...] = ()
 ) -> fleet.AgentProcess:
     return fleet.start_agent(
         run_dir,
@@ -71,6 +71,7 @@ def start_node_agent(
         token=REGISTRATION_TOKEN,
         ca_checksum=server.checksum,
         kubeconfig=handle.kubeconfig,
+        extra_args=extra_args,
     )
 
 

@@ -95,11 +95,6 @@ _ONE = pytest.mark.requirement("TUN-015")
         pytest.param("one-replica", "stop", marks=_ONE),
     ],
 )
-# A frozen agent's connection sometimes leaves one server-side transport of the in-process test
-# server unclosed when the read deadline drops its session; the warning is collected from garbage,
-# not from anything the failover does. Tracked as a defect of the session's close path; the failover
-# figures and assertions below are unaffected.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_failover(
     handle: ClusterHandle, run_dir: Path, tmp_path: Path, mode: str, topology: str, fault: str
 ) -> None:

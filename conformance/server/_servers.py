@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,7 @@ def start_server(
     password_file: Path,
     server_url: str = "",
     timeout: float = 120.0,
+    extra_args: Sequence[str] = (),
 ) -> ServerProcess:
     """Start one process; ``server_url`` (the setting every replica shares) defaults to its own URL."""
     port = free_port()
@@ -151,6 +153,7 @@ def start_server(
         "--bootstrap-password-file", str(password_file),
         "--data-dir", str(folder / name),
         "--trace", str(folder / "trace.jsonl"),
+        *extra_args,
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -17,22 +17,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from corral.controlplane import build, images, nodes
-from corral.errors import CorralError
+from conformance.real_topology import USER, RealTopology, wait_until
+from corral.controlplane import images
 from corral.k8s import KubeClient, KubeConfig
-from corral.run.up import down, up
 
 pytestmark = [pytest.mark.local_only, pytest.mark.real_nodes]
 
-SCENARIO = Path(__file__).parents[2] / "fixtures" / "scenarios" / "real-nodes-topology.yaml"
-USER = "dana"
 NAMESPACE = "team-a"  # the project's namespace
 OUTSIDE = "outside"  # a namespace of no project the user is in
 SERVE = (
@@ -44,44 +38,6 @@ SERVE = (
     "threading.Thread(target=tick, daemon=True).start()\n"
     "h.test(h.SimpleHTTPRequestHandler, port=8080, bind='0.0.0.0')\n"
 )
-
-
-@dataclass(frozen=True)
-class RealTopology:
-    doc: dict[str, Any]
-    kubectl: Path
-
-    def as_user(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.argv(), *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def argv(self) -> list[str]:
-        return [str(self.kubectl), "--kubeconfig", self.doc["users"][USER]["kubeconfig"]]
-
-    def admin(self) -> KubeClient:
-        return KubeClient(KubeConfig.load(self.doc["clusters"]["c-real"]["admin_kubeconfig"]))
-
-
-@pytest.fixture(scope="module")
-def real_topology(
-    pytestconfig: pytest.Config, corral_binaries: build.Built, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RealTopology]:
-    try:
-        nodes.check_host()
-        binaries = build.ensure_built((*build.CONTROL_PLANE, *build.NODES))
-    except CorralError as e:
-        pytest.fail(f"real nodes cannot run here: {e}", pytrace=False)
-    run_dir = tmp_path_factory.mktemp("real-topology")
-    try:
-        doc = up(SCENARIO, run_dir, binaries=binaries, detached=False)
-    except CorralError as e:
-        down(run_dir)
-        pytest.fail(f"cannot bring up the real-nodes topology: {e}", pytrace=False)
-    try:
-        yield RealTopology(doc=doc, kubectl=binaries["kubectl"])
-    finally:
-        down(run_dir)
 
 
 def _pod(name: str) -> dict[str, Any]:
@@ -102,15 +58,6 @@ def _pod(name: str) -> dict[str, Any]:
     }
 
 
-def _wait(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)
-    return result
-
-
 def _running(client: KubeClient, namespace: str, name: str) -> bool:
     pod = client.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     return bool(pod.get("status", {}).get("phase") == "Running")
@@ -125,16 +72,17 @@ def user_pod(real_topology: RealTopology) -> str:
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     with real_topology.admin() as admin:
-        _wait(lambda: _running(admin, NAMESPACE, "box"), timeout=120, what="the user's Pod Running")
+        wait_until(lambda: _running(admin, NAMESPACE, "box"), timeout=120, what="the user's Pod Running")
     return "box"
 
 
 @pytest.mark.requirement("SRV-021")
 def test_real_nodes_processes_are_in_the_topology(real_topology: RealTopology) -> None:
     listed = {(p["role"], p["node"]) for p in real_topology.doc["processes"] if p["node"]}
+    # The cluster has ACE on: its control-plane node's kube-apiserver is that node's, as Rancher runs it.
     assert listed == {
         (role, node) for role in ("kubelet", "containerd") for node in ("c-real-cp", "c-real-w1")
-    }
+    } | {("kube-apiserver", "c-real-cp")}
     assert all(p["cluster"] == "c-real" for p in real_topology.doc["processes"] if p["node"])
 
 
@@ -187,7 +135,7 @@ def test_port_forward_through_the_proxy(real_topology: RealTopology, user_pod: s
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        body = _wait(lambda: _fetch(f"http://127.0.0.1:{port}/"), timeout=30, what="the port-forward")
+        body = wait_until(lambda: _fetch(f"http://127.0.0.1:{port}/"), timeout=30, what="the port-forward")
         assert "Directory listing" in body
         assert "Directory listing" in (_fetch(f"http://127.0.0.1:{port}/") or "")  # a second connection
     finally:
@@ -201,7 +149,7 @@ def test_exec_outside_the_users_project_is_refused(real_topology: RealTopology, 
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OUTSIDE}}
         admin.apply("/api/v1/namespaces", namespace)
         admin.apply(f"/api/v1/namespaces/{OUTSIDE}/pods", _pod("guarded"))
-        _wait(lambda: _running(admin, OUTSIDE, "guarded"), timeout=120, what="the guarded Pod Running")
+        wait_until(lambda: _running(admin, OUTSIDE, "guarded"), timeout=120, what="the guarded Pod Running")
     refused = real_topology.as_user("-n", OUTSIDE, "exec", "guarded", "--", "true")
     assert refused.returncode != 0
     assert "forbidden" in refused.stderr.lower(), refused.stderr

@@ -260,6 +260,51 @@ def test_disabled_expired_and_deleted_tokens_are_refused_on_the_next_request(
     assert a.request("GET", "/v3/tokens", token=token).status == 401
 
 
+@pytest.mark.requirement("TOK-018")
+def test_a_session_idle_past_the_idle_ttl_is_refused_by_every_process(
+    a: ServerProcess, b: ServerProcess, servers: Servers
+) -> None:
+    login = a.login("admin", ADMIN_PASSWORD)
+    assert login.status == 201, login.raw
+    token = _secret(servers, str(login.body["token"]))
+    name = token.split(":", 1)[0]
+    setting = f"{MGMT}/settings/auth-user-session-idle-ttl-minutes"
+
+    def status(server: ServerProcess) -> int:
+        return server.request("GET", "/v3/tokens", token=token).status
+
+    def seen(minutes_ago: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60 * minutes_ago))
+
+    with servers.upstream() as upstream:
+        previous = str(upstream.get(setting).get("value") or "")
+        try:
+            upstream.patch(setting, {"value": "10"})
+            # Activity recorded 20 minutes ago (what Rancher's UserActivity API writes): idle for 10+.
+            upstream.patch(f"{MGMT}/tokens/{name}", {"activityLastSeenAt": seen(20)})
+            wait_for(
+                lambda: status(a) == 401 and status(b) == 401,
+                timeout_seconds=30,
+                what="both processes to refuse the idle session",
+            )
+            assert a.request("GET", "/v3/tokens", token=token).raw == MUST_AUTHENTICATE
+            upstream.patch(f"{MGMT}/tokens/{name}", {"activityLastSeenAt": seen(1)})
+            wait_for(
+                lambda: status(a) == 200 and status(b) == 200,
+                timeout_seconds=30,
+                what="recent activity to revive the session",
+            )
+            upstream.patch(f"{MGMT}/tokens/{name}", {"activityLastSeenAt": seen(20)})
+            upstream.patch(setting, {"value": "0"})  # 0 turns the idle timeout off
+            wait_for(
+                lambda: status(a) == 200 and status(b) == 200,
+                timeout_seconds=30,
+                what="an idle timeout of 0 to let the session through",
+            )
+        finally:
+            upstream.patch(setting, {"value": previous})
+
+
 @pytest.mark.requirement("TOK-011")
 def test_last_used_at_is_written(a: ServerProcess, servers: Servers, admin: str) -> None:
     name = admin.split(":", maxsplit=1)[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http.client
-import json
 import os
 import queue
 import ssl
@@ -30,6 +29,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from conformance import run_v3
 from corral.bundled import scenario_path
 from corral.checks import check_failover_within, check_no_success_while_paths_down, check_slos
 from corral.cli import main
@@ -80,19 +80,7 @@ class Topology:
         )  # fmt: skip
 
     def v3(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> dict[str, Any]:
-        import urllib.request
-
-        request = urllib.request.Request(
-            self.doc["server"]["url"] + path,
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-        )
-        request.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        request.add_header("Content-Type", "application/json")
-        context = ssl.create_default_context(cafile=self.doc["server"]["ca_file"])
-        with urllib.request.urlopen(request, context=context, timeout=60) as answer:
-            raw = answer.read()
-        return json.loads(raw) if raw else {}
+        return run_v3.call(self.doc, method, path, body, token=token or self.admin_token)
 
 
 @pytest.fixture(scope="module")

@@ -182,6 +182,6 @@ class Target:
             "target": self.name,
             "server": self.server.url,
             "rancher_version": self.rancher_version or "corral (current Rancher behaviour)",
-            "clusters": {c.name: c.id for c in self.clusters.values()},
-            "capabilities": sorted(self.capabilities),
+            "clusters": ", ".join(f"{c.name} ({c.id})" for c in self.clusters.values()),
+            "capabilities": ", ".join(sorted(self.capabilities)),
         }

@@ -42,6 +42,8 @@ def expected_capabilities(scenario: Scenario) -> frozenset[Capability]:
     extra = {Capability.AGENT_FAULTS}
     if any(cluster.agent == "rke1" for cluster in scenario.clusters):
         extra.add(Capability.NODE_AGENTS)
+    if any(cluster.ace for cluster in scenario.clusters):
+        extra.add(Capability.ACE)
     return ALWAYS | extra
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+import typing
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -76,6 +78,19 @@ def cluster() -> None:
     """Bring the clusters of a scenario up (they keep running) and down again."""
 
 
+_SCENARIO_OPTION = click.option(
+    "--scenario",
+    "scenario_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario file (YAML).",
+)
+_NEW_RUN_DIR_OPTION = click.option(
+    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
+)
+_RUN_DIR_OPTION = click.option(
+    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 _PROVIDER_OPTION = click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
@@ -85,16 +100,8 @@ _PROVIDER_OPTION = click.option(
 
 
 @cluster.command("up")
-@click.option(
-    "--scenario",
-    "scenario_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Scenario file (YAML).",
-)
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
-)
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
 @_PROVIDER_OPTION
 @click.option(
     "--etcd",
@@ -222,16 +229,8 @@ def kube_api_auth(
 
 
 @main.command()
-@click.option(
-    "--scenario",
-    "scenario_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Scenario file (YAML).",
-)
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder."
-)
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
 @click.option(
     "--nodes",
     "node_mode",
@@ -240,7 +239,13 @@ def kube_api_auth(
     help="The downstream clusters' nodes: Node objects only (virtual) or a kubelet and containerd each "
     "(real, needs root); default: the scenario's node_mode. The upstream's node stays virtual.",
 )
-def up(scenario_path: Path, run_dir: Path, node_mode: str | None) -> None:
+@click.option(
+    "--wan",
+    is_flag=True,
+    help="Route every connection (agents' tunnels, the server's dials, users' kubeconfigs) over "
+    "toxiproxy links with the scenario's round-trip times.",
+)
+def up(scenario_path: Path, run_dir: Path, node_mode: str | None, wan: bool) -> None:
     """Bring up the scenario's topology: upstream, server(s), clusters, users; write RUN/topology.json."""
     from corral.controlplane import build as builder
     from corral.model import Scenario
@@ -260,6 +265,7 @@ def up(scenario_path: Path, run_dir: Path, node_mode: str | None) -> None:
             run_dir,
             binaries=binaries,
             node_mode=mode,
+            wan=wan,
             progress=lambda line: click.echo(line, err=True),
         )
     except CorralError as e:
@@ -291,27 +297,107 @@ def down(run_dir: Path) -> None:
     click.echo(f"stopped the topology of {run_dir}", err=True)
 
 
+@main.command("run")
+@_SCENARIO_OPTION
+@_NEW_RUN_DIR_OPTION
+@click.option(
+    "--checkout",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Source checkout holding conformance/ (its suites and requirements catalogue).",
+)
+@click.option("--load-seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Longest window of the load run's traffic.")  # fmt: skip
+@click.option(
+    "--rbac-profile",
+    type=click.Choice(["quick", "default", "thorough"]),
+    default="default",
+    show_default=True,
+    help="How many generated RBAC worlds the isolation suite checks.",
+)
+@click.option("--keep/--no-keep", default=False, show_default=True, help="Leave the topology running.")
+def run(
+    *, scenario_path: Path, run_dir: Path, checkout: Path, load_seconds: float, rbac_profile: str, keep: bool
+) -> None:
+    """The whole job: corral up, the conformance suites on that topology, a short load run, the model on
+    the same scenario, and the report (RUN/report/index.html). Exits 1 when a step failed."""
+    from corral.run.full import FullRunSettings, full_run, summary_lines
+
+    settings = FullRunSettings(
+        scenario=scenario_path,
+        run_dir=run_dir,
+        checkout=checkout.resolve(),
+        load_seconds=load_seconds,
+        rbac_profile=rbac_profile,
+        keep=keep,
+    )
+    try:
+        summary = full_run(settings, progress=lambda line: click.echo(line, err=True))
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in summary_lines(summary):
+        click.echo(line)
+    if not summary.ok:
+        sys.exit(1)
+
+
+_Command = typing.TypeVar("_Command", bound=typing.Callable[..., typing.Any])
+
+
 @main.group()
 def doctor() -> None:
     """Diagnose a running topology."""
 
 
+def _doctor_target(kubeconfig_help: str) -> typing.Callable[[_Command], _Command]:
+    """The options naming the cluster a doctor checks: --cluster with --dir, or --kubeconfig and --context."""
+    options = [
+        click.option(
+            "--cluster",
+            required=True,
+            help="Cluster: its scenario name or id (with --dir), any name otherwise.",
+        ),
+        click.option(
+            "--dir",
+            "run_dir",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="Run folder.",
+        ),
+        click.option(
+            "--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=kubeconfig_help
+        ),
+        click.option("--context", default=None, help="Context of --kubeconfig."),
+    ]
+
+    def decorate(command: _Command) -> _Command:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _one_source(run_dir: Path | None, kubeconfig: Path | None) -> None:
+    if (run_dir is None) == (kubeconfig is None):
+        raise click.UsageError("give exactly one of --dir and --kubeconfig")
+
+
+def _run_cluster(clusters: typing.Mapping[str, typing.Any], cluster: str, run_dir: Path) -> str:
+    """The scenario name of ``cluster`` (its scenario name or its id) in a run's topology."""
+    name = (
+        cluster if cluster in clusters else next((n for n, c in clusters.items() if c["id"] == cluster), "")
+    )
+    if not name:
+        raise click.UsageError(f"no cluster {cluster!r} in {run_dir} (known: {', '.join(clusters)})")
+    return name
+
+
 @doctor.command("impersonation")
-@click.option(
-    "--cluster", required=True, help="Cluster: its scenario name or id (with --dir), any name otherwise."
-)
+@_doctor_target("Admin kubeconfig of the downstream cluster (instead of --dir).")
 @click.option(
     "--user", required=True, help="User: scenario name, username or id (with --dir); an id otherwise."
 )
-@click.option(
-    "--dir", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run folder."
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Admin kubeconfig of the downstream cluster (instead of --dir).",
-)
-@click.option("--context", default=None, help="Context of --kubeconfig.")
 @click.option(
     "--group", "groups", multiple=True, help="The user's groups, to check the role's groups exactly."
 )
@@ -330,18 +416,11 @@ def doctor_impersonation(
     from corral.server.doctor import check_impersonation
 
     try:
-        if (run_dir is None) == (kubeconfig is None):
-            raise click.UsageError("give exactly one of --dir and --kubeconfig")
+        _one_source(run_dir, kubeconfig)
         user_id = user
         if run_dir is not None:
             topology = read_topology(run_dir)
-            entry = topology["clusters"].get(cluster) or next(
-                (c for c in topology["clusters"].values() if c["id"] == cluster), None
-            )
-            if entry is None:
-                raise click.UsageError(
-                    f"no cluster {cluster!r} in {run_dir} (known: {', '.join(topology['clusters'])})"
-                )
+            entry = topology["clusters"][_run_cluster(topology["clusters"], cluster, run_dir)]
             kubeconfig = Path(entry["admin_kubeconfig"])
             found = topology["users"].get(user) or next(
                 (u for u in topology["users"].values() if user in (u["id"], u["username"])), None
@@ -356,6 +435,89 @@ def doctor_impersonation(
         click.echo(line)
     if not report.healthy:
         sys.exit(1)
+
+
+@doctor.command("ace")
+@_doctor_target("Admin kubeconfig of an imported cluster (instead of --dir); the manual steps are printed.")
+@click.option(
+    "--upstream-kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --kubeconfig: the management cluster's, to compare the token copies (needs --cluster-id).",
+)
+@click.option("--cluster-id", default="", help="With --kubeconfig: the cluster's id on the server.")
+@click.option(
+    "--kube-api-auth", "auth_urls", multiple=True, help="With --kubeconfig: a kube-api-auth base URL."
+)
+def doctor_ace(
+    *,
+    cluster: str,
+    run_dir: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    upstream_kubeconfig: Path | None,
+    cluster_id: str,
+    auth_urls: tuple[str, ...],
+) -> None:
+    """Check CLUSTER's Authorized Cluster Endpoint: webhook configs, kube-api-auth, CRDs, token copies."""
+    from corral.k8s import KubeClient, KubeConfig
+    from corral.server.doctor_ace import check_ace, manual_steps
+
+    try:
+        _one_source(run_dir, kubeconfig)
+        webhooks: dict[str, Path | None] = {}
+        if run_dir is not None:
+            name, entry, upstream_kubeconfig, webhooks = _ace_run(run_dir, cluster)
+            kubeconfig, cluster_id = Path(entry["admin_kubeconfig"]), entry["id"]
+            auth_urls = tuple(entry.get("kube_api_auth") or ())
+            cluster = name
+        assert kubeconfig is not None
+        upstream = KubeClient(KubeConfig.load(upstream_kubeconfig)) if upstream_kubeconfig else None
+        try:
+            with KubeClient(KubeConfig.load(kubeconfig, context=context)) as admin:
+                report = check_ace(
+                    cluster=cluster,
+                    admin=admin,
+                    upstream=upstream,
+                    cluster_id=cluster_id,
+                    webhook_configs=webhooks,
+                    kube_api_auth=auth_urls,
+                )
+        finally:
+            if upstream is not None:
+                upstream.close()
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines():
+        click.echo(line)
+    if run_dir is None:
+        for line in manual_steps(cluster=cluster, cluster_id=cluster_id):
+            click.echo(line)
+    if not report.healthy:
+        sys.exit(1)
+
+
+def _ace_run(run_dir: Path, cluster: str) -> tuple[str, dict[str, typing.Any], Path, dict[str, Path | None]]:
+    """A run's cluster entry, the upstream's kubeconfig and each of the cluster's apiservers' webhook file."""
+    import psutil
+
+    from corral.run.topology import read_topology
+    from corral.server.doctor_ace import webhook_flag
+
+    topology = read_topology(run_dir)
+    clusters = topology["clusters"]
+    name = _run_cluster(clusters, cluster, run_dir)
+    if not clusters[name].get("kube_api_auth"):
+        raise click.UsageError(f"cluster {name} has no ACE in {run_dir} (the scenario's `ace` is off)")
+    webhooks: dict[str, Path | None] = {}
+    for process in topology["processes"]:
+        if process["role"] != "kube-apiserver" or process.get("cluster") != name:
+            continue
+        subject = f"kube-apiserver of {process.get('node') or name}"
+        try:
+            webhooks[subject] = webhook_flag(psutil.Process(process["pid"]).cmdline())
+        except psutil.Error:
+            raise CorralError(f"{subject} (pid {process['pid']}) is not running") from None
+    return name, clusters[name], Path(topology["upstream"]["admin_kubeconfig"]), webhooks
 
 
 # -- agents and their faults ---------------------------------------------------------------------
@@ -392,6 +554,17 @@ def doctor_impersonation(
     help="Reconnect cadence: Rancher's 5 s + 5 s, or jittered exponential backoff.",
 )
 @click.option("--no-heartbeat", is_flag=True, help="Node agent: leave the Node's Lease to a real kubelet.")
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=4),
+    default=40,
+    show_default=True,
+    help="Node agent: the Node's Lease duration (renewed every quarter of it).",
+)
+@click.option(
+    "--etcd-endpoint", default="", help="Node agent: the cluster's etcd (http://host:port), for snapshots."
+)
+@click.option("--etcd-prefix", default="", help="Node agent: the cluster's key prefix in that etcd.")
 def agent(
     *,
     as_cluster: bool,
@@ -401,12 +574,14 @@ def agent(
     state_dir: Path | None,
     retry: str,
     no_heartbeat: bool,
+    lease_seconds: int,
+    etcd_endpoint: str,
+    etcd_prefix: str,
 ) -> None:
     """Connect a downstream cluster (or node) to the server through the tunnel, as Rancher's agents do."""
-    import asyncio
-
     from corral.agent import RetryPolicy, load_config, run_agent
     from corral.agent.run import AgentOptions
+    from corral.tunnel.loop import run as run_loop
 
     if as_cluster == (node is not None):
         raise click.UsageError("give exactly one of --cluster and --node NAME")
@@ -418,10 +593,54 @@ def agent(
             state_dir=state_dir,
             kubeconfig=kubeconfig,
         )
-        options = AgentOptions(retry=RetryPolicy(kind=retry), heartbeat=not no_heartbeat)  # type: ignore[arg-type]
-        asyncio.run(run_agent(config, options))
+        if bool(etcd_endpoint) != bool(etcd_prefix):
+            raise click.UsageError("give --etcd-endpoint and --etcd-prefix together")
+        options = AgentOptions(
+            retry=RetryPolicy(kind=retry),  # type: ignore[arg-type]
+            heartbeat=not no_heartbeat,
+            lease_seconds=lease_seconds,
+            etcd_endpoint=etcd_endpoint,
+            etcd_prefix=etcd_prefix,
+        )
+        run_loop(run_agent(config, options))
     except CorralError as e:
         raise click.ClickException(str(e)) from e
+
+
+@main.group()
+def etcd() -> None:
+    """etcd snapshots of a cluster, taken and restored by one of its node agents."""
+
+
+@etcd.command("snapshot")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@_RUN_DIR_OPTION
+def etcd_snapshot(cluster: str, run_dir: Path) -> None:
+    """Snapshot the cluster's etcd keys (v3 action backupEtcd); prints the EtcdBackup's id."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(answer["id"])
+
+
+@etcd.command("restore")
+@click.option("--cluster", required=True, help="The cluster (scenario name or id).")
+@click.option("--backup", required=True, help="The EtcdBackup's id (<cluster>:<name>), as snapshot printed.")
+@_RUN_DIR_OPTION
+def etcd_restore(cluster: str, backup: str, run_dir: Path) -> None:
+    """Make the cluster's etcd keys those of the backup again (v3 action restoreFromEtcdBackup)."""
+    from corral.run.etcd import etcd_action
+
+    try:
+        answer = etcd_action(run_dir, cluster=cluster, backup=backup)
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"restored {backup}: {answer.get('put')} key(s) put, {answer.get('deleted')} deleted", err=True
+    )
 
 
 @main.group()
@@ -434,9 +653,7 @@ def fault() -> None:
 @click.option("--cluster", required=True, help="The agent's cluster.")
 @click.option("--replica", type=int, default=None, help="Cluster-agent replica (default 0).")
 @click.option("--node", default=None, help="The node agent of NODE instead of a cluster-agent replica.")
-@click.option(
-    "--dir", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
+@_RUN_DIR_OPTION
 def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | None, run_dir: Path) -> None:
     """kill (SIGKILL), freeze (SIGSTOP), stop (SIGTERM, clean close) or start (again) an agent."""
     from corral.agent.fleet import fault as apply_fault
@@ -448,6 +665,22 @@ def fault_agent(*, action: str, cluster: str, replica: int | None, node: str | N
     except CorralError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"{action}: {record.target} (pid {record.pid})", err=True)
+
+
+@fault.command("server")
+@click.argument("action", type=click.Choice(["stop", "kill", "freeze", "start"]))
+@click.option("--replica", type=int, default=None, help="Server replica (default: every replica).")
+@_RUN_DIR_OPTION
+def fault_server(*, action: str, replica: int | None, run_dir: Path) -> None:
+    """stop (SIGTERM), kill (SIGKILL), freeze (SIGSTOP) or start (again) server replicas of `corral up`."""
+    from corral.run.server_faults import server_fault
+
+    try:
+        done = server_fault(run_dir, action, replica=replica)  # type: ignore[arg-type]
+    except CorralError as e:
+        raise click.ClickException(str(e)) from e
+    for item in done:
+        click.echo(f"{item.action}: {item.target} (pid {item.pid})", err=True)
 
 
 @fault.command("node")
@@ -488,6 +721,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @main.command()
 @click.option("--kubeconfig", required=True, type=_FILE, help="Admin kubeconfig of the upstream cluster.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve HTTPS on.")
+@click.option("--also-listen", multiple=True, help="Another HOST:PORT to serve on (repeatable).")
 @click.option("--tls-cert", required=True, type=_FILE, help="Serving certificate (PEM, chain allowed).")
 @click.option("--tls-key", required=True, type=_FILE, help="Its private key (PEM).")
 @click.option(
@@ -508,11 +742,31 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     is_flag=True,
     help="Ping agents and retry idempotent requests on another session (default: Rancher's behaviour).",
 )
+@click.option(
+    "--auth-timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds an LDAP or GitHub login may take (default: 4 x connectionTimeout; GitHub 10).",
+)
+@click.option(
+    "--impersonation-review-scope",
+    type=click.Choice(["management", "downstream"]),
+    default="management",
+    show_default=True,
+    help="Where `kubectl --as` is reviewed: the management cluster (Rancher 2.15+) or the request's "
+    "cluster (Rancher 2.10-2.14).",
+)
+@click.option(
+    "--provision-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Enable `driver: local` clusters: their control planes run from folders under this one.",
+)
 @click.option("--log-level", "server_log_level", default=None, help="Level of the server's logs.")
 def server(
     *,
     kubeconfig: Path,
     listen: str,
+    also_listen: tuple[str, ...],
     tls_cert: Path,
     tls_key: Path,
     tls_ca: Path | None,
@@ -521,13 +775,17 @@ def server(
     data_dir: Path | None,
     trace_file: Path | None,
     fast_failover: bool,
+    auth_timeout: float | None,
+    impersonation_review_scope: str,
+    provision_dir: Path | None,
     server_log_level: str | None,
 ) -> None:
     """Run the Rancher-compatible server (v3 API, login, proxy) against an upstream cluster."""
-    import asyncio
-
     from corral.server.app import READY_LINE, ServerOptions, run_server
+    from corral.server.proxy_interfaces import SARScope
+    from corral.tunnel.loop import run as run_loop
 
+    scope = cast(SARScope, impersonation_review_scope)  # click.Choice has checked it
     if server_log_level:
         logs.configure(server_log_level)
     host, port = _listen(listen)
@@ -544,9 +802,21 @@ def server(
         data_dir=data_dir,
         trace=trace_file,
         fast_failover=fast_failover,
+        auth_timeout=auth_timeout,
+        impersonation_review_scope=scope,
+        also_listen=tuple(_listen(value) for value in also_listen),
     )
+    provisioner = None
+    if provision_dir is not None:
+        from corral.run.provision import LocalProvisioner
+
+        provisioner = LocalProvisioner(provision_dir)
     try:
-        asyncio.run(run_server(options, ready=lambda url: click.echo(READY_LINE + url, err=True)))
+        run_loop(
+            run_server(
+                options, ready=lambda url: click.echo(READY_LINE + url, err=True), provisioner=provisioner
+            )
+        )
     except CorralError as e:
         raise click.ClickException(str(e)) from e
 

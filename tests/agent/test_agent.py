@@ -199,7 +199,9 @@ async def test_a_served_session_writes_the_marker_and_a_server_close_brings_a_re
     )
     task = asyncio.ensure_future(loop.run())
     await wait_until(lambda: endpoints.manager.has_session("c-1"), "the agent's session")
-    assert (tmp_path / "connected").exists()
+    # The server holds the session once it has answered the upgrade; the agent writes its marker
+    # when it has read that answer, a moment later.
+    await wait_until((tmp_path / "connected").exists, "the connected marker")
     await endpoints.close()
     await wait_until(lambda: clock.pending_sleepers >= 1, "the loop's wait")
     await clock.advance(10)

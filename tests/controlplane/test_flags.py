@@ -110,3 +110,13 @@ def test_etcd_listens_on_loopback_only_as_a_single_member() -> None:
     assert urls
     assert all(url.startswith("http://127.0.0.1:") for url in urls)
     assert args["initial-cluster"] == "m=http://127.0.0.1:2"
+
+
+def test_virtual_nodes_get_the_node_lifecycle_controller_with_the_given_timing() -> None:
+    monitor = flags.NodeMonitor(grace="12s", period="2s")
+    args = as_dict(
+        flags.kcm_args(Path("/bin/kcm"), pki=PKI, kubeconfig=Path("/run/k.yml"), node_monitor=monitor)
+    )
+    assert args["controllers"].split(",") == [*flags.KCM_CONTROLLERS, "node-lifecycle-controller"]
+    assert args["node-monitor-grace-period"] == "12s"
+    assert args["node-monitor-period"] == "2s"

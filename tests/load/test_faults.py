@@ -197,3 +197,30 @@ def test_a_failing_command_is_a_fault_error_with_its_last_line(tmp_path: Path) -
     faults = CliProcessFaults(tmp_path, corral=[str(script)])
     with pytest.raises(FaultError, match="exit 1: agent c1/cluster-agent is not running"):
         faults.apply(fault("stop", "c1/cluster-agent", 0, 1))
+
+
+def test_run_folder_faults_call_the_fault_functions_with_the_clusters_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from corral.load import faults as module
+
+    calls: list[tuple[str, str, dict[str, object]]] = []
+    monkeypatch.setattr(module, "agent_fault", lambda run, verb, **kw: calls.append(("agent", verb, kw)))
+    monkeypatch.setattr(module, "server_fault", lambda run, verb, **kw: calls.append(("server", verb, kw)))
+    faults = module.RunFolderFaults(Path("/run"), cluster_ids={"c1": "c-abcde"})
+    faults.apply(fault("crash", "c1/cluster-agent-2", 0, 1))
+    faults.lift(fault("crash", "c1/cluster-agent-2", 0, 1))
+    faults.apply(fault("stop", "c1/node-agent/n2", 0, 1))
+    faults.apply(fault("crash", "server/1", 0, 1))
+    faults.lift(fault("server-down", "server", 0, 1))
+    assert calls == [
+        ("agent", "freeze", {"cluster": "c-abcde", "replica": 1}),
+        ("agent", "start", {"cluster": "c-abcde", "replica": 1}),
+        ("agent", "stop", {"cluster": "c-abcde", "node": "n2"}),
+        ("server", "freeze", {"replica": 1}),
+        ("server", "start", {"replica": None}),
+    ]
+    assert CliProcessFaults(Path("/run"), corral=["corral"], cluster_ids={"c1": "c-abcde"}).command(
+        fault("stop", "c1/cluster-agent", 0, 1), lift=False
+    ) == ["corral", "fault", "agent", "stop", "--cluster", "c-abcde", "--replica", "0", "--dir", "/run"]
+    assert not faults.supports(fault("revoke-token", "alice", 0, 1))

@@ -192,3 +192,34 @@ def test_chromium_renders_the_report_with_its_figures(built: Any) -> None:
     assert len(dom.images) == len(built.figures) == 3
     widths = [int(str(img.get("data-natural-width"))) for img in dom.images]
     assert all(width > 300 for width in widths), widths  # each PNG was decoded, not a broken image
+
+
+def test_facts_the_tests_recorded_are_summed_and_shown(tmp_path: Path) -> None:
+    document = json.loads(json.dumps(RESULTS))
+    document["tests"][0]["facts"] = {"rbac_decisions": 600, "rbac_worlds": 40}
+    document["tests"][1]["facts"] = {
+        "rbac_decisions": 12,
+        "rbac_minimal_failing_world": "cluster c-us\nbinding: user0 is read-only of project p0",
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(document))
+    built = build_report(
+        catalogue=Catalogue.load(CATALOGUE), results=Results.load(path), out=tmp_path / "out"
+    )
+    assert json.loads(built.summary.read_text())["facts"] == {"rbac_decisions": 612, "rbac_worlds": 40}
+    text = built.markdown.read_text()
+    assert "RBAC decisions checked against Kubernetes' own answer: **612**." in text
+    assert (
+        "| `c/t.py::test_bad` | rbac_minimal_failing_world | cluster c-us; binding: user0 is read-only"
+        in text
+    )
+    page = built.html.read_text()
+    assert "<pre>cluster c-us\nbinding: user0 is read-only of project p0</pre>" in page
+
+
+@pytest.mark.parametrize("facts", [["a"], {"x": [1]}, {"x": True}])
+def test_malformed_facts_are_refused_precisely(tmp_path: Path, facts: Any) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tests": [{"nodeid": "x", "outcome": "passed", "facts": facts}]}))
+    with pytest.raises(ConfigError, match=r"tests/0: facts must map names to numbers or texts"):
+        Results.load(path)

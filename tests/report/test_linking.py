@@ -32,6 +32,7 @@ def pytest_configure(config):
         rancher_version={version!r},
         is_rancher={is_rancher!r},
         unavailable={unavailable!r},
+        target_only={target_only!r},
     )
     catalogue = Catalogue.load({catalogue!r})
     here = Path(__file__).parent
@@ -80,6 +81,12 @@ def test_skips():
     pytest.skip("the server has no disable yet")
 
 
+@pytest.mark.requirement("PROXY-021")
+def test_records(record_property):
+    record_property("rbac_decisions", 41)
+    record_property("rbac_minimal_failing_world", "cluster c-us")
+
+
 @pytest.mark.requirement("TOK-008")
 def test_fails():
     raise AssertionError("refused {TOKEN}")
@@ -93,6 +100,7 @@ def suite(pytester: pytest.Pytester, **plan: Any) -> pytest.Pytester:
         "version": None,
         "is_rancher": False,
         "unavailable": "",
+        "target_only": False,
         "catalogue": str(ROOT / "conformance" / "requirements.yaml"),
     } | plan
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
@@ -126,9 +134,19 @@ def test_a_test_naming_no_requirement_stops_the_session(pytester: pytest.Pyteste
 def test_outcomes_and_reasons_on_the_reference_target(pytester: pytest.Pytester) -> None:
     suite(pytester).makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, skipped=1, failed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*1 test deselected: target reference lacks ace*"])
+    result.assert_outcomes(passed=5, skipped=1, failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 test deselected: target reference lacks ace*",
+            "RBAC decisions checked against Kubernetes' own: 41",
+        ]
+    )
     found = results(pytester)
+    assert found["test_records"]["facts"] == {
+        "rbac_decisions": 41,
+        "rbac_minimal_failing_world": "cluster c-us",
+    }
+    assert "facts" not in found["test_proxy"]
     assert found["test_proxy"] == found["test_proxy"] | {
         "outcome": "passed",
         "requirements": ["PROXY-001", "PROXY-004"],
@@ -146,12 +164,13 @@ def test_on_rancher_2_15_corral_only_and_older_requirements_are_deselected(pytes
     suite(pytester, name="rancher", capabilities=["write", "ace"], version="v2.15.0", is_rancher=True)
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, skipped=1, failed=1, deselected=3)
+    result.assert_outcomes(passed=1, deselected=7)
     result.stdout.fnmatch_lines(
         [
             "corral target: rancher (Rancher v2.15.0)",
             "*1 test deselected: not on target rancher: CP-001 is corral's own behaviour, not Rancher's*",
             "*1 test deselected: not on target rancher: NODE-002 holds for Rancher <2.12.0, not for v2.15.0*",
+            "*4 tests deselected: not on target rancher: the test brings up corral's own clusters instead*",
             "*1 test deselected: target rancher lacks stop-server*",
         ]
     )
@@ -166,6 +185,17 @@ def test_an_unavailable_target_deselects_what_uses_it(pytester: pytest.Pytester)
     assert (
         results(pytester)["test_uses_the_target"]["reason"] == "target kind unavailable: no container engine"
     )
+
+
+def test_a_run_on_the_target_only_deselects_tests_on_their_own_clusters(pytester: pytest.Pytester) -> None:
+    suite(pytester, target_only=True)
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, deselected=7)
+    result.stdout.fnmatch_lines(
+        ["*6 tests deselected: --corral-target-only: the test brings up corral's own clusters instead*"]
+    )
+    assert results(pytester)["test_uses_the_target"]["outcome"] == "passed"
 
 
 def test_allure_labels_links_and_junit_properties(pytester: pytest.Pytester) -> None:

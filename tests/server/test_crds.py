@@ -14,6 +14,8 @@ RANCHER = {
     "Token": ("tokens", "Cluster"),
     "Cluster": ("clusters", "Cluster"),
     "ClusterRegistrationToken": ("clusterregistrationtokens", "Namespaced"),
+    "EtcdBackup": ("etcdbackups", "Namespaced"),
+    "Node": ("nodes", "Namespaced"),
     "RoleTemplate": ("roletemplates", "Cluster"),
     "ClusterRoleTemplateBinding": ("clusterroletemplatebindings", "Namespaced"),
     "ProjectRoleTemplateBinding": ("projectroletemplatebindings", "Namespaced"),
@@ -22,6 +24,7 @@ RANCHER = {
     "UserAttribute": ("userattributes", "Cluster"),
     "GlobalRole": ("globalroles", "Cluster"),
     "GlobalRoleBinding": ("globalrolebindings", "Cluster"),
+    "AuthConfig": ("authconfigs", "Cluster"),
 }
 
 

@@ -76,10 +76,18 @@ def test_external_template_is_bound_directly() -> None:
         crtb(roleTemplateName="cluster-admin", groupPrincipalName="local://g"), external=True
     )
     assert binding["roleRef"]["name"] == "cluster-admin"
-    # A local group is bound by the name the proxy impersonates it with.
-    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "g"}]
+    # A local group is bound by the name the proxy impersonates it with, and by its principal name,
+    # which ACE's identity carries.
+    assert binding["subjects"] == [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "g"},
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "local://g"},
+    ]
     other = rbac.subject_of(crtb(roleTemplateName="x", groupPrincipalName="github_org://42"))
     assert other["name"] == "github_org://42"
+    external = rbac.cluster_role_binding_for(
+        crtb(roleTemplateName="x", groupPrincipalName="github_org://42"), external=True
+    )
+    assert [s["name"] for s in external["subjects"]] == ["github_org://42"]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from corral.auth.identity import UserInfo
 from corral.model.trace import RequestCompleted
 from corral.server.proxy import ProxySettings
+from corral.server.proxy_dial import DirectDialer
 from corral.server.proxy_routing import request_verb
 from tests.server._harness import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, RefusingDialer, world
 
@@ -489,3 +491,48 @@ VERBS = [
 @pytest.mark.parametrize(("method", "path", "query", "verb"), VERBS)
 def test_the_trace_names_the_kubernetes_verb(method, path, query, verb):
     assert request_verb(method, path, query) == verb
+
+
+class DroppingDialer(DirectDialer):
+    """Hands out connections that the far end closes unanswered, ``drops`` times, then dials directly:
+    a session that died between the dial and the answer."""
+
+    def __init__(self, drops: int) -> None:
+        super().__init__(timeout_seconds=5)
+        self.drops = drops
+        self.dials = 0
+
+    async def dial(self, cluster: str, host: str, port: int) -> socket.socket:
+        self.dials += 1
+        if self.dials > self.drops:
+            return await super().dial(cluster, host, port)
+        ours, theirs = socket.socketpair()
+        theirs.close()
+        ours.setblocking(False)
+        return ours
+
+
+# aiohttp sends an idempotent request once more by itself when its connection drops unanswered; the
+# fast mode adds one more round of that, so a read survives up to three dead connections.
+@pytest.mark.parametrize(
+    ("retry", "drops", "status", "dials"),
+    [(False, 1, 200, 2), (False, 2, 500, 2), (True, 2, 200, 3), (True, 3, 200, 4), (True, 4, 500, 4)],
+)
+async def test_the_fast_mode_sends_a_read_whose_connection_dropped_once_more(retry, drops, status, dials):
+    dialer = DroppingDialer(drops)
+    async with world(dialer=dialer, settings=ProxySettings(retry_idempotent=retry)) as w:
+        got, _, _ = await fetch(f"{w.url}/k8s/clusters/c-1{PODS}", bearer(ALICE_TOKEN))
+        assert got == status
+        assert dialer.dials == dials
+
+
+async def test_the_fast_mode_never_sends_a_write_twice():
+    dialer = DroppingDialer(1)
+    async with world(dialer=dialer, settings=ProxySettings(retry_idempotent=True)) as w:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{w.url}/k8s/clusters/c-1{PODS}", headers=bearer(ALICE_TOKEN), data=b"{}") as r,
+        ):
+            assert r.status == 500
+        assert dialer.dials == 1
+        assert w.downstream.requests == []

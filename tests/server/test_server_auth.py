@@ -252,3 +252,69 @@ def test_a_namespaced_view_has_the_colon_id_and_reference_ids() -> None:
         "cluster-member",
     )
     assert shown["type"] == shown["baseType"] == "clusterRoleTemplateBinding"
+
+
+async def test_a_remembered_token_is_checked_again_when_its_objects_or_the_clock_change() -> None:
+    clock = [NOW]
+    state = _state()
+    await state.informers["tokens"].observe(_token(ttl=120_000))
+    await state.informers["users"].observe(_user())
+    auth = TokenAuthenticator(state, now=lambda: clock[0], track_last_used=False)
+    first = await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    again = await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    assert again.user is first.user  # remembered: the same identity, built once
+    with pytest.raises(AuthenticationError, match="invalid token"):
+        await auth.authenticate_value(f"token-abcde:{'c' * 54}", cluster="")
+    scoped = _token(ttl=120_000, clusterName="c-one")
+    scoped["metadata"]["resourceVersion"] = "2"
+    await state.informers["tokens"].observe(scoped)
+    await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="c-one")
+    with pytest.raises(AuthenticationError, match="clusterID"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="c-two")  # remembered, other cluster
+    disabled = _token(ttl=120_000, enabled=False)
+    disabled["metadata"]["resourceVersion"] = "3"
+    await state.informers["tokens"].observe(disabled)
+    with pytest.raises(AuthenticationError, match="not enabled"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    enabled = _token(ttl=120_000)
+    enabled["metadata"]["resourceVersion"] = "4"
+    await state.informers["tokens"].observe(enabled)
+    await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    clock[0] = NOW + timedelta(minutes=2)
+    with pytest.raises(AuthenticationError, match="expired"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    disabled_user = _user(enabled=False)
+    disabled_user["metadata"]["resourceVersion"] = "2"
+    clock[0] = NOW
+    await state.informers["users"].observe(disabled_user)
+    with pytest.raises(AuthenticationError, match="user is not enabled"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+
+
+def _setting(name: str, value: str, version: str = "1") -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": version}, "value": value, "default": ""}
+
+
+async def test_a_session_idles_out_after_its_last_recorded_activity_as_rancher_counts() -> None:
+    clock = [NOW]
+    state = _state()
+    seen = NOW - timedelta(minutes=10)
+    await state.informers["tokens"].observe(_token(activityLastSeenAt=seen.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    await state.informers["tokens"].observe(_token("token-fresh"))  # no activity recorded: never idles
+    await state.informers["users"].observe(_user())
+    await state.informers["settings"].observe(_setting("auth-user-session-idle-ttl-minutes", "10"))
+    auth = TokenAuthenticator(state, now=lambda: clock[0], track_last_used=False)
+    # Exactly at last activity + TTL the session still works (Go: now.After(deadline)), once past it not.
+    await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    clock[0] = NOW + timedelta(seconds=1)
+    with pytest.raises(AuthenticationError, match="idle"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    await auth.authenticate_value(f"token-fresh:{SECRET}", cluster="")
+    # The setting is read on every request; 0 turns the check off.
+    await state.informers["settings"].observe(_setting("auth-user-session-idle-ttl-minutes", "0", "2"))
+    await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    await state.informers["settings"].observe(_setting("auth-user-session-idle-ttl-minutes", "11", "3"))
+    await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    clock[0] = NOW + timedelta(minutes=1, seconds=1)
+    with pytest.raises(AuthenticationError, match="idle"):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")

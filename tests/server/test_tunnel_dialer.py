@@ -251,3 +251,29 @@ async def test_in_the_fast_mode_an_agent_that_connects_ends_the_wait_at_once(end
     await wait_until(lambda: bool(agent.dialed), "the dial through the new session")
     assert agent.dialed == ["tcp/10.43.0.1:443"]
     await agent.stop()
+
+
+async def test_the_route_of_a_cluster_is_direct_until_an_agent_connects_and_stays_the_tunnel_after(
+    endpoints, clock, events
+):
+    dialer = make_dialer(endpoints, clock, events)
+    changed: list[str] = []
+    dialer.on_route_change(changed.append)
+    assert dialer.route("c-1") is None
+    assert dialer.route("local") is None
+    agent = MemoryAgent(endpoints, "c-1:n1")  # a node agent gives the cluster its route too
+    await wait_until(lambda: endpoints.manager.has_session("c-1:n1"), "the node agent's session")
+    assert dialer.route("c-1") is dialer
+    assert changed == ["c-1"]
+    second = MemoryAgent(endpoints, "c-1")
+    await wait_until(lambda: endpoints.manager.has_session("c-1"), "the cluster agent's session")
+    await agent.stop()
+    await second.stop()
+    await wait_until(lambda: not endpoints.manager.client_keys(), "both sessions gone")
+    assert dialer.route("c-1") is dialer, "a cluster whose agents are gone is not dialed directly"
+    assert changed == ["c-1"], "the route changed once"
+    local = MemoryAgent(endpoints, "local")
+    await wait_until(lambda: endpoints.manager.has_session("local"), "a session keyed local")
+    assert dialer.route("local") is None, "an internal cluster is always dialed directly"
+    assert changed == ["c-1"]
+    await local.stop()

@@ -232,6 +232,22 @@ async def test_closing_a_session_whose_transport_cannot_finish_its_close_ends_at
         assert session.transport.closed, "the transport was aborted"
 
 
+async def test_a_second_close_returns_only_once_the_first_has_released_the_transport():
+    clock = FakeClock()
+    async with session_with_raw_peer("server", settings=SessionSettings(clock=clock)) as (session, _peer, _):
+        session.transport.stuck_close = True
+        first = asyncio.ensure_future(session.close("read deadline"))
+        await settle()
+        second = asyncio.ensure_future(session.close("handler ends"))  # as the serving handler does
+        await settle()
+        returned_early = second.done()
+        await clock.advance(5)
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert not returned_early, "the second close waits while the transport is still held"
+        assert session.transport.closed
+        assert session.close_reason == "read deadline"
+
+
 async def test_closing_a_server_session_whose_websocket_peer_stopped_reading_does_not_hang():
     clock = FakeClock()
     manager = SessionManager()

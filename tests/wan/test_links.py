@@ -258,3 +258,78 @@ def test_only_loopback_endpoints_and_known_names_are_routed(wan: Wan) -> None:
         wan.route(from_region="mars", to_region="us", upstream="127.0.0.1:1")
     with pytest.raises(ConfigError, match="cluster 'c-xx' is not in scenario"):
         rewrite(wan, SCENARIO, {"clusters": {"c-xx": {"api_server": "https://127.0.0.1:1"}}})
+
+
+def test_links_another_process_created_are_adopted_with_their_state(
+    wan: Wan, toxiproxy: ToxiproxyClient
+) -> None:
+    server = wan.route(from_region="au", to_region="us", upstream="127.0.0.1:9443")
+    dial = wan.route(from_region="us", to_region="au", upstream="127.0.0.1:6444")
+    wan.set_rtt("eu", "us", 300)
+    eu = wan.route(from_region="eu", to_region="us", upstream="127.0.0.1:9443")
+    wan.partition("au", "us")
+    adopted = Wan.attach(toxiproxy, SCENARIO)
+    assert set(adopted.routes) == {server, dial, eu}
+    assert adopted.partitioned("us", "au")
+    assert not adopted.partitioned("eu", "us")
+    assert adopted.rtt_ms("eu", "us") == 300
+    adopted.heal("au", "us")
+    adopted.set_rtt("au", "us", 400)
+    for route in (server, dial):
+        toxics = toxiproxy.toxics(route.name)
+        assert "partition-upstream" not in toxics
+        assert toxics["latency-upstream"]["attributes"]["latency"] == 200
+
+
+def test_a_corral_up_topology_is_routed_and_described(wan: Wan, tmp_path: Path) -> None:
+    import yaml
+
+    from corral.run.links import UpLinks, attach_links
+    from corral.run.topology import validate
+
+    links = UpLinks(wan=wan, api=f"{wan.client.host}:{wan.client.port}")
+    tunnel = links.agent_server(SCENARIO, "c-au", "https://127.0.0.1:9443")
+    dial = links.dial_address(SCENARIO, "c-au", "https://127.0.0.1:6444")
+    kubeconfig = tmp_path / "alice.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {"name": "c-us", "cluster": {"server": "https://127.0.0.1:9443/k8s/clusters/c-1"}},
+                    {"name": "c-au-cp", "cluster": {"server": "https://127.0.0.1:6445"}},
+                    {"name": "elsewhere", "cluster": {"server": "https://127.0.0.1:7000"}},
+                ]
+            }
+        )
+    )
+    document = {
+        "server": {"url": "https://127.0.0.1:9443", "ca_file": "ca", "admin": {"username": "admin",
+                   "password_file": "p", "token_file": "t"}},
+        "clusters": {
+            "c-au": {"id": "c-2", "api_server": "https://127.0.0.1:6444", "admin_kubeconfig": "k",
+                     "ace_endpoints": ["https://127.0.0.1:6445"]},
+        },
+        "users": {"alice": {"id": "u-1", "username": "alice", "password_file": "p",
+                            "kubeconfig": str(kubeconfig)}},
+        "processes": [],
+    }  # fmt: skip
+    links.route_users(SCENARIO, document)
+    validate(document)
+    by_listen = {r.listen: r for r in wan.routes}
+
+    def route_of(url: str) -> tuple[str, str, str]:
+        route = by_listen[url.removeprefix("https://").partition("/")[0]]
+        return route.from_region, route.to_region, route.upstream
+
+    assert route_of(tunnel) == ("au", "us", "127.0.0.1:9443")
+    assert route_of(dial) == ("us", "au", "127.0.0.1:6444")
+    servers = [c["cluster"]["server"] for c in yaml.safe_load(kubeconfig.read_text())["clusters"]]
+    assert route_of(servers[0]) == ("au", "us", "127.0.0.1:9443")
+    assert servers[0].endswith("/k8s/clusters/c-1")
+    assert route_of(servers[1]) == ("au", "au", "127.0.0.1:6445")
+    assert servers[2] == "https://127.0.0.1:7000"  # not an endpoint of the topology: left alone
+    carried = {tuple(link["carries"]) for link in document["wan"]["links"]}
+    assert ("tunnel c-au", "user alice") in carried
+    assert ("dial c-au",) in carried
+    assert attach_links(document, SCENARIO) is not None
+    assert attach_links({"clusters": {}}, SCENARIO) is None

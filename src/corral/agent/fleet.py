@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 import filelock
 import psutil
 
+from corral.controlplane.nodeconf import NODE_LEASE_SECONDS
 from corral.controlplane.processes import ProcessRecord, read_state, start_ticks, write_state
 from corral.errors import ConfigError, CorralError
 from corral.model.trace import FaultInjected, TraceWriter
@@ -130,7 +131,12 @@ def agent_argv(
     kind: Literal["cluster", "node"], *, node: str | None = None, kubeconfig: Path, extra: Sequence[str] = ()
 ) -> list[str]:
     """``corral agent`` for one agent with this interpreter."""
-    which = ["--cluster"] if kind == "cluster" else ["--node", str(node)]
+    # Node agents renew their virtual node's Lease as corral's kubelets are configured to.
+    which = (
+        ["--cluster"]
+        if kind == "cluster"
+        else ["--node", str(node), "--lease-seconds", str(NODE_LEASE_SECONDS)]
+    )
     return [sys.executable, "-m", "corral", "agent", *which, "--kubeconfig", str(kubeconfig), *extra]
 
 
@@ -341,9 +347,12 @@ def start_cluster_agents(
     token: str,
     ca_checksum: str,
     kubeconfig: Path,
+    etcd: tuple[str, str] | None = None,
+    etcd_nodes: Sequence[str] = (),
 ) -> list[AgentProcess]:
     """The agents Rancher runs for a cluster: ``replicas`` cluster agents, and for ``rke1`` a node agent
-    per node (docs/rancher.md#cluster-agent-replicas, #node-agents)."""
+    per node (docs/rancher.md#cluster-agent-replicas, #node-agents). The agents of ``etcd_nodes`` get
+    the cluster's ``etcd`` (URL, key prefix) for snapshots."""
     started = [
         start_agent(
             run_dir,
@@ -370,7 +379,12 @@ def start_cluster_agents(
                 token=token,
                 ca_checksum=ca_checksum,
                 kubeconfig=kubeconfig,
+                extra_args=_etcd_args(etcd) if node in etcd_nodes else (),
             )
             for node in nodes
         )
     return started
+
+
+def _etcd_args(etcd: tuple[str, str] | None) -> tuple[str, ...]:
+    return () if etcd is None else ("--etcd-endpoint", etcd[0], "--etcd-prefix", etcd[1])

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Final, Literal
 
 from corral.errors import TunnelError
-from corral.tunnel import Clock, HandshakeError, Session, SessionSettings, SystemClock, TunnelClient
+from corral.tunnel import (
+    Clock,
+    HandshakeError,
+    LocalDialer,
+    Session,
+    SessionSettings,
+    SystemClock,
+    TunnelClient,
+)
+from corral.tunnel.transport import dial_local
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +95,7 @@ class ConnectLoop:
         on_connect: OnConnect | None = None,
         connect_authorizer: Callable[[str, str], bool] = rancher_connect_authorizer,
         client_factory: Callable[..., TunnelClient] = TunnelClient,
+        local_dialer: LocalDialer = dial_local,
     ) -> None:
         self.websocket_base = websocket_base
         self.headers = headers
@@ -99,6 +109,7 @@ class ConnectLoop:
         self.on_connect = on_connect
         self.connect_authorizer = connect_authorizer
         self.client_factory = client_factory
+        self.local_dialer = local_dialer
         self.attempts: list[str] = []
         """The URL of every attempt, in order (for tests and logs)."""
         self._client: TunnelClient | None = None
@@ -131,6 +142,7 @@ class ConnectLoop:
             connect_authorizer=self.connect_authorizer,
             settings=self.settings,
             ssl=self.ssl_context,
+            local_dialer=self.local_dialer,
         )
         try:
             session = await client.start()

@@ -38,6 +38,9 @@ class ClusterHandle:
     kubeconfig: Path
     nodes: tuple[str, ...] = ()
     mint: Minter | None = field(default=None, repr=False, compare=False)
+    apiservers: Mapping[str, str] = field(default_factory=dict)
+    """Control-plane node -> that node's kube-apiserver URL, where each node runs its own (ACE);
+    empty when one kube-apiserver (``server``) serves the cluster."""
 
     def admin_config(self) -> KubeConfig:
         return KubeConfig.load(self.kubeconfig)

@@ -37,6 +37,19 @@ KCM_CONTROLLERS = (
 )
 
 
+#: What virtual nodes add: their agents keep Leases and Ready conditions, and this controller marks a
+#: node NotReady (Unknown) when its agent stops renewing them, on Kubernetes' own schedule.
+VIRTUAL_NODE_CONTROLLERS = (*KCM_CONTROLLERS, "node-lifecycle-controller")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeMonitor:
+    """The node lifecycle controller's timing: how long a silent node stays Ready, how often it looks."""
+
+    grace: str
+    period: str
+
+
 #: What real nodes add to the KCM: workloads, node lifecycle with taint-based eviction, endpoints.
 REAL_NODE_CONTROLLERS = (
     *KCM_CONTROLLERS,
@@ -164,20 +177,32 @@ def aggregation_args(pki: ClusterPKI) -> list[str]:
 
 
 def kcm_args(
-    binary: Path, *, pki: ClusterPKI, kubeconfig: Path, real_nodes: RealNodeFlags | None = None
+    binary: Path,
+    *,
+    pki: ClusterPKI,
+    kubeconfig: Path,
+    real_nodes: RealNodeFlags | None = None,
+    node_monitor: NodeMonitor | None = None,
 ) -> list[str]:
-    """kube-controller-manager with only `KCM_CONTROLLERS` (`REAL_NODE_CONTROLLERS` with real nodes),
-    no serving port, no leader election."""
-    controllers = REAL_NODE_CONTROLLERS if real_nodes else KCM_CONTROLLERS
-    lifecycle = (
-        [
+    """kube-controller-manager with only `KCM_CONTROLLERS` (`REAL_NODE_CONTROLLERS` with real nodes,
+    `VIRTUAL_NODE_CONTROLLERS` with a ``node_monitor`` for virtual ones), no serving port, no leader
+    election."""
+    controllers: tuple[str, ...]
+    if real_nodes is not None:
+        controllers = REAL_NODE_CONTROLLERS
+        lifecycle = [
             f"--node-monitor-grace-period={real_nodes.node_monitor_grace}",
             f"--node-monitor-period={real_nodes.node_monitor_period}",
             "--concurrent-deployment-syncs=5",
         ]
-        if real_nodes
-        else []
-    )
+    elif node_monitor is not None:
+        controllers = VIRTUAL_NODE_CONTROLLERS
+        lifecycle = [
+            f"--node-monitor-grace-period={node_monitor.grace}",
+            f"--node-monitor-period={node_monitor.period}",
+        ]
+    else:
+        controllers, lifecycle = KCM_CONTROLLERS, []
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",

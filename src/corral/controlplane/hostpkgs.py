@@ -1,7 +1,8 @@
 """Debian packages that real nodes use from the distribution, installed by corral when missing.
 
 runc runs the containers, the CNI plugins wire Pods to their node's bridge, iptables and conntrack
-serve kube-proxy, umoci and debootstrap build the images, gcc links ``pause`` statically. They come
+serve kube-proxy, umoci and debootstrap build the images, gcc links ``pause`` statically; HAProxy is
+the load balancer in front of an ACE cluster's apiservers (`corral.controlplane.loadbalancer`). They come
 from the machine's own apt sources: `ensure_packages` asks dpkg which are missing and, as root,
 runs ``apt-get update`` and ``apt-get install`` for those only, one progress line per step, so a
 fresh machine or CI needs nothing done by hand.
@@ -56,7 +57,11 @@ def missing_packages(names: Iterable[str]) -> list[str]:
 
 
 def ensure_packages(
-    names: Iterable[str] = NODE_PACKAGES, *, report: Report | None = None, log_dir: Path | None = None
+    names: Iterable[str] = NODE_PACKAGES,
+    *,
+    report: Report | None = None,
+    log_dir: Path | None = None,
+    purpose: str = "real nodes",
 ) -> list[str]:
     """Install the missing ones of ``names`` with apt-get; return what was installed.
 
@@ -70,10 +75,12 @@ def ensure_packages(
     listed = ", ".join(missing)
     if shutil.which("apt-get") is None:
         raise ControlPlaneError(
-            f"real nodes need the Debian packages {listed}, and this machine has no apt-get"
+            f"{purpose}: the Debian packages {listed} are missing, and this machine has no apt-get"
         )
     if os.geteuid() != 0:
-        raise ControlPlaneError(f"real nodes need the Debian packages {listed}: run as root to install them")
+        raise ControlPlaneError(
+            f"{purpose}: the Debian packages {listed} are missing: run as root to install them"
+        )
     log_dir = log_dir or cache_root() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "corral-apt.log"

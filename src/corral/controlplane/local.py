@@ -8,6 +8,10 @@ virtual nodes and waits for the ``default`` ServiceAccount (proof that the KCM w
 step stops everything it started and raises `ControlPlaneError` with the failing log's tail.
 A file lock keeps two ``up``/``down`` of the same folder apart; different folders run at once.
 
+A cluster given per-node webhooks (``node_webhooks``, the Authorized Cluster Endpoint) runs one
+kube-apiserver per control-plane node instead, all on the cluster's etcd prefix, each with its own
+token webhook config (kube-api-auth of that node), as Rancher provisions such a cluster.
+
 With real nodes (``node_mode="real"``, or the scenario's ``node_mode``) the control plane also runs
 kube-scheduler, and each scenario node becomes a containerd and a kubelet (`corral.controlplane.nodes`);
 ``up`` then waits until every node is Ready, and ``down`` removes what they added to the host.
@@ -20,7 +24,7 @@ import http.client
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +37,7 @@ from corral.controlplane.pki import ClusterPKI, create_cluster_pki
 from corral.controlplane.processes import (
     ProcessGroup,
     free_port,
+    read_state_document,
     reap_stale,
     stop_attached,
     tail,
@@ -61,6 +66,12 @@ class LocalProvider:
     """Leave the processes running when this interpreter exits (``corral cluster up``)."""
     webhooks: Mapping[str, Path] = field(default_factory=dict)
     """Per cluster, a kubeconfig-format token webhook config for its apiserver."""
+    node_webhooks: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
+    """Per cluster, per control-plane node, the webhook config of that node's own kube-apiserver."""
+    on_node_addresses: Callable[[Mapping[str, Mapping[str, str]]], None] | None = None
+    """Called with the InternalIP of every real node (cluster -> node -> address) once the networks
+    exist, before any kube-apiserver starts: per-node webhook configs that name a node's address are
+    written then."""
     webhook_cache_ttl: str = "1s"
     webhook_version: str | None = "v1"
     """TokenReview version spoken to the webhooks; None: the apiserver's default (v1beta1)."""
@@ -79,9 +90,20 @@ class LocalProvider:
 
     def up(self, scenario: Scenario, run_dir: Path, *, progress: Progress | None = None) -> ClusterSet:
         report = progress or (lambda line: logger.info("%s", line))
-        unknown = sorted(set(self.webhooks) - {c.name for c in scenario.clusters})
+        unknown = sorted((set(self.webhooks) | set(self.node_webhooks)) - {c.name for c in scenario.clusters})
         if unknown:
             raise ConfigError(f"webhook configs name clusters not in {scenario.source}: {', '.join(unknown)}")
+        both = sorted(set(self.webhooks) & set(self.node_webhooks))
+        if both:
+            raise ConfigError(f"clusters given both one webhook and per-node webhooks: {', '.join(both)}")
+        for cluster in scenario.clusters:
+            given = self.node_webhooks.get(cluster.name)
+            wanted = {n.name for n in cluster.control_plane_nodes}
+            if given is not None and set(given) != wanted:
+                raise ConfigError(
+                    f"per-node webhooks of cluster {cluster.name} must name its control-plane nodes "
+                    f"{', '.join(sorted(wanted))}, got {', '.join(sorted(given)) or 'none'}"
+                )
         run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         real = (self.node_mode or scenario.node_mode) == "real"
@@ -147,6 +169,13 @@ class LocalProvider:
             runner = RealNodes(run_dir, binaries=binaries, report=report)
             nets = runner.prepare_networks(real_clusters)
             report("network namespaces ready: " + ", ".join(f"{c} {n.supernet}" for c, n in nets.items()))
+            if self.on_node_addresses is not None:
+                self.on_node_addresses(
+                    {
+                        c.name: {n.name: nets[c.name].node_ip(i) for i, n in enumerate(c.nodes)}
+                        for c in real_clusters
+                    }
+                )
         hosts = {name: nets[name].host_ip if name in nets else "127.0.0.1" for name in names}
         pkis = {
             name: create_cluster_pki(
@@ -160,24 +189,16 @@ class LocalProvider:
         etcd_urls = self._start_etcd(names, run_dir, binaries, group)
         report(f"etcd ready ({self.etcd_mode}: {len(set(etcd_urls.values()))} process(es))")
 
-        ports = {name: free_port() for name in names}
-        for name in names:
-            args = flags.apiserver_args(
-                binaries["kube-apiserver"],
-                pki=pkis[name],
-                port=ports[name],
-                etcd_url=etcd_urls[name],
-                etcd_prefix=f"/corral/{name}/registry",
-                webhook_config=self.webhooks.get(name),
-                webhook_cache_ttl=self.webhook_cache_ttl,
-                webhook_version=self.webhook_version,
-                real_nodes=real_flags.get(name),
-            )
-            group.start(f"kube-apiserver-{name}", args, role="kube-apiserver")
-        configs = {name: _admin_config(name, ports[name], pkis[name], host=hosts[name]) for name in names}
-        for name in names:
-            self._wait_ready(group, f"kube-apiserver-{name}", configs[name])
-            report(f"kube-apiserver of {name} ready at {configs[name].server}")
+        configs, node_servers = self._start_apiservers(
+            scenario,
+            binaries,
+            group,
+            report,
+            pkis=pkis,
+            hosts=hosts,
+            etcd_urls=etcd_urls,
+            real_flags=real_flags,
+        )
 
         handles: dict[str, ClusterHandle] = {}
         for cluster in scenario.clusters:
@@ -190,6 +211,9 @@ class LocalProvider:
                     pki=pkis[name],
                     kubeconfig=kubeconfig,
                     real_nodes=real_flags.get(name),
+                    node_monitor=flags.NodeMonitor(
+                        grace=nodeconf.NODE_MONITOR_GRACE, period=nodeconf.NODE_MONITOR_PERIOD
+                    ),
                 ),
                 role="kube-controller-manager",
             )
@@ -204,7 +228,9 @@ class LocalProvider:
                     flags.scheduler_args(binaries["kube-scheduler"], kubeconfig=scheduler_config),
                     role="kube-scheduler",
                 )
-            handles[name] = _handle(cluster, configs[name], kubeconfig, pkis[name])
+            handles[name] = _handle(
+                cluster, configs[name], kubeconfig, pkis[name], apiservers=node_servers.get(name, {})
+            )
         report("kube-controller-managers started" + (" with kube-schedulers" if nets else ""))
 
         if runner is not None:
@@ -250,7 +276,13 @@ class LocalProvider:
                 "nodes": "real" if real else "virtual",
                 "detached": self.detached,
                 "clusters": {
-                    name: {"server": configs[name].server, "kubeconfig": str(handles[name].kubeconfig)}
+                    name: {
+                        "server": configs[name].server,
+                        "kubeconfig": str(handles[name].kubeconfig),
+                        "etcd": etcd_urls[name],
+                        "etcd_prefix": _etcd_prefix(name),
+                        **({"apiservers": node_servers[name]} if name in node_servers else {}),
+                    }
                     for name in names
                 },
             },
@@ -259,6 +291,64 @@ class LocalProvider:
         return ClusterSet(
             provider="local", run_dir=run_dir, clusters=handles, kubectl=binaries.paths.get("kubectl")
         )
+
+    def _start_apiservers(
+        self,
+        scenario: Scenario,
+        binaries: build.Built,
+        group: ProcessGroup,
+        report: Progress,
+        *,
+        pkis: Mapping[str, ClusterPKI],
+        hosts: Mapping[str, str],
+        etcd_urls: Mapping[str, str],
+        real_flags: Mapping[str, flags.RealNodeFlags],
+    ) -> tuple[dict[str, KubeConfig], dict[str, dict[str, str]]]:
+        """Each cluster's kube-apiserver(s), waited for; admin configs (first apiserver) and per-node URLs."""
+        names = [c.name for c in scenario.clusters]
+        ports = {name: free_port() for name in names}
+        # (process name, node, port, webhook config) of each kube-apiserver, the cluster's first first.
+        apiservers: dict[str, list[tuple[str, str, int, Path | None]]] = {}
+        for cluster in scenario.clusters:
+            name = cluster.name
+            per_node = self.node_webhooks.get(name)
+            if per_node is None:
+                apiservers[name] = [(f"kube-apiserver-{name}", "", ports[name], self.webhooks.get(name))]
+                continue
+            apiservers[name] = [
+                (
+                    f"kube-apiserver-{name}" if index == 0 else f"kube-apiserver-{name}-{node.name}",
+                    node.name,
+                    ports[name] if index == 0 else free_port(),
+                    per_node[node.name],
+                )
+                for index, node in enumerate(cluster.control_plane_nodes)
+            ]
+        for name in names:
+            for process, node, port, webhook in apiservers[name]:
+                args = flags.apiserver_args(
+                    binaries["kube-apiserver"],
+                    pki=pkis[name],
+                    port=port,
+                    etcd_url=etcd_urls[name],
+                    etcd_prefix=_etcd_prefix(name),
+                    webhook_config=webhook,
+                    webhook_cache_ttl=self.webhook_cache_ttl,
+                    webhook_version=self.webhook_version,
+                    real_nodes=real_flags.get(name),
+                )
+                group.start(process, args, role="kube-apiserver", node=node)
+        configs = {name: _admin_config(name, ports[name], pkis[name], host=hosts[name]) for name in names}
+        node_servers: dict[str, dict[str, str]] = {}
+        for name in names:
+            for process, node, port, _ in apiservers[name]:
+                config = _admin_config(name, port, pkis[name], host=hosts[name])
+                self._wait_ready(group, process, config)
+                if node:
+                    node_servers.setdefault(name, {})[node] = config.server
+            servers = node_servers.get(name, {}).values() or [configs[name].server]
+            report(f"kube-apiserver(s) of {name} ready at {', '.join(servers)}")
+        return configs, node_servers
 
     def _start_etcd(
         self, names: list[str], run_dir: Path, binaries: build.Built, group: ProcessGroup
@@ -318,6 +408,20 @@ class LocalProvider:
         raise _not_ready(group, name, "ServiceAccount default/default", self.ready_timeout_seconds)
 
 
+def _etcd_prefix(cluster: str) -> str:
+    return f"/corral/{cluster}/registry"
+
+
+def etcd_of(run_dir: Path, cluster: str) -> tuple[str, str]:
+    """``(etcd URL, key prefix)`` of a cluster of a local run folder (for its node agents' snapshots)."""
+    path = run_dir / "processes.json"
+    try:
+        entry = read_state_document(run_dir)["clusters"][cluster]
+        return str(entry["etcd"]), str(entry["etcd_prefix"])
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path} names no etcd for cluster {cluster!r} (not a local run folder?)") from None
+
+
 def create_nodes(client: KubeClient, cluster: Cluster) -> None:
     """Create (or update) the Node objects of a cluster's virtual nodes, labelled by role."""
     for node in cluster.nodes:
@@ -354,7 +458,14 @@ def _admin_config(cluster: str, port: int, pki: ClusterPKI, *, host: str = "127.
     )
 
 
-def _handle(cluster: Cluster, admin: KubeConfig, kubeconfig: Path, pki: ClusterPKI) -> ClusterHandle:
+def _handle(
+    cluster: Cluster,
+    admin: KubeConfig,
+    kubeconfig: Path,
+    pki: ClusterPKI,
+    *,
+    apiservers: Mapping[str, str] | None = None,
+) -> ClusterHandle:
     def mint(user: str, groups: tuple[str, ...]) -> KubeConfig:
         pair = pki.issue_client(user, groups)
         return KubeConfig(
@@ -373,6 +484,7 @@ def _handle(cluster: Cluster, admin: KubeConfig, kubeconfig: Path, pki: ClusterP
         kubeconfig=kubeconfig,
         nodes=tuple(node.name for node in cluster.nodes),
         mint=mint,
+        apiservers=dict(apiservers or {}),
     )
 
 

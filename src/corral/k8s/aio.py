@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -59,7 +60,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["AsyncKubeClient", "AsyncWatch", "wait_for"]
+__all__ = ["AsyncKubeClient", "AsyncWatch", "ConnectorFactory", "wait_for"]
+
+ConnectorFactory = Callable[[ssl.SSLContext], Any]
+"""Makes the HTTP connector of a client's session from the client's TLS context: an aiohttp
+connector whose connections are dialed some other way (through a tunnel, say). Without one, the
+client's own TCP connector dials the server directly."""
 
 # What the transport raises when no answer came: aiohttp's errors (through the module that
 # imports it), timeouts and socket errors.
@@ -70,9 +76,12 @@ _BROKEN_STREAM: tuple[type[BaseException], ...] = (*_NO_ANSWER, ValueError)
 class _Transport:
     """One ApiClient for one kubeconfig, built on first use in the running loop."""
 
-    def __init__(self, config: KubeConfig, *, timeout_seconds: float) -> None:
+    def __init__(
+        self, config: KubeConfig, *, timeout_seconds: float, connector: ConnectorFactory | None = None
+    ) -> None:
         self.config = config
         self.timeout_seconds = timeout_seconds
+        self.connector = connector
         self._api: Any = None
         self._closed = False
         self._lock = asyncio.Lock()
@@ -84,7 +93,7 @@ class _Transport:
                     f"the client for {self.config.server} is closed", status=0, reason="Closed"
                 )
             if self._api is None:
-                self._api = await _build(self.config)
+                self._api = await _build(self.config, self.connector)
             return self._api
 
     async def close(self) -> None:
@@ -131,7 +140,7 @@ class _Transport:
             ) from None
 
 
-async def _build(config: KubeConfig) -> Any:
+async def _build(config: KubeConfig, connector: ConnectorFactory | None = None) -> Any:
     configuration = Configuration()
     with private_folder() as folder:
         loader = KubeConfigLoader(
@@ -163,9 +172,28 @@ async def _build(config: KubeConfig) -> Any:
                 f"kubeconfig {config.cluster_name!r}/{config.user_name!r}: the CA, certificate or key "
                 f"does not load: {type(e).__name__}"
             ) from None
+        if connector is not None:
+            await _use_connector(api, configuration, connector)
     if hasattr(loader, "exec_plugin_expiry"):
         configuration.refresh_api_key_hook = _exec_refresher(loader)
     return api
+
+
+async def _use_connector(api: Any, configuration: Configuration, connector: ConnectorFactory) -> None:
+    """Put the rest client's session on ``connector``, with the TLS context the client would use.
+
+    The environment's proxy settings are not read: the connector decides the route.
+    """
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    rest = api.rest_client
+    default = rest.pool_manager
+    rest.pool_manager = _aiohttp.ClientSession(connector=connector(context), read_bufsize=2**21)
+    await default.close()
 
 
 def _exec_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
@@ -182,13 +210,20 @@ class AsyncKubeClient:
     """Awaited JSON requests to one kube-apiserver with one identity."""
 
     def __init__(
-        self, config: KubeConfig, *, timeout_seconds: float = 30.0, _transport: _Transport | None = None
+        self,
+        config: KubeConfig,
+        *,
+        timeout_seconds: float = 30.0,
+        connector: ConnectorFactory | None = None,
+        _transport: _Transport | None = None,
     ) -> None:
         self.config = config
         self.timeout_seconds = timeout_seconds
         self._identity = impersonation_headers(config)
         self._owns_transport = _transport is None
-        self._transport = _transport or _Transport(config, timeout_seconds=timeout_seconds)
+        self._transport = _transport or _Transport(
+            config, timeout_seconds=timeout_seconds, connector=connector
+        )
 
     async def __aenter__(self) -> AsyncKubeClient:
         return self

@@ -5,7 +5,7 @@ stand alone: `plan` (targets and credentials from a topology), `faults` (the tim
 process-fault interface), `writes` (nothing lost), `gate` (SLOs).
 """
 
-from corral.load.faults import CliProcessFaults, FaultError, ProcessFaults, Timeline
+from corral.load.faults import CliProcessFaults, FaultError, ProcessFaults, RunFolderFaults, Timeline
 from corral.load.gate import Verdict, gate, kubernetes_slos
 from corral.load.plan import Bounds, Plan, Target, build_plan, read_topology, topology_from_cluster_dir
 from corral.load.runner import LoadResult, LoadSettings, run_load
@@ -20,6 +20,7 @@ __all__ = [
     "LoadSettings",
     "Plan",
     "ProcessFaults",
+    "RunFolderFaults",
     "Target",
     "Timeline",
     "Verdict",

@@ -1,12 +1,12 @@
 """The scenario's faults applied when their time comes, and each recorded as `FaultInjected`.
 
 Links (`latency`, `partition`) are changed on the WAN (`corral.wan.Wan`). Processes and nodes are
-hurt through `ProcessFaults`, an interface the run folder's owners implement; `CliProcessFaults`
-drives the `corral fault` commands:
+hurt through `ProcessFaults`, an interface the run folder's owners implement; `RunFolderFaults`
+calls what the `corral fault` commands call, in this process, and `CliProcessFaults` runs them:
 
     corral fault agent freeze|stop|start --cluster C (--replica N | --node NODE) --dir RUN
     corral fault node kill|stop|start --node NODE --dir RUN          (real nodes)
-    corral fault server freeze|stop|start [--replica N] --dir RUN
+    corral fault server freeze|kill|stop|start [--replica N] --dir RUN
 
 A ``crash`` freezes a process (SIGSTOP: its peers learn it only from silence) or kills a node; a
 ``stop`` shuts it down cleanly; lifting starts it again. The timeline runs on its own thread,
@@ -21,13 +21,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from corral.agent.fleet import fault as agent_fault
+from corral.controlplane import nodes
 from corral.errors import CorralError
 from corral.model import Fault, FaultInjected, TraceWriter
+from corral.run.server_faults import server_fault
 from corral.wan import Wan
 
 logger = logging.getLogger(__name__)
@@ -51,11 +54,18 @@ class CliProcessFaults:
     """`ProcessFaults` through the `corral fault` commands on the topology's run folder."""
 
     def __init__(
-        self, run_dir: Path, *, corral: Sequence[str] | None = None, timeout_seconds: float = 30.0
+        self,
+        run_dir: Path,
+        *,
+        corral: Sequence[str] | None = None,
+        timeout_seconds: float = 150.0,
+        cluster_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.corral = list(corral) if corral is not None else [_corral_command()]
         self.timeout_seconds = timeout_seconds
+        self.cluster_ids = dict(cluster_ids or {})
+        """Scenario cluster name -> the id its agents are recorded under (``corral up``'s c-xxxxx)."""
 
     def command(self, fault: Fault, *, lift: bool) -> list[str]:
         """The command that applies (or lifts) `fault`; `FaultError` for kinds without one."""
@@ -63,6 +73,7 @@ class CliProcessFaults:
         if action not in ("crash", "stop"):
             raise FaultError(f"no command applies a {fault.kind} fault to processes yet ({fault.target})")
         what, cluster, name = fault.subject
+        cluster = self.cluster_ids.get(cluster, cluster)
         run = ["--dir", str(self.run_dir)]
         if what == "cluster-agent":
             replica = 0 if name == "cluster-agent" else int(name.rpartition("-")[2]) - 1
@@ -111,6 +122,43 @@ class CliProcessFaults:
         if done.returncode != 0:
             message = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise FaultError(f"{fault.kind} {fault.target}: exit {done.returncode}: {message[0]}")
+
+
+class RunFolderFaults:
+    """`ProcessFaults` in this process, on a ``corral up`` run folder: the functions behind the
+    `corral fault` commands (`corral.agent.fleet.fault`, `corral.run.server_faults.server_fault`,
+    `corral.controlplane.nodes`), without the seconds a new interpreter costs on a loaded machine."""
+
+    def __init__(self, run_dir: Path, *, cluster_ids: Mapping[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.cluster_ids = dict(cluster_ids or {})
+        self._cli = CliProcessFaults(run_dir, corral=["corral"], cluster_ids=cluster_ids)
+
+    def supports(self, fault: Fault) -> bool:
+        return self._cli.supports(fault)
+
+    def apply(self, fault: Fault) -> None:
+        self._act(fault, lift=False)
+
+    def lift(self, fault: Fault) -> None:
+        self._act(fault, lift=True)
+
+    def _act(self, fault: Fault, *, lift: bool) -> None:
+        argv = self._cli.command(fault, lift=lift)  # validates the fault and picks the verb
+        group, verb = argv[2], argv[3]
+        what, cluster, name = fault.subject
+        cluster = self.cluster_ids.get(cluster, cluster)
+        if group == "agent" and what == "cluster-agent":
+            replica = 0 if name == "cluster-agent" else int(name.rpartition("-")[2]) - 1
+            agent_fault(self.run_dir, verb, cluster=cluster, replica=replica)  # type: ignore[arg-type]
+        elif group == "agent":
+            agent_fault(self.run_dir, verb, cluster=cluster, node=name)  # type: ignore[arg-type]
+        elif group == "node":
+            {"stop": nodes.stop_node, "kill": nodes.kill_node, "start": nodes.start_node}[verb](
+                self.run_dir, name
+            )
+        else:
+            server_fault(self.run_dir, verb, replica=int(name) if name else None)  # type: ignore[arg-type]
 
 
 def _corral_command() -> str:

@@ -217,17 +217,19 @@ def build_plan(
         user_config = Path(users[user]["kubeconfig"])
         if path == "proxy":
             server = str(topology["server"]["url"]).rstrip("/")
-            wanted_server = f"{server}/k8s/clusters/{entry['id']}"
-            config = _context_for(user_config, lambda s, w=wanted_server: s == w)
+            base = endpoints.server_for_user[user] if endpoints else server
+            url = f"{base.rstrip('/')}/k8s/clusters/{entry['id']}"
+            # a `corral up --wan` kubeconfig already names the link's entrance
+            wanted_servers = (f"{server}/k8s/clusters/{entry['id']}", url)
+            config = _context_for(user_config, lambda s, w=wanted_servers: s in w)
             if config is None:
                 unreachable.append(f"proxy {user} -> {cluster}: no context in the user's kubeconfig")
                 continue
-            base = endpoints.server_for_user[user] if endpoints else server
-            url = f"{base.rstrip('/')}/k8s/clusters/{entry['id']}"
             targets.append(files.target(path, cluster, user, (url,), config, key=f"{user}-proxy-{cluster}"))
         else:
             ace = [str(u).rstrip("/") for u in entry.get("ace_endpoints") or ()]
-            config = _context_for(user_config, lambda s, a=tuple(ace): s in a) if ace else None
+            routed = [u.rstrip("/") for u in endpoints.ace_for_user[(user, cluster)]] if endpoints else []
+            config = _context_for(user_config, lambda s, a=(*ace, *routed): s in a) if ace else None
             if config is None:
                 why = "no ACE context in the user's kubeconfig" if ace else "the cluster has no ACE endpoint"
                 unreachable.append(f"ace {user} -> {cluster}: {why}")

@@ -29,7 +29,7 @@ from corral.controlplane.build import ensure_built
 from corral.controlplane.processes import ProcessGroup, free_port, tail
 from corral.errors import ConfigError, CorralError
 from corral.k8s import KubeClient
-from corral.load.faults import CliProcessFaults, FaultError, ProcessFaults, Timeline
+from corral.load.faults import FaultError, ProcessFaults, RunFolderFaults, Timeline
 from corral.load.gate import Verdict, gate
 from corral.load.plan import RUN_LABEL, Bounds, Plan, build_plan, run_id_for, seed
 from corral.load.writes import WriteReport, check_writes, read_write_logs
@@ -43,6 +43,7 @@ from corral.model import (
     succeeded,
     summarise,
 )
+from corral.run.links import attach_links
 from corral.wan import ToxiproxyServer, Wan, rewrite
 
 logger = logging.getLogger(__name__)
@@ -113,17 +114,26 @@ def run_load(settings: LoadSettings) -> LoadResult:
         stale.unlink()
     toxiproxy = None
     wan = None
+    adopted: frozenset[str] = frozenset()
     try:
         endpoints = None
         if settings.wan:
-            binary = ensure_built(["toxiproxy-server"])["toxiproxy-server"]
-            toxiproxy = ToxiproxyServer(Path(binary), out / "wan")
-            wan = Wan(
-                toxiproxy.start(),
+            wan = attach_links(
+                settings.topology,
                 scenario,
                 jitter_ms=settings.jitter_ms,
                 bandwidth_kbps=settings.bandwidth_kbps,
             )
+            if wan is None:
+                binary = ensure_built(["toxiproxy-server"])["toxiproxy-server"]
+                toxiproxy = ToxiproxyServer(Path(binary), out / "wan")
+                wan = Wan(
+                    toxiproxy.start(),
+                    scenario,
+                    jitter_ms=settings.jitter_ms,
+                    bandwidth_kbps=settings.bandwidth_kbps,
+                )
+            adopted = frozenset(r.name for r in wan.routes)
             endpoints = rewrite(wan, scenario, settings.topology)
         run_id = run_id_for(scenario, time.time())
         plan = build_plan(
@@ -138,7 +148,8 @@ def run_load(settings: LoadSettings) -> LoadResult:
         )
         processes = settings.processes
         if processes is None and settings.fault_dir is not None:
-            processes = CliProcessFaults(settings.fault_dir)
+            ids = {name: str(c.get("id", name)) for name, c in settings.topology["clusters"].items()}
+            processes = RunFolderFaults(settings.fault_dir, cluster_ids=ids)
         with TraceWriter(out / "trace-faults.jsonl") as fault_trace:
             probe = Timeline(
                 scenario.faults, epoch=0.0, time_scale=1.0, trace=fault_trace, wan=wan, processes=processes
@@ -166,8 +177,21 @@ def run_load(settings: LoadSettings) -> LoadResult:
     finally:
         if toxiproxy is not None:
             toxiproxy.stop()
+        elif wan is not None:
+            _drop_own_routes(wan, adopted)
     skipped = tuple(f"{f.kind} {f.target}" for f in unsupported)
     return _report(plan, scenario, settings, fault_errors, skipped, master_log=master_log)
+
+
+def _drop_own_routes(wan: Wan, adopted: frozenset[str]) -> None:
+    """Remove the links this run added to a topology's toxiproxy (its direct paths), leaving the
+    topology's own as they were."""
+    for route in wan.routes:
+        if route.name not in adopted:
+            try:
+                wan.client.delete_proxy(route.name)
+            except CorralError as e:
+                logger.warning("could not remove link %s: %s", route.name, e)
 
 
 def _drive(plan: Plan, settings: LoadSettings, locustfile: Path, timeline: Timeline) -> Path:

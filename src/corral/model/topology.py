@@ -12,6 +12,7 @@ of those sections, so each of them (and `scenario`, which reads them all) can im
         region: us
         agent: rke2              # rke2: cluster agent only; rke1: node agents as fallback
         agent_replicas: 2        # cluster-agent pods (default: 2 with two or more nodes, else 1)
+        ace: false               # true: kube-api-auth and ACE contexts (corral up); implied by ace_fqdn
         ace_fqdn: false          # true: ACE through a load balancer in front of the control plane
         nodes:
           - {name: c-us-cp, roles: [controlplane, etcd]}
@@ -71,6 +72,9 @@ class Cluster:
     """Cluster-agent pods; ``None`` is Rancher's choice (`cluster_agents`)."""
     ace_fqdn: bool = False
     """ACE users reach the control plane through a load balancer (an FQDN) rather than one node."""
+    ace: bool = False
+    """The Authorized Cluster Endpoint is on (``corral up`` starts kube-api-auth and writes ACE contexts);
+    true whenever ``ace_fqdn`` is. The SimPy model sends ``ace`` requests to any cluster and ignores it."""
 
     @property
     def control_plane_nodes(self) -> tuple[Node, ...]:
@@ -197,7 +201,7 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
     seen: dict[str, str] = {}
     all_nodes: dict[str, str] = {}
     for item, name in _generate(items, "cluster"):
-        item.only("name", "count", "region", "agent", "nodes", "agent_replicas", "ace_fqdn")
+        item.only("name", "count", "region", "agent", "nodes", "agent_replicas", "ace", "ace_fqdn")
         if name in seen:
             item.get("name").fail(f"duplicate cluster {name!r} (first at {seen[name]})")
         seen[name] = item.path
@@ -223,6 +227,7 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
             item.get("nodes").fail("needs at least one node with role controlplane")
         replicas_field = item.get("agent_replicas", None)
         replicas = None if replicas_field.value is None else replicas_field.integer(min=1, max=10)
+        fqdn = item.get("ace_fqdn", False).boolean()
         clusters.append(
             Cluster(
                 name=name,
@@ -230,7 +235,8 @@ def read_clusters(node: Field, regions: tuple[str, ...]) -> tuple[Cluster, ...]:
                 agent=agent,
                 nodes=tuple(nodes),
                 agent_replicas=replicas,
-                ace_fqdn=item.get("ace_fqdn", False).boolean(),
+                ace_fqdn=fqdn,
+                ace=item.get("ace", False).boolean() or fqdn,
             )
         )
     return tuple(clusters)

@@ -26,7 +26,7 @@ from corral.model.trace import read_trace
 from corral.report.catalogue import PARTS, Catalogue
 from corral.report.figures import PATHS, latency_figure, timeline_figure
 from corral.report.redact import redact_text
-from corral.report.results import STATUSES, RequirementStatus, Results, requirement_statuses
+from corral.report.results import STATUSES, RequirementStatus, Results, fact_totals, requirement_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def build_report(
             r.name: {p: r.summariser.path_summary(p) for p in sorted(r.summariser.totals)} for r in runs
         },
         "checks": checks,
+        "facts": fact_totals(results.tests),
     }
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return Report(
@@ -203,6 +204,14 @@ class _Context:
                     ratio = f"{s[q] / m[q]:.2f}" if m[q] else "-"
                     rows.append([path, q, _ms(m[q]), _ms(s[q]), ratio])
         return rows
+
+    def fact_rows(self) -> list[tuple[str, str, str]]:
+        """(test, fact, value) for every fact a test recorded, texts redacted."""
+        return [
+            (t.nodeid, key, redact_text(str(value)))
+            for t in self.results.tests
+            for key, value in t.facts.items()
+        ]
 
     def failover_rows(self) -> list[list[str]]:
         return [
@@ -327,6 +336,23 @@ def _html(c: _Context) -> str:
             ],
         )
     )
+    facts = c.fact_rows()
+    if facts:
+        decisions = fact_totals(c.results.tests).get("rbac_decisions")
+        parts.append("<h2>Recorded by the tests</h2>")
+        if decisions is not None:
+            parts.append(
+                f"<p>RBAC decisions checked against Kubernetes' own answer: <strong>{decisions}</strong>.</p>"
+            )
+        parts.append(
+            _table(
+                ["test", "what", "value"],
+                [
+                    [f"<code>{_e(t)}</code>", _e(k), f"<pre>{_e(v)}</pre>" if "\n" in v else _e(v)]
+                    for t, k, v in facts
+                ],
+            )
+        )
     parts.append("<h2>Latency per access path</h2>")
     if c.runs:
         parts.append(
@@ -428,6 +454,15 @@ def _markdown(c: _Context, out: Path) -> str:
             for t in c.results.tests
         ],
     )
+    facts = c.fact_rows()
+    if facts:
+        lines += ["## Recorded by the tests", ""]
+        decisions = fact_totals(c.results.tests).get("rbac_decisions")
+        if decisions is not None:
+            lines += [f"RBAC decisions checked against Kubernetes' own answer: **{decisions}**.", ""]
+        lines += _md_table(
+            ["test", "what", "value"], [(f"`{t}`", k, v.replace("\n", "; ")) for t, k, v in facts]
+        )
     lines += ["## Latency per access path", ""]
     lines += (
         _md_table(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +32,8 @@ class TestOutcome:
     outcome: str
     reason: str
     duration: float
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """What the test recorded: counts (``rbac_decisions``) and texts (a minimal failing example)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +73,7 @@ class Results:
                     outcome=str(outcome),
                     reason=str(entry.get("reason", "")),
                     duration=float(entry.get("duration", 0.0)),
+                    facts=_facts(path, index, entry.get("facts")),
                 )
             )
         return cls(
@@ -80,6 +83,26 @@ class Results:
             target=dict(document.get("target") or {}),
             tests=tuple(tests),
         )
+
+
+def _facts(path: Path, index: int, facts: Any) -> dict[str, int | float | str]:
+    if facts is None:
+        return {}
+    if not isinstance(facts, dict) or not all(
+        isinstance(v, int | float | str) and not isinstance(v, bool) for v in facts.values()
+    ):
+        raise ConfigError(f"{path}: tests/{index}: facts must map names to numbers or texts")
+    return {str(k): v for k, v in facts.items()}
+
+
+def fact_totals(tests: Iterable[TestOutcome]) -> dict[str, int | float]:
+    """Each numeric fact summed over the tests (``rbac_decisions``: the decisions checked in the run)."""
+    totals: dict[str, int | float] = {}
+    for test in tests:
+        for key, value in test.facts.items():
+            if isinstance(value, int | float):
+                totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

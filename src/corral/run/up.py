@@ -5,8 +5,9 @@ with the local provider, the server process(es) on the upstream (TLS from a CA o
 written to the run folder), then, through the server's v3 API as an operator would: the clusters
 (registered with their ``cattle`` credential, as an agent would register them), the users with
 their passwords, group principals and role-template bindings, and each user's kubeconfig from
-``generateKubeconfig``. ``RUN/topology.json`` says where everything is. A crashed run is reaped by
-the next ``up`` or ``down`` of the same folder.
+``generateKubeconfig``. Clusters with ``ace`` get their kube-api-auth and load balancer
+(`corral.run.ace`); the server's ``generateKubeconfig`` adds their ACE contexts. ``RUN/topology.json``
+says where everything is. A crashed run is reaped by the next ``up`` or ``down`` of the same folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ import yaml
 
 from corral.controlplane import build
 from corral.controlplane.clusters import ClusterSet
-from corral.controlplane.local import LocalProvider
+from corral.controlplane.local import LocalProvider, etcd_of
 from corral.controlplane.pki import CertificateAuthority
 from corral.controlplane.processes import ProcessGroup, free_port, read_state, reap_stale, tail
 from corral.errors import AlreadyExistsError, ConfigError, CorralError, KubeAPIError, NotFoundError
@@ -41,6 +43,9 @@ from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import write_private
 from corral.model import Scenario
 from corral.model.topology import NODE_MODES, Cluster, Node
+from corral.run import ace
+from corral.run.links import UpLinks, start_links
+from corral.run.server_faults import remember_server
 from corral.run.topology import TOPOLOGY_FILE, write_topology
 from corral.server.cattle import ensure_cattle_credential
 from corral.server.crds import crds
@@ -147,6 +152,18 @@ class _Run:
     group: ProcessGroup
     report: Progress
     ready_timeout: float
+    ace: dict[str, ace.ClusterAce] = dataclasses.field(default_factory=dict)
+    links: UpLinks | None = None
+    """WAN links every connection crosses (``--wan``); None: all on loopback directly."""
+    real_nodes: bool = False
+
+    def node_hosts(self) -> list[str]:
+        """Where real nodes reach the host (their clusters' API addresses): the server listens there too."""
+        if not self.real_nodes:
+            return []
+        from corral.run.agents import api_host
+
+        return sorted({api_host(self.clusters[c.name]) for c in self.scenario.clusters})
 
 
 def up(
@@ -158,11 +175,13 @@ def up(
     detached: bool = True,
     ready_timeout_seconds: float = 120.0,
     node_mode: str | None = None,
+    wan: bool = False,
 ) -> dict[str, Any]:
     """Bring the scenario's topology up in ``run_dir``; return the topology document it wrote.
 
     ``node_mode`` (``virtual`` or ``real``; None: the scenario's) applies to the downstream clusters;
-    the upstream's node stays a Node object only.
+    the upstream's node stays a Node object only. ``wan`` puts toxiproxy links between the
+    scenario's regions on every connection (`corral.run.links`).
     """
     report = progress or (lambda line: logger.info("%s", line))
     scenario = Scenario.load(scenario_path)
@@ -175,17 +194,25 @@ def up(
             report(f"reaped what an earlier run left in {run_dir}")
         (run_dir / TOPOLOGY_FILE).unlink(missing_ok=True)
         binaries = binaries or build.ensure_built(build.CONTROL_PLANE)
+        real_nodes = (node_mode or scenario.node_mode) == "real"
+        ace_plans = ace.plan(scenario, run_dir, real_nodes=real_nodes)
         provider = LocalProvider(
             detached=detached,
             binaries=binaries,
             node_mode=node_mode or scenario.node_mode,
             virtual_clusters=frozenset({UPSTREAM}),
+            node_webhooks=ace.node_webhooks(ace_plans),
+            on_node_addresses=functools.partial(ace.place, ace_plans),
+            webhook_version=None,  # no TokenReview version, as Rancher starts the apiserver (v1beta1)
         )
         clusters = provider.up(_with_upstream(scenario), run_dir / CLUSTERS_DIR, progress=report)
         group = ProcessGroup(run_dir, detached=detached)
         try:
             run = _Run(scenario=scenario, run_dir=run_dir, clusters=clusters, group=group, report=report,
-                       ready_timeout=ready_timeout_seconds)  # fmt: skip
+                       ready_timeout=ready_timeout_seconds, ace=ace_plans,
+                       real_nodes=real_nodes)  # fmt: skip
+            if wan:
+                run.links = _start_links(run)
             return _up(run)
         except BaseException:
             group.stop()
@@ -201,13 +228,13 @@ def _up(run: _Run) -> dict[str, Any]:
         run.report,
         run.ready_timeout,
     )
-    started = time.monotonic()
+    started, epoch = time.monotonic(), time.time()
     upstream = clusters[UPSTREAM]
     with upstream.client() as admin:
         for manifest in crds():
             admin.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", manifest)
     secrets_dir = run_dir / "secrets"
-    ca_file, cert_file, key_file = _server_pki(run_dir / "server")
+    ca_file, cert_file, key_file = _server_pki(run_dir / "server", extra_hosts=run.node_hosts())
     password_file = write_private(secrets_dir / "admin.password", _password().encode())
     trace_file = run_dir / "trace.jsonl"
     trace_file.touch()
@@ -230,7 +257,19 @@ def _up(run: _Run) -> dict[str, Any]:
 
     cluster_ids = _clusters(run, api, admin_token)
     _start_agents(run, api, admin_token, cluster_ids, ca_file)
+    _start_ace(run, cluster_ids, trace_file, epoch)
+    _await_ace_seen(run, api, admin_token, cluster_ids)
     users = _users(run, api, admin_token, cluster_ids)
+    if run.ace:
+        with upstream.client() as upstream_admin:
+            ace.wait_copied(
+                run.ace,
+                upstream=upstream_admin,
+                handles=run.clusters.clusters,
+                cluster_ids=cluster_ids,
+                report=report,
+                timeout_seconds=run.ready_timeout,
+            )
     document = {
         "server": {
             "url": urls[0],
@@ -243,6 +282,7 @@ def _up(run: _Run) -> dict[str, Any]:
                 "token_file": str(token_file),
             },
             "trace_file": str(trace_file),
+            "trace_epoch": epoch,  # Unix time the trace's t of kube-api-auth and test clients count from
         },
         "upstream": {"api_server": upstream.server, "admin_kubeconfig": str(upstream.kubeconfig)},
         "clusters": {
@@ -250,6 +290,7 @@ def _up(run: _Run) -> dict[str, Any]:
                 "id": cluster_ids[c.name],
                 "api_server": clusters[c.name].server,
                 "admin_kubeconfig": str(clusters[c.name].kubeconfig),
+                **ace.entries(run.ace, c.name),
             }
             for c in scenario.clusters
         },
@@ -257,16 +298,60 @@ def _up(run: _Run) -> dict[str, Any]:
         "processes": _processes(run_dir, scenario),
         "kubectl": str(clusters.kubectl) if clusters.kubectl else None,
     }
+    if run.links is not None:
+        run.links.route_users(scenario, document)
     write_topology(run_dir, document)
     report(f"topology of {scenario.name} up in {time.monotonic() - started:.1f}s: {run_dir / TOPOLOGY_FILE}")
     return document
+
+
+# -- the Authorized Cluster Endpoint --------------------------------------------------------------------
+
+
+def _start_ace(run: _Run, cluster_ids: Mapping[str, str], trace_file: Path, epoch: float) -> None:
+    """kube-api-auth and load balancers of the ACE clusters; their Cluster objects say ACE is on."""
+    if not run.ace:
+        return
+    ace.attach(run.ace, run.clusters.clusters)
+    with run.clusters[UPSTREAM].client() as upstream:  # first: kubeconfig tokens are scoped from now on
+        ace.enable(upstream, run.ace, cluster_ids)
+    ace.start(
+        run.ace,
+        handles=run.clusters.clusters,
+        group=run.group,
+        trace_file=trace_file,
+        trace_epoch=epoch,
+        report=run.report,
+        timeout_seconds=run.ready_timeout,
+    )
+
+
+def _await_ace_seen(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str]) -> None:
+    """Wait until the server's cache shows each ACE cluster's ``localClusterAuthEndpoint``: the users'
+    ``generateKubeconfig`` that follows reads it there (the token's scope and the ACE contexts)."""
+
+    def seen(cluster_id: str) -> dict[str, Any]:
+        answer = api.call("GET", f"/v3/clusters/{cluster_id}", token=token)
+        endpoint = answer.get("localClusterAuthEndpoint") or (answer.get("spec") or {}).get(
+            "localClusterAuthEndpoint"
+        )
+        if not (isinstance(endpoint, dict) and endpoint.get("enabled") is True):
+            raise UpError(f"cluster {cluster_id} does not show localClusterAuthEndpoint enabled yet")
+        return answer
+
+    for name in run.ace:
+        _retry(
+            functools.partial(seen, cluster_ids[name]),
+            run.ready_timeout,
+            f"the server's view of {name}'s ACE",
+        )
 
 
 # -- agents ------------------------------------------------------------------------------------------
 
 
 def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str], ca_file: Path) -> None:
-    """Each downstream cluster's agents as processes, by profile, once the server serves ``/v3/connect``.
+    """Each downstream cluster's agents by profile (Pods on real nodes, else processes), once it serves.
 
     A registration token per cluster comes from the v3 API; the agents get it as Rancher mounts it.
     A server without the tunnel endpoints (404) gets no agents: the in-process registration stands.
@@ -289,27 +374,61 @@ def _start_agents(run: _Run, api: _V3, token: str, cluster_ids: Mapping[str, str
         cluster_id = cluster_ids[cluster.name]
         body = {"type": "clusterRegistrationToken", "clusterId": cluster_id}
         crt = api.call("POST", "/v3/clusterregistrationtokens", body, token=token)
+        if run.real_nodes:
+            _deploy_agents(run, cluster, api.url, str(crt["token"]), checksum)
+            continue
         agents = start_cluster_agents(
             run.run_dir,
             cluster=cluster_id,
             profile=cluster.agent,
             replicas=cluster.cluster_agents,
             nodes=[n.name for n in cluster.nodes],
-            server=api.url,
+            server=run.links.agent_server(run.scenario, cluster.name, api.url) if run.links else api.url,
             token=str(crt["token"]),
             ca_checksum=checksum,
             kubeconfig=run.clusters[cluster.name].kubeconfig,
+            etcd=etcd_of(run.clusters.run_dir, cluster.name),
+            etcd_nodes=[n.name for n in cluster.nodes if {"etcd", "controlplane"} & set(n.roles)],
         )
         run.report(f"cluster {cluster.name}: {len(agents)} agent process(es) started")
+
+
+def _start_links(run: _Run) -> UpLinks:
+    binary = build.ensure_built(["toxiproxy-server"])["toxiproxy-server"]
+    links = start_links(run.group, run.scenario, Path(binary))
+    run.report(f"WAN links between {', '.join(run.scenario.regions)} on toxiproxy at {links.api}")
+    return links
+
+
+def _deploy_agents(run: _Run, cluster: Cluster, server_url: str, token: str, checksum: str) -> None:
+    """Real nodes: the agents as Rancher deploys them; they reach the server where nodes reach the host."""
+    from corral.agent.manifests import AgentDeployment
+    from corral.controlplane.images import CORRAL_IMAGE
+    from corral.run.agents import api_host, deploy_agents, wait_agents
+
+    handle = run.clusters[cluster.name]
+    host, port = api_host(handle), server_url.rsplit(":", 1)[1]
+    deployment = AgentDeployment(
+        server=f"https://{host}:{port}",
+        token=token,
+        ca_checksum=checksum,
+        nodes=len(cluster.nodes),
+        image=CORRAL_IMAGE,
+        node_agents=cluster.agent == "rke1",
+        api_address=handle.server.removeprefix("https://"),
+    )
+    deploy_agents(handle, deployment)
+    wait_agents(handle, deployment, timeout_seconds=run.ready_timeout)
+    run.report(f"cluster {cluster.name}: cattle-cluster-agent ({deployment.replicas}) deployed")
 
 
 def _password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def _server_pki(folder: Path) -> tuple[Path, Path, Path]:
+def _server_pki(folder: Path, *, extra_hosts: list[str] | None = None) -> tuple[Path, Path, Path]:
     ca = CertificateAuthority.create("corral-server-ca")
-    pair = ca.issue_serving("corral-server", hosts=("127.0.0.1", "localhost"))
+    pair = ca.issue_serving("corral-server", hosts=("127.0.0.1", "localhost", *(extra_hosts or ())))
     folder.mkdir(parents=True, exist_ok=True)
     ca_file = folder / "ca.crt"
     ca_file.write_bytes(ca.cert_pem)
@@ -328,10 +447,12 @@ def _start_servers(run: _Run, common: list[str]) -> list[str]:
         argv = [
             sys.executable, "-m", "corral", "server", *common,
             "--listen", f"127.0.0.1:{port}",
+            *(arg for host in run.node_hosts() for arg in ("--also-listen", f"{host}:{port}")),
             "--server-url", urls[0],
             "--data-dir", str(run.run_dir / "server" / str(index)),
         ]  # fmt: skip
         group.start(f"server-{index}", argv, role="server", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        remember_server(run.run_dir, name=f"server-{index}", argv=argv)
     for index in range(len(ports)):
         name = f"server-{index}"
         deadline = time.monotonic() + ready_timeout
@@ -369,7 +490,10 @@ def _clusters(run: _Run, api: _V3, token: str) -> dict[str, str]:
         with handle.client() as admin:
             sa_token = ensure_cattle_credential(admin)
 
-        asyncio.run(_register(upstream_config, cluster_id, handle.server, sa_token, handle.ca_pem or b""))
+        address = (
+            run.links.dial_address(scenario, cluster.name, handle.server) if run.links else handle.server
+        )
+        asyncio.run(_register(upstream_config, cluster_id, address, sa_token, handle.ca_pem or b""))
         run.report(f"cluster {cluster.name} is {cluster_id}, registered")
     with clusters[UPSTREAM].client() as upstream:
         for name, cluster_id in ids.items():
@@ -513,7 +637,11 @@ def _processes(run_dir: Path, scenario: Scenario) -> list[dict[str, Any]]:
         if cluster == UPSTREAM:
             role, cluster = f"upstream-{role.removeprefix('kube-')}", None
         out.append({"role": role, "cluster": cluster, "node": None, "pid": record.pid})
-    out.extend({"role": r.role, "cluster": None, "node": None, "pid": r.pid} for r in read_state(run_dir))
+    for r in read_state(run_dir):  # servers, agents, kube-api-auth (per node), load balancers
+        cluster = node_cluster.get(r.node) if r.node else None
+        if r.role == "load-balancer":
+            cluster = next((n for n in names if r.name.endswith(f"-{n}")), None)
+        out.append({"role": r.role, "cluster": cluster, "node": r.node or None, "pid": r.pid})
     return out
 
 

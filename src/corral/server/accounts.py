@@ -44,6 +44,14 @@ SECRETS: Final = f"/api/v1/namespaces/{NS}/secrets"
 class _Ready:
     rules: list[dict[str, Any]]
     token: str = field(repr=False)
+    key: tuple[object, ...] = ()
+    """`_rules_key` of the identity the rules were built for: equal keys mean equal rules."""
+
+
+def _rules_key(user: UserInfo) -> tuple[object, ...]:
+    """What `imp.desired_rules` reads of a user, so a repeat caller skips building and comparing rules."""
+    extras = user.extras
+    return (user.name, user.groups, extras.get(imp.EXTRA_PRINCIPAL_ID), extras.get(imp.EXTRA_USERNAME))
 
 
 async def _get(client: AsyncKubeClient, path: str) -> dict[str, Any] | None:
@@ -116,9 +124,13 @@ class ImpersonationAccountSet:
 
     async def token_for(self, user: UserInfo) -> str:
         """The account's bearer token; ensures the account when it is new or its rules drifted."""
-        desired = imp.desired_rules(user)
+        key = _rules_key(user)
         ready = self._ready.get(user.name)
+        if ready is not None and ready.key == key:
+            return ready.token
+        desired = imp.desired_rules(user)
         if ready is not None and not imp.role_drift(ready.rules, desired):
+            self._ready[user.name] = _Ready(rules=ready.rules, token=ready.token, key=key)
             return ready.token
         lock = self._locks.setdefault(user.name, asyncio.Lock())
         async with lock:
@@ -129,7 +141,7 @@ class ImpersonationAccountSet:
                 token = await self._ensure(user, desired)
             except KubeAPIError as e:
                 raise ImpersonationAccountError(f"unable to create impersonator account: {e}") from None
-            self._ready[user.name] = _Ready(rules=desired, token=token)
+            self._ready[user.name] = _Ready(rules=desired, token=token, key=key)
             return token
 
     async def ensure(self, user: UserInfo) -> None:

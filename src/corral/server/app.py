@@ -29,13 +29,16 @@ from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import KubeConfig
 from corral.model.trace import Event, TraceWriter
 from corral.server.access import Access
+from corral.server.authconfigs import AuthConfigAPI, GroupRefresher
 from corral.server.authn import TokenAuthenticator, TokenIssuer
 from corral.server.bootstrap import BootstrapSettings, bootstrap
 from corral.server.controllers import ClusterControllers
+from corral.server.etcd_backups import EtcdBackups, NodeEtcd
 from corral.server.localauth import LocalAuth
-from corral.server.proxy import AuthProxy
-from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget
-from corral.server.state import ServerState
+from corral.server.provisioning import LocalDriver, Provisioner
+from corral.server.proxy import AuthProxy, ProxySettings
+from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget, SARScope
+from corral.server.state import JSON, ServerState
 from corral.server.tunnels import Tunnels, build_tunnels
 from corral.server.v3 import V3API
 
@@ -63,6 +66,12 @@ class ServerOptions:
     trace: Path | None = None
     fast_failover: bool = False
     """Server-side pings and a retry of idempotent requests on another session (not Rancher's way)."""
+    auth_timeout: float | None = None
+    """Seconds an external provider's login may take (default: LDAP 4 x connectionTimeout, GitHub 10)."""
+    impersonation_review_scope: SARScope = "management"
+    """Where ``kubectl --as`` is reviewed: the management cluster (Rancher 2.15+) or the downstream one."""
+    also_listen: tuple[tuple[str, int], ...] = ()
+    """Further ``(host, port)`` listeners with the same app (where real nodes reach the server)."""
 
 
 def _certificates(pem: str) -> list[str]:
@@ -86,6 +95,8 @@ class StateClusters:
     def __init__(self, state: ServerState, access: Access) -> None:
         self.state = state
         self.access = access
+        # The target built from each cached Cluster object, rebuilt when the cache holds a new one.
+        self._targets: dict[str, tuple[object, ClusterTarget]] = {}
 
     async def can_access(self, cluster: str, user: UserInfo) -> bool:
         return self.access.can_see_cluster(user, cluster)
@@ -94,6 +105,15 @@ class StateClusters:
         obj = self.state.clusters.get(cluster)
         if obj is None:
             return None
+        built = self._targets.get(cluster)
+        if built is not None and built[0] is obj:
+            return built[1]
+        target = self._target(cluster, obj)
+        self._targets[cluster] = (obj, target)
+        return target
+
+    @staticmethod
+    def _target(cluster: str, obj: JSON) -> ClusterTarget:
         status = obj.get("status") or {}
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         endpoint = str(status.get("apiEndpoint") or "")
@@ -119,18 +139,25 @@ def _pem(value: str) -> str | None:
 
 
 class UpstreamReviewer:
-    """Client-impersonation SubjectAccessReviews on the management cluster (Rancher 2.15 and later)."""
+    """Client-impersonation SubjectAccessReviews: on the management cluster (Rancher 2.15 and later),
+    or, given ``downstream``, on the request's cluster through Rancher's credential there (2.10-2.14).
+    """
 
-    def __init__(self, upstream: AsyncKubeClient) -> None:
+    def __init__(
+        self, upstream: AsyncKubeClient, *, downstream: Callable[[str], AsyncKubeClient | None] | None = None
+    ) -> None:
         self.upstream = upstream
+        self.downstream = downstream
 
     async def allowed(self, review: AccessReview, *, cluster: str | None) -> bool:
+        client = self.upstream
         if cluster is not None:
-            raise AccessReviewError(
-                "reviews on a downstream cluster are not offered: use the management scope"
-            )
+            found = self.downstream(cluster) if self.downstream is not None else None
+            if found is None:
+                raise AccessReviewError(f"no client for cluster {cluster} to review the impersonation")
+            client = found
         try:
-            return await self.upstream.allows(
+            return await client.allows(
                 review.user,
                 list(review.groups),
                 review.verb,
@@ -144,20 +171,45 @@ class UpstreamReviewer:
 
 
 class _Trace:
-    """Appends trace events, one line per write, to a file several processes share."""
+    """Appends trace events to a file several processes share, off the request's path.
+
+    Events are queued and written (encoded, whole lines, one append) by a callback the event loop
+    runs right after the current callbacks, so under load the requests that end in one turn of the
+    loop share one system call. Outside a running loop, and at close, they are written at once.
+    """
 
     def __init__(self, path: Path) -> None:
-        self._stream: IO[str] = path.open("a", encoding="utf-8", buffering=1)
-        self._writer = TraceWriter(self._stream)
+        self._stream: IO[str] = path.open("a", encoding="utf-8")
+        self._writer = TraceWriter(self._stream, batch=1_000_000)
         self._started = time.monotonic()
+        self._queued: list[Event] = []
+        self._scheduled = False
 
     def __call__(self, event: Event) -> None:
-        self._writer.write(event)
+        self._queued.append(event)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        queued, self._queued = self._queued, []
+        if self._stream.closed:
+            return
+        self._writer.write_all(queued)
+        self._writer.close()  # writes the lines and flushes the stream (which it does not own)
 
     def time(self) -> float:
         return time.monotonic() - self._started
 
     def close(self) -> None:
+        self.flush()
         self._stream.close()
 
 
@@ -172,10 +224,21 @@ class Built:
     controllers: ClusterControllers
     tunnels: Tunnels
     admin_id: str
+    auth_configs: AuthConfigAPI | None = None
+    refresher: GroupRefresher | None = None
+    local_driver: LocalDriver | None = None
 
 
-async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | None = None) -> Built:
-    """Prepare the upstream, start the caches and the controllers, and assemble the aiohttp app."""
+async def build_app(
+    options: ServerOptions,
+    *,
+    trace: Callable[[Event], None] | None = None,
+    provisioner: Provisioner | None = None,
+) -> Built:
+    """Prepare the upstream, start the caches and the controllers, and assemble the aiohttp app.
+
+    ``provisioner`` enables ``driver: local`` on ``POST /v3/clusters``.
+    """
     config = KubeConfig.load(options.kubeconfig)
     upstream = AsyncKubeClient(config)
     state = ServerState(upstream)
@@ -189,34 +252,48 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
     )
     admin_id = await bootstrap(state, settings)
     trace_time = trace.time if isinstance(trace, _Trace) else None
-    controllers = ClusterControllers(state, trace=trace, trace_time=trace_time)
-    await controllers.start()
     authenticator = TokenAuthenticator(state)
     access = Access(state)
     clusters = StateClusters(state, access)
-    # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly.
+    # Downstream clusters are reached through their agents' tunnels (/v3/connect), `local` directly:
+    # by the proxy and by the cluster controllers alike.
     tunnels = build_tunnels(
         state, clusters=clusters, fast=options.fast_failover, trace_sink=trace, trace_time=trace_time
     )
+    controllers = ClusterControllers(state, trace=trace, trace_time=trace_time, routes=tunnels.dialer)
+    await controllers.start()
     await tunnels.start()
     proxy = AuthProxy(
         authenticator=authenticator,
         clusters=clusters,
         accounts=controllers,
-        reviewer=UpstreamReviewer(upstream),
+        reviewer=UpstreamReviewer(upstream, downstream=controllers.client_for),
         service_account_tokens=controllers,
         dialer=tunnels.dialer,
+        settings=ProxySettings(
+            sar_scope=options.impersonation_review_scope, retry_idempotent=options.fast_failover
+        ),
         trace_sink=trace,
         trace_time=trace_time,
     )
+    issuer = TokenIssuer(state)
     api = V3API(
         state=state,
         authenticator=authenticator,
-        issuer=TokenIssuer(state),
+        issuer=issuer,
         local=LocalAuth(state),
         access=access,
+        etcd_backups=EtcdBackups(upstream, NodeEtcd(tunnels.endpoints)),
+        local_driver=LocalDriver(state, provisioner) if provisioner is not None else None,
     )
+    auth_configs = AuthConfigAPI(
+        state=state, authenticator=authenticator, issuer=issuer, timeout=options.auth_timeout
+    )
+    await auth_configs.ensure_configs()
+    refresher = GroupRefresher(auth_configs)
+    refresher.start()
     app = web.Application(client_max_size=1024 * 1024)
+    auth_configs.add_routes(app)
     api.add_routes(app)
     tunnels.endpoints.add_routes(app)
     proxy.add_routes(app)
@@ -230,6 +307,9 @@ async def build_app(options: ServerOptions, *, trace: Callable[[Event], None] | 
         controllers=controllers,
         tunnels=tunnels,
         admin_id=admin_id,
+        auth_configs=auth_configs,
+        refresher=refresher,
+        local_driver=api.local_driver,
     )
 
 
@@ -251,7 +331,12 @@ def tls_context(options: ServerOptions) -> ssl.SSLContext:
     return context
 
 
-async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | None = None) -> None:
+async def run_server(
+    options: ServerOptions,
+    *,
+    ready: Callable[[str], None] | None = None,
+    provisioner: Provisioner | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT; ``ready(url)`` once the listener accepts connections."""
     trace = _Trace(options.trace) if options.trace is not None else None
     stop = asyncio.Event()
@@ -259,13 +344,15 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     context = tls_context(options)
-    built = await build_app(options, trace=trace)
+    built = await build_app(options, trace=trace, provisioner=provisioner)
     # Open streams (watches through the proxy) get a few seconds to end; then they are cut.
     runner = web.AppRunner(built.app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
         await site.start()
+        for extra_host, extra_port in options.also_listen:
+            await web.TCPSite(runner, extra_host, extra_port, ssl_context=context, backlog=1024).start()
         host = f"[{options.host}]" if ":" in options.host else options.host
         url = f"https://{host}:{options.port}"
         if ready is not None:
@@ -275,6 +362,11 @@ async def run_server(options: ServerOptions, *, ready: Callable[[str], None] | N
     finally:
         await _quietly(runner.cleanup(), "the listener")
         await _quietly(built.proxy.close(), "the proxy's sessions")
+        if built.refresher is not None and built.auth_configs is not None:
+            await _quietly(built.refresher.stop(), "the user attribute refresh")
+            await _quietly(built.auth_configs.close(), "the auth providers' sessions")
+        if built.local_driver is not None:
+            await _quietly(built.local_driver.close(), "cluster provisioning", timeout_seconds=15.0)
         await _quietly(built.tunnels.close(), "the agents' tunnels")
         await _quietly(built.controllers.stop(), "the cluster controllers")
         await _quietly(built.authenticator.drain(), "lastUsedAt writes")

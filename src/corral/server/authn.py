@@ -27,6 +27,7 @@ from corral.auth.tokens import (
     expires_at_text,
     generate_secret,
     is_expired,
+    is_idle_expired,
     last_used_update,
     parse_token,
 )
@@ -49,6 +50,7 @@ __all__ = [
 HASHED_ANNOTATION: Final = "authn.management.cattle.io/token-hashed"
 KIND_LABEL: Final = "authn.management.cattle.io/kind"
 LOCAL_PROVIDER: Final = "local"
+IDLE_TTL_SETTING: Final = "auth-user-session-idle-ttl-minutes"
 _NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
@@ -93,8 +95,30 @@ class Authenticated:
         return self.user.name
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Verified:
+    """A credential already checked against these very cached objects (the hot path's shortcut)."""
+
+    token: JSON = field(repr=False)
+    user: JSON = field(repr=False)
+    attribute: JSON | None = field(repr=False)
+    created: datetime | None
+    ttl: int
+    last_activity: datetime | None
+    info: UserInfo
+
+
 class TokenAuthenticator:
-    """Authenticates requests by Rancher token; implements the proxy's `Authenticator` protocol."""
+    """Authenticates requests by Rancher token; implements the proxy's `Authenticator` protocol.
+
+    A credential that passed every check is remembered with the cached token, user and
+    UserAttribute objects it was checked against; while the caches still hold those very objects
+    (the informers replace an object on every change), the next request with it skips the hash and
+    the identity building, and only the time-dependent checks (expiry, cluster scope) run again.
+    """
+
+    #: Remembered credentials; the memo is emptied when it grows past this.
+    MEMO_LIMIT: Final = 20_000
 
     def __init__(
         self, state: ServerState, *, now: Callable[[], datetime] | None = None, track_last_used: bool = True
@@ -103,6 +127,7 @@ class TokenAuthenticator:
         self._now = now or (lambda: datetime.now(UTC))
         self._last_written: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._verified: dict[str, _Verified] = {}
         self.track_last_used = track_last_used
 
     async def authenticate(self, request: AuthRequest) -> UserInfo:
@@ -116,6 +141,12 @@ class TokenAuthenticator:
         return await self.authenticate_value(credential.value, cluster=cluster)
 
     async def authenticate_value(self, value: str, *, cluster: str) -> Authenticated:
+        hit = self._verified.get(value)
+        if hit is not None and self._still_current(hit):
+            return self._recheck(hit, cluster=cluster)
+        return await self._verify(value, cluster=cluster)
+
+    async def _verify(self, value: str, *, cluster: str) -> Authenticated:
         try:
             ref = parse_token(value)
         except TokenFormatError as exc:
@@ -132,11 +163,16 @@ class TokenAuthenticator:
         ttl = _int(token.get("ttl"))
         if created is not None and is_expired(created, ttl, now=now):
             raise AuthenticationError("must authenticate: token is expired")
+        last_activity = parse_time(token.get("activityLastSeenAt"))
+        self._check_idle(last_activity, now)
         if token.get("enabled") is False:
             raise AuthenticationError("must authenticate: user's token is not enabled")
         scope = str(token.get("clusterName") or "")
         if scope and scope != cluster:
             raise AuthenticationError("must authenticate: clusterID does not match")
+        provider = str(token.get("authProvider") or "")
+        if not self.state.auth_provider_enabled(provider):
+            raise AuthenticationError(f"must authenticate: auth provider {provider} is disabled")
         user_id = str(token.get("userId") or "")
         user = self.state.users.get(user_id)
         if user is None:
@@ -147,9 +183,70 @@ class TokenAuthenticator:
             raise AuthenticationError("must authenticate: user is not enabled")
         if self.track_last_used:
             self._touch(token, now)
-        return Authenticated(
-            user=self.user_info(user, token_name=str(token["metadata"]["name"])), token=token
+        info = self.user_info(user, token_name=str(token["metadata"]["name"]))
+        self._remember(
+            value, token=token, user=user, created=created, ttl=ttl, last_activity=last_activity, info=info
         )
+        return Authenticated(user=info, token=token)
+
+    def _remember(
+        self,
+        value: str,
+        *,
+        token: JSON,
+        user: JSON,
+        created: datetime | None,
+        ttl: int,
+        last_activity: datetime | None,
+        info: UserInfo,
+    ) -> None:
+        """Memo a verified credential, when it was checked against the caches' own objects."""
+        if token is not self.state.tokens.get(info.token_name) or user is not self.state.users.get(info.name):
+            return  # read fresh from the upstream: the caches will hold other objects
+        if len(self._verified) >= self.MEMO_LIMIT:
+            self._verified.clear()
+        self._verified[value] = _Verified(
+            token=token,
+            user=user,
+            attribute=self.state.userattributes.get(info.name),
+            created=created,
+            ttl=ttl,
+            last_activity=last_activity,
+            info=info,
+        )
+
+    def _check_idle(self, last_activity: datetime | None, now: datetime) -> None:
+        """Rancher's IsIdleExpired: a session whose ``activityLastSeenAt`` is older than the idle TTL.
+
+        Only tokens with recorded activity (sessions whose activity is reported) can idle out, and
+        ``auth-user-session-idle-ttl-minutes`` 0 turns the check off; the setting is read each time.
+        """
+        if last_activity is None:
+            return
+        minutes = self.state.setting_int(IDLE_TTL_SETTING, 0)
+        if is_idle_expired(last_activity, max(minutes, 0), now=now):
+            raise AuthenticationError("must authenticate: session idle timeout expired")
+
+    def _still_current(self, hit: _Verified) -> bool:
+        user_id = hit.info.name
+        return (
+            self.state.tokens.get(hit.info.token_name) is hit.token
+            and self.state.users.get(user_id) is hit.user
+            and self.state.userattributes.get(user_id) is hit.attribute
+        )
+
+    def _recheck(self, hit: _Verified, *, cluster: str) -> Authenticated:
+        """The checks that depend on the moment and the request, for a remembered credential."""
+        now = self._now()
+        if hit.created is not None and is_expired(hit.created, hit.ttl, now=now):
+            raise AuthenticationError("must authenticate: token is expired")
+        self._check_idle(hit.last_activity, now)
+        scope = str(hit.token.get("clusterName") or "")
+        if scope and scope != cluster:
+            raise AuthenticationError("must authenticate: clusterID does not match")
+        if self.track_last_used:
+            self._touch(hit.token, now)
+        return Authenticated(user=hit.info, token=hit.token)
 
     async def lookup(self, name: str) -> JSON | None:
         """The token from the cache, or (a miss) from the upstream: it may be seconds old."""
@@ -172,12 +269,7 @@ class TokenAuthenticator:
         """Rancher's identity for a user: groups from its UserAttribute plus the authenticated groups."""
         user_id = str(user["metadata"]["name"])
         attribute = self.state.userattributes.get(user_id) or {}
-        groups: list[str] = []
-        for principals in (attribute.get("GroupPrincipals") or {}).values():
-            for item in (principals or {}).get("items") or []:
-                name = str((item.get("metadata") or {}).get("name") or "")
-                if name:
-                    groups.append(name.removeprefix("local://"))
+        groups = self.state.user_groups(user_id)
         extras: dict[str, list[str]] = {}
         for provider_extras in (attribute.get("ExtraByProvider") or {}).values():
             for key, values in (provider_extras or {}).items():
@@ -190,7 +282,7 @@ class TokenAuthenticator:
         clean = {key: tuple(dict.fromkeys(v for v in values if v)) for key, values in extras.items()}
         return UserInfo(
             name=user_id,
-            groups=(*dict.fromkeys(groups), *AUTHENTICATED_GROUPS),
+            groups=(*groups, *AUTHENTICATED_GROUPS),
             extras={key: values for key, values in clean.items() if values},
             token_name=token_name,
         )
@@ -261,8 +353,11 @@ class TokenIssuer:
         derived: bool = False,
         cluster: str = "",
         labels: Mapping[str, str] | None = None,
+        auth_provider: str = LOCAL_PROVIDER,
+        principal: JSON | None = None,
     ) -> tuple[JSON, str]:
-        """``(stored token, "<name>:<secret>")`` for a new token of ``user``."""
+        """``(stored token, "<name>:<secret>")`` for a new token of ``user``; ``auth_provider`` and
+        ``principal`` (the userPrincipal) name an external provider's login, local's by default."""
         user_id = str(user["metadata"]["name"])
         secret = generate_secret()
         all_labels = {**(labels or {}), USER_ID_LABEL: user_id}
@@ -276,8 +371,8 @@ class TokenIssuer:
             },
             "token": hashers.hash_secret(secret),
             "userId": user_id,
-            "authProvider": LOCAL_PROVIDER,
-            "userPrincipal": user_principal(user),
+            "authProvider": auth_provider,
+            "userPrincipal": principal if principal is not None else user_principal(user),
             "ttl": ttl_millis,
             "isDerived": derived,
             "description": description,

@@ -57,6 +57,8 @@ DEFAULT_SETTINGS: Final[Mapping[str, str]] = {
     "cacerts": "",
     "server-url": "",
     "first-login": "false",
+    "auth-user-info-max-age-seconds": "3600",
+    "auth-user-info-resync-cron": "0 0 * * *",
 }
 """Rancher's defaults (``pkg/settings/setting.go``) of the settings the server reads."""
 

@@ -94,6 +94,8 @@ class NodeParams:
     worker: bool = False
     api_address: str = DEFAULT_NODE_API_ADDRESS
     """The node-local kube-apiserver (``apiAddress``; corral's field, Rancher's fixed 127.0.0.1:6443)."""
+    operations: tuple[str, ...] = ()
+    """Node operations the agent serves (``operations``, corral's field): ``etcd-snapshot``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,9 +173,18 @@ def _node_params(node_doc: object, version: object) -> TunnelParams:
             etcd=node_doc.get("etcd") is True,
             worker=node_doc.get("worker") is True,
             api_address=_string(node_doc, "apiAddress") or DEFAULT_NODE_API_ADDRESS,
+            operations=_operations(node_doc.get("operations")),
         ),
         node_version=version if isinstance(version, int) and not isinstance(version, bool) else 0,
     )
+
+
+def _operations(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TunnelInputError("invalid input, operations is not a list of strings")
+    return tuple(value)
 
 
 def _cluster_params(cluster_doc: object) -> ClusterParams:

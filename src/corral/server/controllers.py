@@ -6,7 +6,13 @@ controller keeps the role templates' ClusterRoles, reconciles the cluster's role
 into ClusterRoleBindings and RoleBindings (`corral.server.downstream_rbac`), labels project namespaces,
 ensures a user's impersonation account when a binding for them lands and removes it with their last
 binding, cleans stale token Secrets, and writes the cluster's nodes, namespaces and version into its
-status. It is also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+status, with its management Nodes and their sums (`corral.server.nodesync`). It also copies the
+cluster's scoped tokens down for the Authorized Cluster Endpoint (`corral.server.ace_sync`). It is
+also the proxy's `ImpersonationAccounts` and `ServiceAccountTokens`.
+
+A controller reaches its cluster the way the proxy does: with ``routes`` (the server's tunnel
+dialer) a cluster that has agents is dialed through their tunnels, and its controller is started
+again on the new route when its first agent connects; other clusters are dialed directly.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from corral.auth.identity import AUTHENTICATED_GROUPS, UserInfo
 from corral.errors import AlreadyExistsError, ConfigError, CorralError, KubeAPIError, NotFoundError
@@ -27,8 +33,11 @@ from corral.model.trace import Event
 from corral.server import downstream_rbac as rbac
 from corral.server import impersonation as imp
 from corral.server.accounts import ImpersonationAccountSet, request_token
+from corral.server.ace_sync import AceSync
 from corral.server.informer import Informer
-from corral.server.proxy_interfaces import ImpersonationAccountError, ServiceAccountTokenError
+from corral.server.nodesync import NodeSyncer, cluster_stats
+from corral.server.proxy_dial import DialerConnector
+from corral.server.proxy_interfaces import Dialer, ImpersonationAccountError, ServiceAccountTokenError
 from corral.server.registration import (
     CLUSTERS,
     CREDENTIAL_KEY,
@@ -39,7 +48,7 @@ from corral.server.registration import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClusterController", "ClusterControllers", "user_info_from"]
+__all__ = ["ClusterController", "ClusterControllers", "ClusterRoutes", "user_info_from"]
 
 JSON = dict[str, Any]
 TraceSink = Callable[[Event], None]
@@ -54,7 +63,21 @@ WATCHED: Final = (
     "roletemplates",
     "users",
     "userattributes",
+    "tokens",
+    "settings",
 )
+
+
+class ClusterRoutes(Protocol):
+    """How the server reaches a downstream cluster (`corral.server.tunnel_dialer.TunnelDialer`)."""
+
+    def route(self, cluster: str) -> Dialer | None:
+        """The dialer for the cluster's API connections; None to dial directly."""
+        ...
+
+    def on_route_change(self, callback: Callable[[str], None]) -> None:
+        """``callback(cluster)`` whenever `route` changes for a cluster."""
+        ...
 
 
 def user_info_from(user: Mapping[str, Any], attributes: Mapping[str, Any] | None) -> UserInfo:
@@ -137,6 +160,16 @@ class ClusterController:
         self._pending: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
         self._running: tuple[str, str] | None = None
+        self._reachable = True
+        self.ace: AceSync | None = None
+        if client is not owner.upstream:  # the local cluster has no ACE
+            self.ace = AceSync(
+                cluster_id=cluster_id,
+                client=client,
+                upstream=owner.upstream,
+                informers=owner.informers,
+                enqueue=self.enqueue,
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -178,8 +211,12 @@ class ClusterController:
             self.enqueue("crtb", _key(binding))
         for binding in self.owner.prtbs_of(self.cluster_id):
             self.enqueue("prtb", _key(binding))
+        if self.ace is not None:
+            self.ace.start()
 
     async def stop(self) -> None:
+        if self.ace is not None:
+            await self.ace.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -234,6 +271,8 @@ class ClusterController:
             await self._reconcile_prtb(key)
         elif kind == "user":
             await self._reconcile_user(key)
+        elif kind in AceSync.KINDS and self.ace is not None:
+            await self.ace.reconcile(kind, key)
 
     # -- role templates ---------------------------------------------------------------------------
 
@@ -413,17 +452,27 @@ class ClusterController:
             nodes = (await self.client.list("/api/v1/nodes")).get("items") or []
             namespaces = (await self.client.list("/api/v1/namespaces")).get("items") or []
         except KubeAPIError as e:
+            self._reachable = False
             changed = set_condition(conditions, "Ready", False, reason="Unavailable", message=str(e)[:256])
             if changed:
                 await self.owner.upstream.patch(
                     f"{CLUSTERS}/{self.cluster_id}/status", {"status": {"conditions": conditions}}
                 )
             return
+        if not self._reachable:
+            self._reachable = True
+            if self.ace is not None:  # back in reach: what changed meanwhile is copied down
+                self.ace.enqueue("ace", "")
         update: JSON = {
             "version": version,
             "nodeCount": len(nodes),
             "namespaceCount": len(namespaces),
         }
+        try:
+            machines = await NodeSyncer(self.owner.upstream, cluster=self.cluster_id).sync(nodes)
+            update.update(cluster_stats(machines))
+        except KubeAPIError as e:
+            logger.warning("cluster %s: management nodes: %s", self.cluster_id, e)
         changed = any(status.get(k) != v for k, v in update.items())
         changed |= set_condition(conditions, "Ready", True)
         if changed:
@@ -440,6 +489,16 @@ class ClusterController:
             except CorralError as e:
                 logger.warning("cluster %s: cleaning stale token secrets: %s", self.cluster_id, e)
             await asyncio.sleep(self.clean_interval_seconds)
+
+
+def _connected(obj: Mapping[str, Any] | None) -> bool:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Connected" and c.get("status") == "True" for c in conditions)
+
+
+def _reconnected(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """The cluster's agent connected again (``Connected`` turned True)."""
+    return old is not None and not _connected(old) and _connected(new)
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -471,7 +530,10 @@ class ClusterControllers:
         trace_time: Callable[[], float] | None = None,
         status_interval_seconds: float = 10.0,
         clean_interval_seconds: float = 60.0,
+        routes: ClusterRoutes | None = None,
     ) -> None:
+        self.routes = routes
+        self._rerouting: set[asyncio.Task[None]] = set()
         self.upstream: AsyncKubeClient = state if isinstance(state, AsyncKubeClient) else state.upstream
         shared: Mapping[str, Informer] = getattr(state, "informers", None) or {}
         self.informers: dict[str, Informer] = {}
@@ -489,7 +551,7 @@ class ClusterControllers:
         self.status_interval_seconds = status_interval_seconds
         self.clean_interval_seconds = clean_interval_seconds
         self.controllers: dict[str, ClusterController] = {}
-        self._fingerprints: dict[str, tuple[str, str, str]] = {}
+        self._fingerprints: dict[str, tuple[str, ...]] = {}
         self._lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -500,6 +562,10 @@ class ClusterControllers:
         self.informers["projectroletemplatebindings"].on_change(self._binding_changed)
         self.informers["roletemplates"].on_change(self._template_changed)
         self.informers["userattributes"].on_change(self._attributes_changed)
+        self.informers["users"].on_change(self._user_changed)
+        self.informers["tokens"].on_change(self._token_changed)
+        if self.routes is not None:
+            self.routes.on_route_change(self._route_changed)
         for informer in self._own:
             await informer.start()
         for informer in self.informers.values():
@@ -508,6 +574,8 @@ class ClusterControllers:
             await self._cluster_changed("ADDED", None, cluster)
 
     async def stop(self) -> None:
+        for task in list(self._rerouting):
+            task.cancel()
         async with self._lock:
             controllers, self.controllers = self.controllers, {}
             self._fingerprints.clear()
@@ -559,6 +627,11 @@ class ClusterControllers:
             )
         return controller
 
+    def client_for(self, cluster: str) -> AsyncKubeClient | None:
+        """The client on ``cluster`` with Rancher's credential there (None until its controller runs)."""
+        controller = self.controllers.get(cluster)
+        return controller.client if controller is not None else None
+
     async def token_for(
         self,
         cluster: str,
@@ -591,6 +664,9 @@ class ClusterControllers:
         async with self._lock:
             fingerprint = None if new is None or event == "DELETED" else await self._fingerprint(new)
             if fingerprint == self._fingerprints.get(cluster_id):
+                running = self.controllers.get(cluster_id)
+                if running is not None and running.ace is not None and _reconnected(old, new):
+                    running.ace.enqueue("ace", "")  # the agent is back: catch up on what it missed
                 return
             controller = self.controllers.pop(cluster_id, None)
             self._fingerprints.pop(cluster_id, None)
@@ -615,7 +691,7 @@ class ClusterControllers:
             await controller.start()
             logger.info("cluster %s: controllers started", cluster_id)
 
-    async def _fingerprint(self, cluster: JSON) -> tuple[str, str, str] | None:
+    async def _fingerprint(self, cluster: JSON) -> tuple[str, ...] | None:
         if (cluster.get("spec") or {}).get("internal"):
             return ("internal", "", "")
         status = cluster.get("status") or {}
@@ -626,7 +702,7 @@ class ClusterControllers:
         )
         if not (endpoint and secret):
             return None
-        return (endpoint, ca, secret)
+        return (endpoint, ca, secret, self._route_name(_name(cluster)))
 
     async def _client_for(self, cluster: JSON) -> AsyncKubeClient:
         if (cluster.get("spec") or {}).get("internal"):
@@ -646,7 +722,36 @@ class ClusterControllers:
             cluster_name=_name(cluster),
             user_name="cattle",
         )
-        return AsyncKubeClient(config, timeout_seconds=45)
+        return AsyncKubeClient(config, timeout_seconds=45, connector=self._connector(_name(cluster)))
+
+    # -- the route to a cluster: direct, or the proxy's dialer (its agents' tunnels) ---------------
+
+    def _route_name(self, cluster_id: str) -> str:
+        dialer = self.routes.route(cluster_id) if self.routes is not None else None
+        return "direct" if dialer is None else "dialer"
+
+    def _connector(self, cluster_id: str) -> Callable[[Any], DialerConnector] | None:
+        dialer = self.routes.route(cluster_id) if self.routes is not None else None
+        if dialer is None:
+            return None
+        return lambda context: DialerConnector(dialer, cluster_id, ssl=context)
+
+    def _route_changed(self, cluster_id: str) -> None:
+        """Start the cluster's controller again on its new route (its fingerprint names the route)."""
+        task = asyncio.ensure_future(self._reroute(cluster_id))
+        self._rerouting.add(task)
+        task.add_done_callback(self._rerouting.discard)
+
+    async def _reroute(self, cluster_id: str) -> None:
+        cluster = self.informers["clusters"].get(cluster_id)
+        if cluster is None:
+            return
+        try:
+            await self._cluster_changed("MODIFIED", cluster, cluster)
+        except CorralError as e:
+            logger.warning("cluster %s: cannot move its controller to the new route: %s", cluster_id, e)
+        else:
+            logger.info("cluster %s: controllers now reach it %s", cluster_id, self._route_name(cluster_id))
 
     def _binding_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
         for obj in (old, new):
@@ -678,3 +783,25 @@ class ClusterControllers:
         for cluster_id, controller in self.controllers.items():
             if self.user_has_binding(cluster_id, user_id):
                 controller.accounts.invalidate(user_id)
+        self._user_changed(event, old, new)
+
+    def _user_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        """A user or their attributes changed: their ClusterUserAttribute wherever they have tokens."""
+        obj = new or old
+        if obj is None:
+            return
+        user_id = _name(obj)
+        for controller in self.controllers.values():
+            if controller.ace is not None and controller.ace.has_user(user_id):
+                controller.enqueue("aceuser", user_id)
+
+    def _token_changed(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        """A token changed: the clusters it is (or was) scoped to update or delete their copy."""
+        clusters = {
+            str(obj.get("clusterName")) for obj in (old, new) if obj is not None and obj.get("clusterName")
+        }
+        name = _name(new or old or {"metadata": {"name": ""}})
+        for cluster_id in clusters:
+            controller = self.controllers.get(cluster_id)
+            if controller is not None and controller.ace is not None:
+                controller.enqueue("acetoken", name)

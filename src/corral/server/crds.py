@@ -122,6 +122,38 @@ KINDS: Final[tuple[KindSpec, ...]] = (
         },
     ),
     KindSpec(
+        kind="Node",
+        plural="nodes",
+        namespaced=True,
+        fields={
+            "spec.requestedHostname": "string",
+            "spec.controlPlane": "boolean",
+            "spec.etcd": "boolean",
+            "spec.worker": "boolean",
+            "spec.internalNodeSpec": "object",
+            "status.nodeName": "string",
+            "status.internalNodeStatus": "object",
+            "status.nodeLabels": "object",
+            "status.nodeAnnotations": "object",
+            "status.requested": "object",
+            "status.limits": "object",
+            "status.conditions": "[object]",
+        },
+        printer_columns=(_AGE,),
+    ),
+    KindSpec(
+        kind="EtcdBackup",
+        plural="etcdbackups",
+        namespaced=True,
+        fields={
+            "spec.clusterId": "string",
+            "spec.filename": "string",
+            "spec.manual": "boolean",
+            "status.conditions": "[object]",
+        },
+        printer_columns=(_AGE,),
+    ),
+    KindSpec(
         kind="RoleTemplate",
         plural="roletemplates",
         namespaced=False,
@@ -192,6 +224,19 @@ KINDS: Final[tuple[KindSpec, ...]] = (
             "lastLogin": "date-time",
             "disableAfter": "string",
             "deleteAfter": "string",
+        },
+    ),
+    KindSpec(
+        kind="AuthConfig",
+        plural="authconfigs",
+        namespaced=False,
+        # Rancher's AuthConfig is one kind for every provider; ``type`` says which (openLdapConfig, ...).
+        fields={
+            "type": "string",
+            "enabled": "boolean",
+            "accessMode": "string",
+            "allowedPrincipalIds": "[string]",
+            "status": "object",
         },
     ),
     KindSpec(

@@ -21,7 +21,7 @@ from corral.server import impersonation as imp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Finding", "Report", "check_impersonation"]
+__all__ = ["Checklist", "Finding", "Report", "check_impersonation"]
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 NS = imp.IMPERSONATION_NAMESPACE
@@ -40,11 +40,9 @@ class Finding:
 
 
 @dataclass(slots=True)
-class Report:
-    """What was checked (``passed``) and what was found wrong."""
+class Checklist:
+    """What was checked (``passed``) and what was found wrong; each doctor's report is one."""
 
-    cluster: str
-    user: str
     passed: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
@@ -61,10 +59,21 @@ class Report:
     def wrong(self, subject: str, message: str) -> None:
         self.findings.append(Finding("wrong", subject, message))
 
-    def lines(self) -> list[str]:
-        head = f"impersonation account of {self.user} in {self.cluster}"
+    def lines_under(self, head: str) -> list[str]:
+        """``head: verdict``, then a line per check passed and per finding."""
         verdict = "healthy" if self.healthy else f"{len(self.findings)} finding(s)"
         return [f"{head}: {verdict}", *(f"ok: {p}" for p in self.passed), *(str(f) for f in self.findings)]
+
+
+@dataclass(slots=True, kw_only=True)
+class Report(Checklist):
+    """The impersonation checks of one user in one cluster."""
+
+    cluster: str
+    user: str
+
+    def lines(self) -> list[str]:
+        return self.lines_under(f"impersonation account of {self.user} in {self.cluster}")
 
 
 def _get(client: KubeClient, path: str) -> dict[str, Any] | None:

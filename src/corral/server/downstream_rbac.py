@@ -236,13 +236,21 @@ def _bound_role(template_name: str, external: bool) -> str:
     return template_name if external else aggregated_name(template_name)
 
 
-def _binding(kind: str, name: str, owner_label: str, role: str, subject: dict[str, str]) -> dict[str, Any]:
+def _binding(
+    kind: str, name: str, owner_label: str, role: str, subject: dict[str, str], *, rtb: Mapping[str, Any]
+) -> dict[str, Any]:
+    subjects = [subject]
+    principal = str(rtb.get("groupPrincipalName") or "")
+    if subject["kind"] == "Group" and principal.startswith(LOCAL_PREFIX):
+        # Also the principal as Rancher binds it: ACE's identity keeps ``local://`` (kube-api-auth
+        # sends the ClusterUserAttribute's groups as they are), so both paths find the binding.
+        subjects.append({**subject, "name": principal})
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": kind,
         "metadata": {"name": name, "labels": {owner_label: "true", AGGREGATION_FEATURE_LABEL: "true"}},
         "roleRef": _role_ref(role),
-        "subjects": [subject],
+        "subjects": subjects,
     }
 
 
@@ -255,7 +263,7 @@ def cluster_role_binding_for(crtb: Mapping[str, Any], *, external: bool) -> dict
     role = _bound_role(str(crtb["roleTemplateName"]), external)
     subject = subject_of(crtb)
     name = cluster_role_binding_name(role, subject)
-    return _binding("ClusterRoleBinding", name, crtb_owner_label(_name_of(crtb)), role, subject)
+    return _binding("ClusterRoleBinding", name, crtb_owner_label(_name_of(crtb)), role, subject, rtb=crtb)
 
 
 def promoted_binding_for(prtb: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,7 +271,7 @@ def promoted_binding_for(prtb: Mapping[str, Any]) -> dict[str, Any]:
     role = aggregated_name(promoted_name(str(prtb["roleTemplateName"])))
     subject = subject_of(prtb)
     name = cluster_role_binding_name(role, subject)
-    return _binding("ClusterRoleBinding", name, prtb_owner_label(_name_of(prtb)), role, subject)
+    return _binding("ClusterRoleBinding", name, prtb_owner_label(_name_of(prtb)), role, subject, rtb=prtb)
 
 
 def role_binding_for(prtb: Mapping[str, Any], namespace: str, *, external: bool) -> dict[str, Any]:
@@ -271,7 +279,7 @@ def role_binding_for(prtb: Mapping[str, Any], namespace: str, *, external: bool)
     role = _bound_role(str(prtb["roleTemplateName"]), external)
     subject = subject_of(prtb)
     name = role_binding_name(namespace, role, subject)
-    binding = _binding("RoleBinding", name, prtb_owner_label(_name_of(prtb)), role, subject)
+    binding = _binding("RoleBinding", name, prtb_owner_label(_name_of(prtb)), role, subject, rtb=prtb)
     binding["metadata"]["namespace"] = namespace
     return binding
 

@@ -12,7 +12,6 @@ one interval of the last session going. Writes go to the Cluster's status throug
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from corral.errors import CorralError
 from corral.model.trace import ClusterConditionChanged, Event
+from corral.tasks import cancel_and_wait
 from corral.tunnel import Clock, SessionManager, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,8 @@ class ClusterHealth:
             self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -16,8 +16,9 @@ from corral.auth import hashers
 from corral.auth.tokens import generate_secret, kubeconfig_token_prefix
 from corral.errors import ConfigError, NotFoundError
 from corral.k8s import KubeClient
+from corral.server.ace_sync import ace_enabled
 from corral.server.authn import HASHED_ANNOTATION, KIND_LABEL, user_principal
-from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
+from corral.server.kubeconfig import ace_entries, kubeconfig_host, token_kubeconfig, wants_nodes
 from corral.server.state import MANAGEMENT, USER_ID_LABEL
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,13 @@ def mint_kubeconfig(
     minutes = minutes or default
     if maximum > 0:
         minutes = min(minutes, maximum)
+    nodes: list[Any] = []
+    if wants_nodes(cluster_obj):
+        try:  # Rancher's management Nodes, where the upstream serves them
+            nodes = upstream.list(f"{MANAGEMENT}/namespaces/{cluster_id}/nodes").get("items") or []
+        except NotFoundError:
+            nodes = []
+    ace = ace_entries(cluster_obj, nodes=nodes)
     secret = generate_secret()
     token = upstream.create(
         f"{MANAGEMENT}/tokens",
@@ -95,6 +103,7 @@ def mint_kubeconfig(
             "isDerived": True,
             "description": "Kubeconfig token",
             "enabled": True,
+            **({"clusterName": cluster_id} if ace_enabled(cluster_obj) else {}),
         },
     )
     name = str(token["metadata"]["name"])
@@ -107,5 +116,6 @@ def mint_kubeconfig(
         host=kubeconfig_host(url, ""),
         token=f"{name}:{secret}",
         cacerts=_setting(upstream, "cacerts", ""),
+        ace=ace,
     )
     return Minted(config=config, token_name=name, ttl_minutes=minutes, user_id=user_id, cluster_id=cluster_id)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from corral.auth.identity import UserInfo
@@ -63,6 +64,7 @@ TraceSink = Callable[[Event], None]
 UNAUTHENTICATED = "system:unauthenticated"
 #: Go writes these bodies after WriteHeader, so the type is sniffed from the text, not declared.
 _SNIFFED_TEXT = "text/plain; charset=utf-8"
+_MEMO_LIMIT = 20_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +81,12 @@ class ProxySettings:
     """Bound on dialing and TLS for a new connection to a cluster (not on the response)."""
     buffer_bytes: int = 2**16
     """Read size and per-direction buffer bound when streaming and piping."""
+    retry_idempotent: bool = False
+    """Send a bodiless GET, HEAD or OPTIONS once more when its connection fails before the answer
+    (the fast failover mode; Rancher answers such a request 500)."""
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class _Answer(Exception):
@@ -135,6 +143,9 @@ class AuthProxy:
         self._trace_time = trace_time or (lambda: time.monotonic() - start)
         self._sessions: dict[str, tuple[ClusterTarget, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
+        # The authenticator hands back the same UserInfo for a remembered token: the identity with
+        # the request extras is built once per (user object, host). The user is kept to pin its id.
+        self._with_extras: dict[tuple[int, str], tuple[UserInfo, UserInfo]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/k8s/clusters/{tail:.*}", self.handle)
@@ -179,13 +190,21 @@ class AuthProxy:
             raise _forbidden(route.cluster, UNAUTHENTICATED) from None
         if not self.settings.request_extras:
             return user
+        key = (id(user), request.host)
+        memo = self._with_extras.get(key)
+        if memo is not None and memo[0] is user:
+            return memo[1]
         extras = dict(user.extras)
         extras.pop("requesttokenid", None)
         extras.pop("requesthost", None)
         if user.token_name:
             extras["requesttokenid"] = (user.token_name,)
         extras["requesthost"] = (request.host,)
-        return replace(user, extras=extras)
+        result = replace(user, extras=extras)
+        if len(self._with_extras) >= _MEMO_LIMIT:
+            self._with_extras.clear()
+        self._with_extras[key] = (user, result)
+        return result
 
     async def _serve(self, request: web.Request, route: Route, user: UserInfo) -> web.StreamResponse:
         if not route.valid_cluster:
@@ -275,17 +294,25 @@ class AuthProxy:
             raise _Answer(500, f"error trying to reach service: {exc}") from None
         url = URL(endpoint.origin + endpoint.prefix + route.target, encoded=True)
         body = request.content if request.body_exists else None
-        try:
-            upstream = await session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except aiohttp.ClientError as exc:
-            logger.info("proxy to cluster %r failed: %s", route.cluster, exc)
-            raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
+        attempts = (
+            2 if self.settings.retry_idempotent and body is None and request.method in _IDEMPOTENT else 1
+        )
+        for attempt in range(1, attempts + 1):
+            try:
+                upstream = await session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
+                break
+            except aiohttp.ClientError as exc:
+                logger.info("proxy to cluster %r failed (attempt %d): %s", route.cluster, attempt, exc)
+                if attempt == attempts:
+                    raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
         async with upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream_response_headers(tuple(upstream.headers.items())):
-                response.headers.add(name, value)
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=CIMultiDict(upstream_response_headers(tuple(upstream.headers.items()))),
+            )
             if upstream.headers.get("Transfer-Encoding"):
                 response.headers.popall("Content-Length", None)
             await response.prepare(request)

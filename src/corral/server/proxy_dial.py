@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -82,13 +83,18 @@ class Endpoint:
 
 def endpoint_of(target: ClusterTarget) -> Endpoint:
     """The cluster's API endpoint, or `DialError` when it is not an http(s) URL with a host."""
+    return _endpoint(target.name, target.api_endpoint)
+
+
+@functools.lru_cache(maxsize=1024)
+def _endpoint(cluster: str, api_endpoint: str) -> Endpoint:
     try:
-        url = urlsplit(target.api_endpoint)
+        url = urlsplit(api_endpoint)
         port = url.port
     except ValueError as exc:
-        raise DialError(f"cluster {target.name!r} has an unusable API endpoint") from exc
+        raise DialError(f"cluster {cluster!r} has an unusable API endpoint") from exc
     if url.scheme not in ("https", "http") or not url.hostname:
-        raise DialError(f"cluster {target.name!r} has an unusable API endpoint")
+        raise DialError(f"cluster {cluster!r} has an unusable API endpoint")
     tls = url.scheme == "https"
     return Endpoint(
         tls=tls, host=url.hostname, port=port or (443 if tls else 80), prefix=url.path.rstrip("/")
@@ -127,9 +133,14 @@ async def open_streams(
 
 
 class DialerConnector(aiohttp.TCPConnector):
-    """An aiohttp connector whose connections are dialed by a `Dialer` for one cluster."""
+    """An aiohttp connector whose connections are dialed by a `Dialer` for one cluster.
+
+    No limit on connections unless one is given (aiohttp's default is 100): Go's transport has
+    none, and every watch through the proxy holds a connection of its own.
+    """
 
     def __init__(self, dialer: Dialer, cluster: str, **kwargs: object) -> None:
+        kwargs.setdefault("limit", 0)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.dialer = dialer
         self.cluster = cluster

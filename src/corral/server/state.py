@@ -92,6 +92,13 @@ def _fields(*names: str) -> Any:
     return values
 
 
+def _principal_ids(obj: JSON) -> Iterable[str]:
+    return [str(p) for p in obj.get("principalIds") or () if p]
+
+
+LOCAL_PRINCIPAL_PREFIX: Final = "local://"
+
+
 class ServerState:
     """The upstream client and one informer per management kind (plus the local-user password Secrets).
 
@@ -110,6 +117,7 @@ class ServerState:
         )
         self.tokens.add_index("user", _label(USER_ID_LABEL))
         self.users.add_index("username", _field("username"))
+        self.users.add_index("principal", _principal_ids)
         self.crtbs.add_index("user", _field("userName"))
         self.crtbs.add_index("group", _fields("groupPrincipalName", "groupName"))
         self.crtbs.add_index("cluster", _field("clusterName"))
@@ -197,6 +205,29 @@ class ServerState:
             return int(self.setting(name, str(fallback)))
         except ValueError:
             return fallback
+
+    def user_groups(self, user_id: str) -> tuple[str, ...]:
+        """The user's group principal ids from their UserAttribute, every provider's, in order.
+
+        What the proxy sends as ``Impersonate-Group``, the impersonation ClusterRole lists and a
+        ClusterUserAttribute carries: ``openldap_group://<DN>``, ``github_team://<id>`` as they are,
+        local groups without ``local://``. Follows the login and the periodic refresh (cache-fed).
+        """
+        attribute = self.userattributes.get(user_id) or {}
+        groups: dict[str, None] = {}
+        for principals in (attribute.get("GroupPrincipals") or {}).values():
+            for item in (principals or {}).get("items") or ():
+                name = str((item.get("metadata") or {}).get("name") or "")
+                if name:
+                    groups[name.removeprefix(LOCAL_PRINCIPAL_PREFIX)] = None
+        return tuple(groups)
+
+    def auth_provider_enabled(self, name: str) -> bool:
+        """``local`` always; another provider when its AuthConfig is enabled."""
+        if name in ("", "local"):
+            return True
+        config = self.informers["authconfigs"].get(name)
+        return bool(config and config.get("enabled") is True)
 
     def is_admin(self, user_id: str) -> bool:
         """Bound to the ``admin`` GlobalRole (what Rancher's admin check amounts to)."""

@@ -12,8 +12,14 @@ With ``retry_sessions`` (the fast mode) a dial that fails on one session is trie
 other sessions, and a dial waiting for the agent goes on as soon as one connects. Together with
 the server's pings (`corral.server.connect.FastFailover`) a dead session is noticed within a
 second or two, and aiohttp's retry of an idempotent request whose connection dropped lands on a
-live session. The dialer also writes `FailoverCompleted` when dials can go through another agent
+live session (the proxy adds one more round of it in this mode, `ProxySettings.retry_idempotent`). The dialer also writes `FailoverCompleted` when dials can go through another agent
 after the cluster agent's session was lost.
+
+The server's own clients of a downstream cluster (its cluster controllers) take the same route
+once an agent of the cluster has connected to this server (`route`, `on_route_change`), as
+Rancher's cluster controllers dial through the tunnel: a cluster whose agent is gone cannot be
+reached, so it cannot turn Ready again behind its agent's back. Clusters no agent ever connected
+for (``local``, clusters registered in-process) are dialed directly.
 """
 
 from __future__ import annotations
@@ -89,7 +95,22 @@ class TunnelDialer:
         self._trace_time = trace_time or self.clock.now
         self._lost: dict[str, tuple[float, str]] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
+        self._with_agents: set[str] = set()
+        self._route_listeners: list[Callable[[str], None]] = []
         endpoints.listen(self._session_changed)
+
+    # -- routes for the server's own clients -------------------------------------------------------
+
+    def route(self, cluster: str) -> Dialer | None:
+        """This dialer for a cluster an agent of which connected here since the server started; None
+        (dial directly) for an internal cluster and for a cluster no agent connected for."""
+        if self.internal(cluster) or cluster not in self._with_agents:
+            return None
+        return self
+
+    def on_route_change(self, callback: Callable[[str], None]) -> None:
+        """``callback(cluster)`` when `route` changes for a cluster (its first agent connected)."""
+        self._route_listeners.append(callback)
 
     # -- the Dialer protocol ---------------------------------------------------------------------
 
@@ -189,6 +210,11 @@ class TunnelDialer:
 
     def _session_changed(self, key: str, session: Session, connected: bool) -> None:
         cluster, _, node = key.partition(":")
+        if connected and cluster not in self._with_agents:
+            self._with_agents.add(cluster)
+            if not self.internal(cluster):
+                for listener in self._route_listeners:
+                    listener(cluster)
         if connected and cluster in self._arrivals:
             self._arrivals.pop(cluster).set()  # wakes the dials waiting for this cluster (fast mode)
         if not connected and not node and cluster not in self._lost:

@@ -22,16 +22,25 @@ from corral.auth.tokens import COOKIE_NAME, generate_secret, kubeconfig_token_pr
 from corral.errors import AlreadyExistsError, ConflictError, InvalidError, KubeAPIError, NotFoundError
 from corral.server import norman
 from corral.server.access import CLUSTER_OWNER, PROJECT_OWNER, Access
+from corral.server.ace_sync import ace_enabled
 from corral.server.authn import Authenticated, TokenAuthenticator, TokenIssuer, expires_at
-from corral.server.kubeconfig import kubeconfig_host, token_kubeconfig
+from corral.server.etcd_backups import EtcdBackupError, EtcdBackups
+from corral.server.kubeconfig import (
+    AceEndpointsError,
+    ace_entries,
+    kubeconfig_host,
+    token_kubeconfig,
+    wants_nodes,
+)
 from corral.server.localauth import LocalAuth, PasswordPolicyError, UserExistsError
 from corral.server.norman_views import CREATOR_ANNOTATION, TYPES, object_id, view
+from corral.server.provisioning import LOCAL_DRIVER, LocalDriver
 from corral.server.proxy_interfaces import AuthenticationError
 from corral.server.state import JSON, ServerState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error"]
+__all__ = ["PUBLIC_SETTINGS", "V3API", "V3Error", "json_body", "login_body", "login_error"]
 
 PUBLIC_SETTINGS: Final = frozenset(
     {"cacerts", "first-login", "ui-banners", "ui-issues", "ui-pl", "ui-brand", "ui-default-landing"}
@@ -64,6 +73,28 @@ def _respond(status: int, body: Any, *, escape_html: bool = True) -> web.Respons
 
 def _error(exc: V3Error) -> web.Response:
     return _respond(exc.status, norman.api_error(code=exc.code, message=exc.message, status=exc.status))
+
+
+def json_body(raw: bytes) -> JSON:
+    """A request's body as a JSON object; an empty body is ``{}``, anything else not an object is refused."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise V3Error("InvalidBodyContent", "request body must be a JSON object")
+    return body
+
+
+def login_body(raw: bytes) -> JSON | None:
+    """A login's body as a JSON object; None when it is empty, not JSON or not an object (a 422)."""
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _not_found(id_: str) -> V3Error:
@@ -105,12 +136,16 @@ class V3API:
         issuer: TokenIssuer,
         local: LocalAuth,
         access: Access,
+        etcd_backups: EtcdBackups | None = None,
+        local_driver: LocalDriver | None = None,
     ) -> None:
+        self.local_driver = local_driver  # provisions ``driver: local`` clusters; None refuses that driver
         self.state = state
         self.authenticator = authenticator
         self.issuer = issuer
         self.local = local
         self.access = access
+        self.etcd_backups = etcd_backups
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/v3-public/{tail:.*}", self.public)
@@ -149,15 +184,7 @@ class V3API:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise V3Error("InvalidBodyContent", "request body is too large") from None
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise V3Error("InvalidBodyContent", "request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise V3Error("InvalidBodyContent", "request body must be a JSON object")
-        return body
+        return json_body(raw)
 
     async def _authenticate(self, request: web.Request, cluster: str = "") -> Authenticated:
         try:
@@ -186,20 +213,17 @@ class V3API:
         return await self._login(request)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            return _login_error(422, "InvalidBodyContent")
+        body = login_body(await request.read())
+        if body is None:
+            return login_error(422, "InvalidBodyContent")
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
-            return _login_error(422, "InvalidBodyContent")
+            return login_error(422, "InvalidBodyContent")
         result = await self.local.verify(username, password)
         if result.user is None:
-            return _login_error(401, "Unauthorized", "authentication failed")
+            return login_error(401, "Unauthorized", "authentication failed")
         if not result.enabled:
-            return _login_error(403, "PermissionDenied")
+            return login_error(403, "PermissionDenied")
         await self.local.record_login(result.user)
         ttl = self.state.setting_int("auth-user-session-ttl-minutes", 960) * 60_000
         description = body.get("description") if isinstance(body.get("description"), str) else ""
@@ -491,7 +515,7 @@ class V3API:
 
     # -- clusters ----------------------------------------------------------------------------
 
-    async def _clusters(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0912 - per verb
+    async def _clusters(self, call: _Call, id_: str) -> web.StreamResponse:  # noqa: PLR0911, PLR0912 - per verb
         method = call.request.method
         user = call.auth.user
         if not id_:
@@ -509,6 +533,8 @@ class V3API:
         action = call.request.query.get("action")
         if method == "POST" and action == "generateKubeconfig":
             return await self._generate_kubeconfig(call, obj)
+        if method == "POST" and action in ("backupEtcd", "restoreFromEtcdBackup"):
+            return await self._etcd_action(call, id_, action)
         if method == "POST" and action is not None:
             raise V3Error("InvalidAction", f"invalid action: {action}")
         if method == "GET":
@@ -529,8 +555,30 @@ class V3API:
                 raise V3Error("InvalidAction", "the local cluster cannot be deleted")
             await self.state.delete("clusters", id_)
             await self._delete_cluster_objects(id_)
+            if (obj.get("status") or {}).get("driver") == LOCAL_DRIVER and self.local_driver is not None:
+                self.local_driver.remove(id_)
             return self._one(call, "clusters", obj)
         raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+    async def _etcd_action(self, call: _Call, cluster_id: str, action: str) -> web.StreamResponse:
+        """``backupEtcd`` (answers the new EtcdBackup) and ``restoreFromEtcdBackup`` (``etcdBackupId``),
+        done by a node agent of the cluster (`corral.server.etcd_backups`); cluster owners only."""
+        if self.etcd_backups is None:
+            raise V3Error("ActionNotAvailable", f"action {action} is not available")
+        if not self.access.owns_cluster(call.auth.user, cluster_id):
+            raise _denied("update", "cluster")
+        codes = {404: "NotFound", 422: "InvalidBodyContent", 503: "ClusterUnavailable"}
+        try:
+            if action == "backupEtcd":
+                backup = await self.etcd_backups.backup(cluster_id)
+                meta = backup["metadata"]
+                view = {**backup, "type": "etcdBackup", "id": f"{meta['namespace']}:{meta['name']}"}
+                return _respond(201, view)
+            body = await self._body(call.request)
+            result = await self.etcd_backups.restore(cluster_id, self._string(body, "etcdBackupId"))
+        except EtcdBackupError as exc:
+            raise V3Error(codes.get(exc.status, "ServerError"), str(exc)) from None
+        return _respond(200, {"type": "etcdRestore", "clusterId": cluster_id, **result})
 
     async def _delete_cluster_objects(self, cluster_id: str) -> None:
         """What Rancher's cluster removal takes along: bindings, projects, registration tokens, namespaces."""
@@ -562,10 +610,9 @@ class V3API:
         if any((c.get("spec") or {}).get("displayName") == name for c in self.state.clusters.list()):
             raise V3Error("NotUnique", f"cluster name {name} is already in use", status=422)
         driver = self._string(body, "driver", required=False) or "imported"
-        if driver != "imported":
-            raise V3Error(
-                "InvalidOption", f"driver {driver} is not supported here (imported only)", status=422
-            )
+        if driver not in ("imported", LOCAL_DRIVER) or (driver == LOCAL_DRIVER and self.local_driver is None):
+            offered = "imported or local" if self.local_driver is not None else "imported only"
+            raise V3Error("InvalidOption", f"driver {driver} is not supported here ({offered})", status=422)
         cluster = await self.state.create(
             "clusters",
             {
@@ -581,6 +628,8 @@ class V3API:
         cluster = await self.state.patch_status("clusters", cluster_id, {"driver": driver, "conditions": []})
         await self.state.ensure_namespace(cluster_id)
         await self._bind_cluster(cluster_id, call.user_id, CLUSTER_OWNER)
+        if driver == LOCAL_DRIVER and self.local_driver is not None:
+            self.local_driver.start(cluster_id)
         return self._one(call, "clusters", cluster, 201)
 
     async def _bind_cluster(self, cluster_id: str, user_id: str, role: str) -> JSON:
@@ -606,6 +655,12 @@ class V3API:
         )
         if self.state.setting("kubeconfig-generate-token", "true").lower() != "true":
             raise V3Error("InvalidAction", "kubeconfig-generate-token is false: exec plugins are not offered")
+        try:
+            ace = ace_entries(
+                cluster, nodes=await self._management_nodes(cluster) if wants_nodes(cluster) else ()
+            )
+        except AceEndpointsError as exc:
+            raise V3Error("ServerError", str(exc)) from None
         _, value = await self.issuer.create(
             user,
             prefix=kubeconfig_token_prefix(call.user_id),
@@ -613,6 +668,7 @@ class V3API:
             kind="kubeconfig",
             description="Kubeconfig token",
             derived=True,
+            cluster=cluster_id if ace_enabled(cluster) else "",  # scoped, and so copied down, with ACE on
         )
         host = kubeconfig_host(self.state.setting("server-url"), call.request.host)
         config = token_kubeconfig(
@@ -621,8 +677,17 @@ class V3API:
             host=host,
             token=value,
             cacerts=self.state.setting("cacerts"),
+            ace=ace,
         )
         return _respond(200, {"config": config, "type": "generateKubeconfigOutput"})
+
+    async def _management_nodes(self, cluster: JSON) -> list[JSON]:
+        """The cluster's management Node objects, where the upstream serves them (corral's does not)."""
+        path = f"/apis/management.cattle.io/v3/namespaces/{cluster['metadata']['name']}/nodes"
+        try:
+            return list((await self.state.upstream.list(path)).get("items") or [])
+        except NotFoundError:
+            return []
 
     # -- cluster registration tokens ---------------------------------------------------------
 
@@ -686,6 +751,11 @@ class V3API:
         principal = self._string(body, "userPrincipalId", required=False)
         if not user_id and principal.startswith("local://"):
             user_id = principal.removeprefix("local://")
+        elif not user_id and principal:  # an external provider's principal: the user that logged in with it
+            owners = self.state.users.by_index("principal", principal)
+            user_id = str(owners[0]["metadata"]["name"]) if owners else ""
+            if not user_id:
+                raise V3Error("InvalidReference", f"no user has principal {principal}", status=422)
         if sum(map(bool, (user_id, group_principal, group))) != 1:
             raise V3Error(
                 "MissingRequired",
@@ -694,7 +764,7 @@ class V3API:
         if user_id:
             if not _valid_name(user_id) or self.state.users.get(user_id) is None:
                 raise V3Error("InvalidReference", f"user {user_id} is not valid", status=422)
-            return {"userName": user_id, "userPrincipalName": f"local://{user_id}"}
+            return {"userName": user_id, "userPrincipalName": principal or f"local://{user_id}"}
         if group:
             return {"groupName": group}
         return {"groupPrincipalName": group_principal}
@@ -925,7 +995,7 @@ class V3API:
         return self._one(call, "projects", project, 201)
 
 
-def _login_error(status: int, code: str, message: str = "") -> web.Response:
+def login_error(status: int, code: str, message: str = "") -> web.Response:
     """The public API's error (``util.ReturnAPIError``): struct order, message omitted when empty."""
     body: JSON = {"code": code, "status": status}
     if message:

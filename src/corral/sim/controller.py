@@ -3,7 +3,9 @@
 Connected comes from a ping through the cluster agent's (Steve) tunnel, so it is False while only
 node agents are connected, even though the proxy still works through them (docs/rancher.md,
 "Health and the Connected condition"). One process ticks for the whole fleet, as the real
-controller does; a change of the condition is a `ClusterConditionChanged` event.
+controller does; a change of the condition is a `ClusterConditionChanged` event. The condition
+can only change for a cluster whose sessions changed, so a tick looks at those alone (the session
+manager notes them), not at all ten thousand clusters of a fleet.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ class HealthSyncer:
         world = self._world
         env = world.env
         tick = world.calibration.protocol.health_tick_seconds
-        names = [cluster.name for cluster in world.scenario.clusters]
         alive = world.sessions.cluster_agent_alive
         emit = world.recorder.emit
         while True:
             yield env.timeout(tick)
             if not world.server.up:
                 continue
-            for name in names:
+            for name in world.sessions.take_changed():
                 connected = alive(name)
                 if self.connected.get(name) is not connected:
                     self.connected[name] = connected

@@ -2,7 +2,8 @@
 
 Latency faults override a link's RTT for a while; partitions drop everything on a link. Parts
 that hold long-lived connections across a link (tunnel sessions) subscribe to changes with
-`on_change`, so a partition reaches them at the moment it starts and ends.
+`on_change`, so a partition reaches them at the moment it starts and ends; `on_any_change` hears
+of every change of a link (latency too), for parts that wait for conditions to change.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Network:
         self._cut: set[tuple[str, str]] = set()
         self.bits_per_second = bandwidth_mbps * 1e6
         self._listeners: list[Callable[[str, str, bool], None]] = []
+        self._any_listeners: list[Callable[[], None]] = []
 
     def rtt(self, a: str, b: str) -> float:
         """Current round-trip time between two regions, in seconds."""
@@ -38,6 +40,8 @@ class Network:
         """Override a link's RTT (``None`` restores the scenario's value)."""
         for pair in ((a, b), (b, a)):
             self._rtt[pair] = self._base[pair] if seconds is None else seconds
+        for any_listener in self._any_listeners:
+            any_listener()
 
     def set_partitioned(self, a: str, b: str, cut: bool) -> None:
         for pair in ((a, b), (b, a)):
@@ -47,7 +51,13 @@ class Network:
                 self._cut.discard(pair)
         for listener in self._listeners:
             listener(a, b, cut)
+        for any_listener in self._any_listeners:
+            any_listener()
 
     def on_change(self, listener: Callable[[str, str, bool], None]) -> None:
         """Call ``listener(a, b, cut)`` whenever a link is cut or healed."""
         self._listeners.append(listener)
+
+    def on_any_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after any link is cut, healed, slowed down or restored."""
+        self._any_listeners.append(listener)

@@ -28,6 +28,7 @@ from corral.sim.request import (
     NO_RESPONSE,
     UNAVAILABLE,
     complete,
+    record,
     slow_start_round_trips,
 )
 from corral.sim.tunnel import Session
@@ -63,6 +64,9 @@ class AuthProxy:
         world = self._world
         start = world.env.now
         status = yield from self._serve(user, cluster, verb, size_bytes, z_api=z_api, z_auth=z_auth)
+        if status != LOST:
+            record(world, path="proxy", user=user, cluster=cluster, verb=verb, status=status, start=start)
+            return
         # Nothing comes back over a cut link or from a crashed replica: the client gives up at its timeout.
         yield from complete(
             world,
@@ -70,9 +74,9 @@ class AuthProxy:
             user=user,
             cluster=cluster,
             verb=verb,
-            status=NO_RESPONSE if status == LOST else status,
+            status=NO_RESPONSE,
             start=start,
-            lost=status == LOST,
+            lost=True,
         )
 
     def open_stream(  # noqa: PLR0911 - one return per way a stream fails to open
@@ -125,7 +129,7 @@ class AuthProxy:
             status = yield from self._ensure_account(replica, key, cluster, z_api=z_api)
         session: Session | None = None
         if status == OK:
-            session = yield from dial(world, cluster, replica)
+            session = world.sessions.pick(cluster) or (yield from dial(world, cluster, replica))
             status = UNAVAILABLE if session is None else OK
         if status == OK and session is not None:
             status = yield from self._through_tunnel(
@@ -171,18 +175,20 @@ class AuthProxy:
         yield env.timeout(user_rtt * (self._setup + 0.5))
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
-        with replica.workers.request() as worker:
+        worker = replica.workers.take()
+        if worker is not None:
             yield worker
-            core = replica.cpu.take()
-            if core is not None:
-                yield core
-            yield env.timeout(
-                self._authn.at(z_auth)
-                + self._overhead.at(z_auth)
-                + self._cpu.at(z_auth)
-                + size_bytes * self._cpu_per_byte
-            )
-            replica.cpu.give_back()
+        core = replica.cpu.take()
+        if core is not None:
+            yield core
+        yield env.timeout(
+            self._authn.at(z_auth)
+            + self._overhead.at(z_auth)
+            + self._cpu.at(z_auth)
+            + size_bytes * self._cpu_per_byte
+        )
+        replica.cpu.give_back()
+        replica.workers.give_back()
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         if user.name in server.revoked:

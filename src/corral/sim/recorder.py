@@ -2,14 +2,19 @@
 a running summary, or all.
 
 The model calls `Recorder.emit` with shared `corral.model` events; sinks are plain callables so a
-run can stream a fleet-sized trace to disk without holding it in memory.
+run can stream a fleet-sized trace to disk without holding it in memory. `ModelTraceWriter`
+writes the same bytes as `TraceWriter` at about twice the speed (a fleet writes half a million
+lines while it runs).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 
-from corral.model import Event, RequestCompleted
+from corral.model import Event, RequestCompleted, TraceWriter
+from corral.model.trace import _ENCODER, _field_names
 
 Sink = Callable[[Event], None]
 
@@ -51,3 +56,51 @@ class RequestSample:
             if (self._seen - 1) % self.one_in:
                 return
         self._sink(item)
+
+
+_Field = tuple[str, str]
+_LAYOUTS: dict[type[Event], tuple[str, tuple[_Field, ...]]] = {}
+
+
+def encode_line(item: Event) -> str:
+    """`item` as `TraceWriter` writes it (compact JSON, ASCII), without building a dict first.
+
+    Strings, integers, booleans and finite floats are written here; any other value (a tuple,
+    ``None``, NaN) hands the whole event to the JSON encoder, so the bytes never differ.
+    """
+    cls = type(item)
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        names = _field_names(cls)
+        keys = tuple("," + encode_basestring_ascii(name) + ":" for name in names)
+        head = '{"type":' + encode_basestring_ascii(cls.type_name)
+        layout = _LAYOUTS[cls] = (head, tuple(zip(keys, names, strict=True)))
+    head, fields = layout
+    parts = [head]
+    for key, name in fields:
+        value = getattr(item, name)
+        kind = type(value)
+        if kind is str:
+            text = encode_basestring_ascii(value)
+        elif kind is float and math.isfinite(value):
+            text = float.__repr__(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            return _ENCODER.encode(item.to_json())
+        parts.append(key)
+        parts.append(text)
+    parts.append("}")
+    return "".join(parts)
+
+
+class ModelTraceWriter(TraceWriter):
+    """A `TraceWriter` whose lines come from `encode_line`: the same file, written faster."""
+
+    def write(self, item: Event) -> None:
+        pending = self._pending
+        pending.append(encode_line(item))
+        if len(pending) >= self._batch:
+            self._flush()

@@ -55,6 +55,14 @@ def complete(
         remaining = start + world.calibration.network.client_timeout_seconds - env.now
         if remaining > 0:
             yield env.timeout(remaining)
+    record(world, path=path, user=user, cluster=cluster, verb=verb, status=status, start=start)
+
+
+def record(
+    world: World, *, path: str, user: User, cluster: Cluster, verb: str, status: int, start: float
+) -> None:
+    """Record a request that ends now with `status` (`complete` without the wait, for the common case)."""
+    env = world.env
     world.recorder.emit(
         RequestCompleted(
             t=env.now,

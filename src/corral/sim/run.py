@@ -24,10 +24,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from corral.model import Calibration, Scenario, Summariser, TraceWriter, seed_spread
+from corral.model import Calibration, Scenario, Summariser, seed_spread
 from corral.model.trace import MODEL_BATCH
 from corral.sim.build import Simulation
-from corral.sim.recorder import Recorder, RequestSample
+from corral.sim.recorder import ModelTraceWriter, Recorder, RequestSample
 
 TRACE_FILE = "trace.jsonl"
 
@@ -78,7 +78,7 @@ def run_scenario(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if trace:
-            writer = TraceWriter(out / trace_file_name(compress=compress), batch=MODEL_BATCH)
+            writer = ModelTraceWriter(out / trace_file_name(compress=compress), batch=MODEL_BATCH)
             sink = (
                 writer.write if sample_requests == 1 else RequestSample(writer.write, one_in=sample_requests)
             )

@@ -17,8 +17,13 @@ import simpy
 from corral.sim.world import World
 
 
-class Cores:
-    """CPU cores as a FIFO counter: taking a free core schedules no SimPy event (the common case)."""
+class Slots:
+    """Identical slots (CPU cores, worker goroutines) as a FIFO counter: taking a free one schedules
+    no SimPy event (the common case), and a freed one passes straight to the first in line.
+
+    It serves waiters in the order they asked, as `simpy.Resource` does, without that resource's
+    request and release events (two per use, which nobody else looks at).
+    """
 
     __slots__ = ("_env", "_waiting", "busy", "count")
 
@@ -29,7 +34,7 @@ class Cores:
         self._waiting: deque[simpy.Event] = deque()
 
     def take(self) -> simpy.Event | None:
-        """``None``: a core is ours now; else an event that fires when one is handed to us."""
+        """``None``: a slot is ours now; else an event that fires when one is handed to us."""
         if self.busy < self.count:
             self.busy += 1
             return None
@@ -39,7 +44,7 @@ class Cores:
 
     def give_back(self) -> None:
         if self._waiting:
-            self._waiting.popleft().succeed()  # the core passes straight to the next in line
+            self._waiting.popleft().succeed()  # the slot passes straight to the next in line
         else:
             self.busy -= 1
 
@@ -68,8 +73,8 @@ class Replica:
         self.crashed_at: float | None = None
         self.epoch = 0
         """Incremented whenever the process ends; a request that saw another epoch lost its connection."""
-        self.workers = simpy.Resource(world.env, capacity=spec.workers)
-        self.cpu = Cores(world.env, spec.cpus)
+        self.workers = Slots(world.env, spec.workers)
+        self.cpu = Slots(world.env, spec.cpus)
         self.went_down = world.env.event()
         """Fires when the process ends; waits that an outage cuts short (dial polls) race against it."""
 
@@ -132,6 +137,8 @@ class ManagementServer:
         replica.ready = False
         replica.epoch += 1
         replica.crashed_at = self._world.env.now if crash else None
+        if crash:
+            self._world.sessions.wake_parked()  # the load balancer still sends it connections
         if not any(other.running for other in self.replicas):
             self.accounts.clear()
             self.pending_accounts.clear()
@@ -152,6 +159,7 @@ class ManagementServer:
         def ready(_: simpy.Event) -> None:
             if replica.running and replica.epoch == epoch:
                 replica.ready = True
+                world.sessions.wake_parked()
 
         synced.callbacks.append(ready)
         return synced

@@ -134,6 +134,7 @@ def _scale_clusters(scenario: Scenario, count: int) -> Scenario:
                 nodes=nodes,
                 agent_replicas=template.agent_replicas,
                 ace_fqdn=template.ace_fqdn,
+                ace=template.ace,
             )
         )
         clones.setdefault(template.name, []).append(template.name + suffix)

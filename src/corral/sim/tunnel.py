@@ -6,6 +6,12 @@ replica the load balancer picks, then hold the session; after an error wait ~10 
 backoff. All replicas of a cluster agent register under the cluster's key and dials use the
 first registered session, live or not: losing the other one costs nothing.
 
+An attempt that cannot succeed (nothing listens: every server replica is down; or the link to the
+server is cut) fails the same way at every retry until the server, a link or the agent changes, so
+the agent waits for such a change instead of retrying, and then resumes at the first retry that
+comes after it, at the instant its chain of failed retries would have reached: a server outage
+costs no events per failed retry, with the same retries, reconnects and trace.
+
 The agent pings every 5 s and both ends drop a session they have not heard from for 60 s. Pings
 are not simulated one by one: while a link is healthy they change nothing, so only silence (a
 partition, a crash) schedules the read-deadline check (at the last ping heard + 60 s). A clean
@@ -18,6 +24,7 @@ and when a cluster whose cluster-agent session was lost becomes reachable again 
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -25,12 +32,18 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from corral.model import Cluster, FailoverCompleted, TunnelClosed, TunnelOpened
+from corral.sim.kernel import timeout_at
 from corral.sim.world import World
 
 if TYPE_CHECKING:
     from corral.sim.server import Replica
 
 CLUSTER_AGENT = "cluster-agent"
+
+
+class _Retry(enum.Enum):
+    NOW = "now"
+    """A connect attempt failed and the retry delay has already passed: try again at once."""
 
 
 class Session:
@@ -108,6 +121,7 @@ class Agent:
     __slots__ = (
         "_first_z",
         "_lost",
+        "_parked",
         "_revived",
         "_world",
         "cluster",
@@ -136,6 +150,8 @@ class Agent:
         self.session: Session | None = None
         self._lost: simpy.Event | None = None
         self._revived: simpy.Event | None = None
+        self._parked: simpy.Event | None = None
+        """Fires when something changes that a doomed connect attempt depends on."""
 
     def run(self, start_delay: float, first_z: float = 0.0) -> Generator[simpy.Event, Any, None]:
         """The connect loop; `first_z` draws the first authorisation's time, so an agent's first
@@ -151,6 +167,8 @@ class Agent:
                 yield env.timeout(self._world.calibration.tunnel.agent_start_seconds)
                 continue
             session = yield from self._connect()
+            if session is _Retry.NOW:
+                continue
             if session is None:
                 yield env.timeout(protocol.reconnect_after_error_seconds)
                 continue
@@ -163,18 +181,16 @@ class Agent:
             # The server went away or the read deadline passed: both are errors to the client.
             yield env.timeout(protocol.reconnect_after_error_seconds)
 
-    def _connect(self) -> Generator[simpy.Event, Any, Session | None]:
+    def _connect(self) -> Generator[simpy.Event, Any, Session | _Retry | None]:
         world = self._world
         env, network, server = world.env, world.network, world.server
         region = self.cluster.region
         if not network.reachable(region, server.region):
-            yield env.timeout(world.calibration.protocol.handshake_timeout_seconds)
-            return None
+            return (yield from self._doomed(world.calibration.protocol.handshake_timeout_seconds))
         rtt = network.rtt(region, server.region)
         replica = server.route()
         if replica is None:
-            yield env.timeout(rtt)  # connection refused
-            return None
+            return (yield from self._doomed(rtt))  # connection refused
         if not replica.running:
             # A crashed replica the load balancer still sends to: nothing answers the handshake.
             yield env.timeout(world.calibration.protocol.handshake_timeout_seconds)
@@ -185,14 +201,45 @@ class Agent:
         # The replica authorises the agent on a worker: after an outage every agent of the fleet
         # comes back within the same seconds and queues here.
         epoch = replica.epoch
-        with replica.workers.request() as worker:
+        worker = replica.workers.take()
+        if worker is not None:
             yield worker
-            yield env.timeout(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
+        yield env.timeout(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
+        replica.workers.give_back()
         if self.down or replica.epoch != epoch or not network.reachable(region, server.region):
             return None
         self.session = Session(self, env.now, replica)
         world.sessions.register(self.session)
         return self.session
+
+    def _doomed(self, failing_seconds: float) -> Generator[simpy.Event, Any, _Retry]:
+        """An attempt that fails after `failing_seconds`, and the retries that would fail alike.
+
+        Each retry comes `reconnect_after_error_seconds` after the previous attempt failed and
+        fails again as long as nothing changes: the agent waits for a change (the session
+        manager wakes every parked agent when a server replica becomes ready or crashes, a link
+        changes, or one of them stops) and resumes at the first retry at or after it. Retries
+        before the change saw the old state; the one after sees the new one, as it would have
+        retrying all along.
+        """
+        world = self._world
+        env = world.env
+        attempt = env.now
+        self._parked = env.event()
+        world.sessions.park(self)
+        yield self._parked
+        again = world.calibration.protocol.reconnect_after_error_seconds
+        retry = attempt + failing_seconds + again  # the same sums as the chain of timeouts makes
+        while retry < env.now:
+            retry = retry + failing_seconds + again
+        yield timeout_at(env, retry)
+        return _Retry.NOW
+
+    def wake(self) -> None:
+        """Something a doomed connect attempt depends on changed: resume retrying."""
+        if self._parked is not None:
+            parked, self._parked = self._parked, None
+            parked.succeed()
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -208,6 +255,10 @@ class Agent:
         if self.down:
             return
         self.down = True
+        if self._parked is not None:
+            # All parked agents retry, not this one alone: agents that fail at the same instants
+            # then keep the order they would have had in the event queue retrying every time.
+            self._world.sessions.wake_parked()
         session = self.session
         if session is not None:
             world = self._world
@@ -260,10 +311,16 @@ class SessionManager:
     def __init__(self, world: World) -> None:
         self._world = world
         self._clusters = {cluster.name: _ClusterSessions(cluster) for cluster in world.scenario.clusters}
+        self._order = {name: index for index, name in enumerate(self._clusters)}
+        self._changed: set[str] = set(self._clusters)
+        """Clusters whose sessions changed since `take_changed` last asked (all, at first)."""
         self._by_region: dict[str, list[_ClusterSessions]] = {}
         for state in self._clusters.values():
             self._by_region.setdefault(state.cluster.region, []).append(state)
+        self._parked: dict[Agent, None] = {}
+        """Agents waiting for a change before they retry connecting, in the order they failed."""
         world.network.on_change(self._link_changed)
+        world.network.on_any_change(self.wake_parked)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -284,6 +341,15 @@ class SessionManager:
         mains = self._clusters[cluster].mains
         return bool(mains) and mains[0].alive
 
+    def take_changed(self) -> list[str]:
+        """Clusters whose sessions changed since the last call, in the scenario's order.
+
+        Every change of a session (opened, lost, closed, alive again) goes through
+        `_check_failover`, which notes its cluster: the health tick asks only about these.
+        """
+        changed, self._changed = self._changed, set()
+        return sorted(changed, key=self._order.__getitem__)
+
     def connected(self, cluster: str) -> bool:
         """A live cluster-agent session exists (the cluster's controllers can reach it)."""
         return any(session.alive for session in self._clusters[cluster].mains)
@@ -293,6 +359,17 @@ class SessionManager:
         self._clusters[cluster].on_connect.append(action)
 
     # -- changes --------------------------------------------------------------------------------
+
+    def park(self, agent: Agent) -> None:
+        """`agent`'s connect attempts fail until something changes (see `Agent._doomed`)."""
+        self._parked[agent] = None
+
+    def wake_parked(self) -> None:
+        """A server replica became ready or crashed, a link changed or a parked agent stopped:
+        every parked agent resumes at its next retry, woken in the order they parked."""
+        parked, self._parked = self._parked, {}
+        for agent in parked:
+            agent.wake()
 
     def register(self, session: Session) -> None:
         agent = session.agent
@@ -375,6 +452,7 @@ class SessionManager:
                 state.lost_at = None
 
     def _check_failover(self, state: _ClusterSessions) -> None:
+        self._changed.add(state.cluster.name)
         if state.lost_at is None or not self._world.server.up:
             return
         session = self.pick(state.cluster)

@@ -20,6 +20,7 @@ import simpy
 
 from corral.model import Cluster, WorkloadEntry
 from corral.sim.ace import ClusterEndpoint
+from corral.sim.kernel import FastEnvironment
 from corral.sim.proxy import AuthProxy
 from corral.sim.streams import hold_stream
 from corral.sim.world import World
@@ -55,6 +56,7 @@ class Users:
         if entry.start_seconds:
             yield env.timeout(entry.start_seconds)
         end = entry.end_seconds
+        spawn = env.spawn if isinstance(env, FastEnvironment) else env.process
         while True:
             gap = rng.expovariate(rate)
             if env.now + gap >= end:
@@ -89,7 +91,7 @@ class Users:
                 request = self._endpoint.handle(
                     user, cluster, kind.verb, kind.response_bytes, path=path, z_api=z_api, z_auth=z_auth
                 )
-            env.process(request)
+            spawn(request)
 
 
 def _assign(rng: random.Random, clusters: tuple[Cluster, ...], count: int) -> tuple[Cluster, ...]:

@@ -32,6 +32,9 @@ tests/tunnel/test_memory.py):
   way); at most ``max_pending_control_frames + 2 * max_connections`` [12288] queued replies of at
   most about 200 bytes; and one incoming websocket message of at most ``max_message_bytes``
   [16 MiB] being read;
+* a websocket's outgoing side holds at most `corral.tunnel.wsframe.HIGH_WATER_BYTES` [256 KiB]
+  plus one frame before its senders wait (what the encoder keeps for the end of a turn of the
+  loop and what the transport has not yet written, together);
 * a manager serves at most ``max_sessions`` [1024] sessions (a further handshake gets 503).
 
 So a server process holds at most 256 MiB of tunnelled data plus, per session, 16 MiB for the

@@ -42,7 +42,8 @@ class Outbox:
         self._sending = False
         self._flush_soon = False
         self._burst = False
-        self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()  # asked once: each call costs a getpid on 3.11
+        self.finished: asyncio.Future[bool] = self._loop.create_future()
         """True once everything queued has gone out and the connection was closed cleanly."""
         self._task = conn.host.spawn(self._run(), f"writer {conn.conn_id}")
         if self._task is None:
@@ -54,7 +55,7 @@ class Outbox:
         if not self._chunks and not self._sending and not self._burst:
             # the first write of a turn of the loop leaves at once; the rest of the turn's join it
             self._burst = True
-            asyncio.get_running_loop().call_soon(self._end_burst)
+            self._loop.call_soon(self._end_burst)
             if self.conn.try_write(data):
                 return
         self._chunks.append(memoryview(bytes(data) if isinstance(data, bytearray) else data))
@@ -62,7 +63,7 @@ class Outbox:
         if not self._flush_soon and not self._sending:
             # what is written in this turn of the loop leaves together, at its end
             self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         if not self._pressured and self.size > HIGH_WATER_BYTES:
             self._pressured = True
             self._on_pressure(True)

@@ -43,10 +43,10 @@ class ConnectionHost(Protocol):
     async def send(self, message: Message) -> None:
         """Write one frame in order with every other writer; `TunnelClosedError` once closed."""
 
-    async def send_frame(self, frame: bytes) -> None:
-        """`send` for a frame already encoded."""
+    async def send_frame(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
+        """`send` for a frame already encoded (``frame`` then ``payload``, one message)."""
 
-    def send_frame_nowait(self, frame: bytes) -> bool:
+    def send_frame_nowait(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write a frame at once if that needs no waiting; False (nothing sent) otherwise."""
 
     def send_soon(self, message: Message) -> None:
@@ -320,8 +320,8 @@ class Connection:
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as Data frames, waiting while the peer has paused us."""
         step = self.host.settings.max_frame_payload_bytes
-        size = len(data)
-        if size <= step and not isinstance(data, bytearray):
+        data = _immutable(data)
+        if len(data) <= step:
             pieces: Any = (data,)
         else:
             view = memoryview(data).cast("B")
@@ -331,7 +331,7 @@ class Connection:
                 await self._writable.wait()
             if self._close_reason is not None:
                 raise TunnelClosedError(f"connection {self.conn_id} to {self.address}: {self._close_reason}")
-            await self.host.send_frame(self._data_header + piece)
+            await self.host.send_frame(self._data_header, piece)
 
     def try_write(self, data: bytes | bytearray | memoryview) -> bool:
         """Send ``data`` (at most one frame's worth) at once if nothing stands in the way."""
@@ -340,7 +340,7 @@ class Connection:
             and self.flow.writable
             and len(data) <= self.host.settings.max_frame_payload_bytes
         ):
-            return self.host.send_frame_nowait(self._data_header + data)
+            return self.host.send_frame_nowait(self._data_header, _immutable(data))
         return False
 
     async def close(self) -> None:
@@ -407,6 +407,13 @@ class Connection:
         finally:
             sock.close()
             await self.close()
+
+
+def _immutable(data: bytes | bytearray | memoryview) -> bytes | memoryview:
+    """``data`` itself when nobody can change it (a frame may leave at the end of the turn), else a copy."""
+    if type(data) is bytes or (isinstance(data, memoryview) and type(data.obj) is bytes):
+        return data
+    return bytes(data)
 
 
 async def pipe_until_either_ends(

@@ -51,20 +51,20 @@ class MemoryTransport:
             self._queued_binary += 1
         self._changed.notify()
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
         peer = self._peer()
         while peer._queued_binary >= peer._max_queued:
             await peer._changed.wait()
             peer = self._peer()
-        peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
+        peer._deliver(Frame(FrameKind.BINARY, bytes(frame) + payload))
         self.frames_sent += 1
 
-    def try_send(self, frame: bytes) -> bool:
+    def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         if self._closed_reason is not None or self.peer is None or self.peer._closed_reason is not None:
             return False
         if self.peer._queued_binary >= self.peer._max_queued:
             return False
-        self.peer._deliver(Frame(FrameKind.BINARY, bytes(frame)))
+        self.peer._deliver(Frame(FrameKind.BINARY, bytes(frame) + payload))
         self.frames_sent += 1
         return True
 

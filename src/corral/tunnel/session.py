@@ -79,6 +79,8 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_reason: str | None = None
         self._closed_signal = Signal()
+        self._released = False
+        self._released_signal = Signal()
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._serving = False
         self._last_keepalive = self.settings.clock.now()
@@ -166,9 +168,14 @@ class Session:
         """End the session: every connection ends with "tunnel disconnect", the transport closes.
 
         Bounded in time: a transport that cannot finish its close handshake within
-        ``close_timeout_seconds`` (a peer that stopped reading) is aborted.
+        ``close_timeout_seconds`` (a peer that stopped reading) is aborted. A second caller waits
+        until the first one has released the transport, so whoever serves the session (the
+        server's handler) returns only once its socket is closed or aborted, never while a close
+        handshake with a frozen peer is still pending.
         """
         if self._close_reason is not None:
+            while not self._released:
+                await self._released_signal.wait()
             return
         self._close_reason = reason
         logger.debug("session %s/%s (%s) closed: %s", self.client_key, self.session_key, self.role, reason)
@@ -196,9 +203,15 @@ class Session:
         except TimeoutError:
             logger.debug("session %s: transport close timed out; aborting it", self.session_key)
             self.transport.abort()
+        except asyncio.CancelledError:
+            self.transport.abort()
+            raise
         except Exception:  # a dying transport may fail in any way; the session is closed anyway
             logger.debug("closing transport of session %s failed", self.session_key, exc_info=True)
             self.transport.abort()
+        finally:
+            self._released = True
+            self._released_signal.notify()
 
     def close_soon(self, reason: str = TUNNEL_DISCONNECT) -> None:
         """Start `close` from synchronous code running in the event loop."""
@@ -450,22 +463,23 @@ class Session:
             self._raise_if_closed()
             await self.transport.send(frame)
 
-    async def send_frame(self, frame: bytes) -> None:
-        """`send` for a Data frame already encoded: written at once when nothing stands in the way."""
+    async def send_frame(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
+        """`send` for a Data frame already encoded (``frame`` then ``payload``, never joined here):
+        written at once when nothing stands in the way."""
         if self._close_reason is not None:
             self._raise_if_closed()
-        if not self._send_lock.locked() and self.transport.try_send(frame):
+        if not self._send_lock.locked() and self.transport.try_send(frame, payload):
             return
         async with self._send_lock:
             if self._close_reason is not None:
                 self._raise_if_closed()
-            await self.transport.send(frame)
+            await self.transport.send(frame, payload)
 
-    def send_frame_nowait(self, frame: bytes) -> bool:
+    def send_frame_nowait(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write a frame at once if nobody is writing and the transport has room; False otherwise."""
         if self._close_reason is not None or self._send_lock.locked():
             return False
-        return self.transport.try_send(frame)
+        return self.transport.try_send(frame, payload)
 
     async def send_error(self, conn_id: int, text: str) -> None:
         """Best effort, bounded in time (remotedialer's SendErrorTimeout)."""

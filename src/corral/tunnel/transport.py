@@ -60,11 +60,11 @@ class Frame:
 class FrameTransport(Protocol):
     """Frames in, frames out. `receive` raises `TunnelClosedError` once the transport has ended."""
 
-    async def send(self, frame: bytes) -> None:
-        """Send one binary message; waits while the transport's outgoing buffer is full."""
+    async def send(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
+        """Send one binary message, ``frame`` then ``payload``; waits while the outgoing buffer is full."""
 
-    def try_send(self, frame: bytes) -> bool:
-        """Send one binary message now if that needs no waiting; False (nothing sent) otherwise."""
+    def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
+        """`send` now if that needs no waiting; False (nothing sent) otherwise."""
 
     async def receive(self) -> Frame:
         """The next binary/text message, or a ping/pong that arrived (pings are already answered)."""

@@ -8,7 +8,9 @@ DefaultErrorWriter. Client side, `connect` dials the server, runs a client sessi
 and returns why; `TunnelClient` is the same as a handle one can close.
 
 Pings and pongs are handled here, not by aiohttp (``autoping=False``), so the session sees
-them and extends its read deadline exactly as remotedialer's ping/pong handlers do.
+them and extends its read deadline exactly as remotedialer's ping/pong handlers do. aiohttp does
+the handshake, the reading and the control frames; binary messages go out through the tunnel's
+own encoder (`corral.tunnel.wsframe`), straight onto the connection's transport.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -29,6 +32,7 @@ from corral.tunnel.message import printable, utf8_prefix
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import MIB, SessionSettings
 from corral.tunnel.transport import Frame, FrameKind, LocalDialer, dial_local
+from corral.tunnel.wsframe import FrameWriter
 
 __all__ = ["HandshakeError", "TunnelClient", "WebSocketTransport", "connect", "tunnel_handler"]
 
@@ -39,6 +43,8 @@ MAX_CLOSE_REASON_BYTES = 123
 MAX_MESSAGE_BYTES = 16 * MIB
 """Largest websocket message accepted (remotedialer peers send Data of at most a write's size)."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+RELEASE_POLL_SECONDS = 0.02
+"""How often a closing transport looks whether the connection under it is gone."""
 FAILED_AUTHENTICATION = "failed authentication"
 
 Authorizer = Callable[[web.Request], Awaitable[tuple[str, bool]]]
@@ -59,6 +65,17 @@ class WebSocketTransport:
     def __init__(self, ws: AnyWebSocket) -> None:
         self.ws = ws
         self._pong: asyncio.Task[None] | None = None
+        # What lies under the websocket (aiohttp 3.x keeps both on its frame writer), taken now,
+        # before any close: aiohttp's protocol says when the connection is gone, and the socket
+        # can still be shut down after a TLS transport was closed twice and forgot its own.
+        writer = getattr(ws, "_writer", None)
+        self._protocol = getattr(writer, "protocol", None)
+        transport = getattr(writer, "transport", None)
+        self._socket = transport.get_extra_info("socket") if transport is not None else None
+        self._ws_writer = writer
+        self._frames: FrameWriter | None = None
+        if transport is not None and not getattr(writer, "compress", 0):
+            self._frames = FrameWriter(transport, masked=bool(getattr(writer, "use_mask", False)))
 
     def _answer_ping(self, data: bytes) -> None:
         """Pong from a task: the read loop must never wait on a full send buffer, or two peers
@@ -67,14 +84,42 @@ class WebSocketTransport:
             self._pong = asyncio.ensure_future(self._send_pong(data))
 
     async def _send_pong(self, data: bytes) -> None:
+        self._flush()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await self.ws.pong(data)
 
-    async def send(self, frame: bytes) -> None:
+    def _flush(self) -> None:
+        """What the encoder kept leaves before aiohttp writes a control frame, so frames keep their order."""
+        if self._frames is not None:
+            self._frames.flush()
+
+    def _writable(self) -> bool:
+        frames = self._frames
+        return (
+            frames is not None
+            and not self.ws.closed
+            and not getattr(self._ws_writer, "_closing", True)
+            and not frames.transport.is_closing()
+        )
+
+    async def send(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
         if self.ws.closed:
             raise TunnelClosedError("websocket is closed")
+        frames = self._frames
         try:
-            await self.ws.send_bytes(frame)
+            if frames is None:  # a compressed websocket: aiohttp's own writer
+                await self.ws.send_bytes(frame + payload)
+                return
+            if not self._writable():
+                raise TunnelClosedError("websocket is closing")
+            frames.write(frame, payload)
+            while not frames.has_room():
+                frames.flush()
+                if self._protocol is None or not self._protocol._paused:
+                    break
+                await self._protocol._drain_helper()
+                if frames.transport.is_closing():
+                    raise TunnelClosedError("websocket send failed: connection lost")
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise TunnelClosedError(f"websocket send failed: {exc}") from exc
         except asyncio.CancelledError:
@@ -84,25 +129,19 @@ class WebSocketTransport:
             # aiohttp cancels a write waiting on a connection that was lost: not our caller's cancel
             raise TunnelClosedError("websocket send failed: connection lost") from None
 
-    def try_send(self, frame: bytes) -> bool:
-        """Write the frame at once through aiohttp's frame writer (3.x) while its transport has room.
-
-        aiohttp's own send is a coroutine even when it need not wait; skipping it saves a
-        suspension per frame. Compressed websockets and a paused transport take the slow path.
-        """
-        writer = getattr(self.ws, "_writer", None)
-        write_frame = getattr(writer, "_write_websocket_frame", None)
-        if writer is None or write_frame is None or writer.compress or self.ws.closed:
-            return False
-        if getattr(writer, "_closing", True) or writer.protocol._paused or writer.transport.is_closing():
+    def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
+        """Write the frame at once while the connection's outgoing buffer is below its high-water mark."""
+        frames = self._frames
+        if frames is None or not frames.has_room() or not self._writable():
             return False
         try:
-            write_frame(frame, WSMsgType.BINARY, 0)
+            frames.write(frame, payload)
         except (ConnectionError, RuntimeError):
             return False
         return True
 
     async def ping(self) -> None:
+        self._flush()
         try:
             await self.ws.ping()
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -126,19 +165,36 @@ class WebSocketTransport:
         raise TunnelClosedError(f"websocket closed by peer (code {code})" if code else "websocket closed")
 
     async def close(self, reason: str = "") -> None:
+        """The websocket's closing handshake, then until the connection under it is gone.
+
+        A frozen peer answers neither the Close frame nor TLS's close_notify, and asyncio's TLS
+        shutdown would hold the socket for its own 30 s; the caller bounds this wait and aborts.
+        """
         if self._pong is not None:
             self._pong.cancel()
+        self._flush()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
             await self.ws.close(message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
+        while self._connected():  # noqa: ASYNC110 - aiohttp announces a lost connection to nobody else
+            await asyncio.sleep(RELEASE_POLL_SECONDS)
+
+    def _connected(self) -> bool:
+        """aiohttp's protocol still holds a transport (connection_lost clears it; a client's close too)."""
+        return getattr(self._protocol, "transport", None) is not None
 
     def abort(self) -> None:
-        """Drop the TCP connection under the websocket (aiohttp 3.x keeps it on the frame writer)."""
+        """Drop the TCP connection under the websocket, also when its TLS transport was closed already."""
         if self._pong is not None:
             self._pong.cancel()
         writer = getattr(self.ws, "_writer", None)
         transport = getattr(writer, "transport", None)
         if transport is not None:
             transport.abort()
+        if self._socket is not None and self._connected():
+            # asyncio's TLS transport forgets its TCP transport when closed twice; the shut socket
+            # makes the TCP transport see the end and close itself
+            with contextlib.suppress(OSError, AttributeError, TypeError, ValueError):
+                self._socket.shutdown(socket.SHUT_RDWR)
 
 
 def tunnel_handler(

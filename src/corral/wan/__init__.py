@@ -11,7 +11,14 @@ Each link is a toxiproxy proxy per (from-region -> endpoint) with RTT/2 of laten
 
 from corral.wan.endpoints import Endpoints, rewrite
 from corral.wan.links import HOLD_MS, PartitionMode, Route, Wan, split_host_port
-from corral.wan.toxiproxy import Proxy, Toxic, ToxiproxyClient, ToxiproxyError, ToxiproxyServer
+from corral.wan.toxiproxy import (
+    Proxy,
+    Toxic,
+    ToxiproxyClient,
+    ToxiproxyError,
+    ToxiproxyServer,
+    start_in_group,
+)
 
 __all__ = [
     "HOLD_MS",
@@ -26,4 +33,5 @@ __all__ = [
     "Wan",
     "rewrite",
     "split_host_port",
+    "start_in_group",
 ]

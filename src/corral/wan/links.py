@@ -72,6 +72,37 @@ class Wan:
         self._partitioned: dict[str, PartitionMode] = {}
         self._lock = threading.RLock()
 
+    @classmethod
+    def attach(
+        cls,
+        client: ToxiproxyClient,
+        scenario: Scenario,
+        *,
+        jitter_ms: int = 0,
+        bandwidth_kbps: int | None = None,
+    ) -> Wan:
+        """The links another process created on `client`'s server (``corral up --wan``), adopted:
+        their routes, partitions and round-trip times as the server holds them, so faults applied
+        here reach the connections that process routed (its agents' tunnels, its dials)."""
+        wan = cls(client, scenario, jitter_ms=jitter_ms, bandwidth_kbps=bandwidth_kbps)
+        for proxy in client.proxies().values():
+            route = _parse_route(proxy.name, proxy.listen, proxy.upstream)
+            if route is None or route.from_region not in scenario.regions:
+                continue
+            if route.to_region not in scenario.regions:
+                continue
+            link = wan.link_of(route.from_region, route.to_region)
+            wan._routes[route.name] = route
+            if not proxy.enabled:
+                wan._partitioned[link] = "refuse"
+            elif "partition-upstream" in proxy.toxics:
+                wan._partitioned[link] = "hold"
+            if link not in wan._rtt and "latency-upstream" in proxy.toxics:
+                latency = client.toxics(proxy.name)["latency-upstream"].get("attributes", {}).get("latency")
+                if isinstance(latency, int):
+                    wan._rtt[link] = float(2 * latency)
+        return wan
+
     # -- routes ------------------------------------------------------------------------------------
 
     @property
@@ -262,6 +293,15 @@ class Wan:
             self.heal(a, b)
         else:
             raise ConfigError(f"a WAN link cannot lift a {fault.kind} fault (only latency and partition)")
+
+
+def _parse_route(name: str, listen: str, upstream: str) -> Route | None:
+    """The route a proxy named ``<from>-><to>:<host>:<port>`` (as `Wan.route` names them) carries."""
+    regions, sep, target = name.partition(":")
+    from_region, arrow, to_region = regions.partition("->")
+    if not (sep and arrow and from_region and to_region) or target != upstream:
+        return None
+    return Route(name=name, from_region=from_region, to_region=to_region, upstream=upstream, listen=listen)
 
 
 def _one_way(rtt_ms: float) -> int:

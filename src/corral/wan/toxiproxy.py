@@ -140,6 +140,32 @@ def _proxy(data: Mapping[str, Any]) -> Proxy:
     )
 
 
+def start_in_group(
+    group: ProcessGroup, binary: Path, *, name: str = "toxiproxy", ready_timeout_seconds: float = 10.0
+) -> ToxiproxyClient:
+    """Start ``toxiproxy-server`` as `name` of `group` (role ``toxiproxy``) on a free loopback port and
+    wait until its API answers; the group stops it with the rest of its processes."""
+    port = free_port()
+    group.start(name, [str(binary), "-host", LOOPBACK, "-port", str(port)], role="toxiproxy")
+    client = ToxiproxyClient(port=port, timeout_seconds=2.0)
+    deadline = time.monotonic() + ready_timeout_seconds
+    while True:
+        group.check_alive(name)
+        try:
+            client.version()
+            break
+        except ToxiproxyError:
+            if time.monotonic() > deadline:
+                log = group.log_path(name)
+                raise ToxiproxyError(
+                    f"toxiproxy did not answer on {LOOPBACK}:{port} within "
+                    f"{ready_timeout_seconds:g} s; last lines of {log}:\n{tail(log)}"
+                ) from None
+            time.sleep(0.05)
+    logger.info("toxiproxy serving its API on %s:%d", LOOPBACK, port)
+    return ToxiproxyClient(port=port)
+
+
 class ToxiproxyServer:
     """A ``toxiproxy-server`` process on 127.0.0.1, its log in ``<run_dir>/logs/toxiproxy.log``.
 
@@ -162,28 +188,15 @@ class ToxiproxyServer:
     def start(self) -> ToxiproxyClient:
         if self._group is not None:
             raise ToxiproxyError("this toxiproxy server is already started")
-        port = free_port()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._group = ProcessGroup(self.run_dir)
-        self._group.start("toxiproxy", [str(self.binary), "-host", LOOPBACK, "-port", str(port)])
-        client = ToxiproxyClient(port=port, timeout_seconds=2.0)
-        deadline = time.monotonic() + self.ready_timeout_seconds
-        while True:
-            self._group.check_alive("toxiproxy")
-            try:
-                client.version()
-                break
-            except ToxiproxyError:
-                if time.monotonic() > deadline:
-                    log = self._group.log_path("toxiproxy")
-                    self.stop()
-                    raise ToxiproxyError(
-                        f"toxiproxy did not answer on {LOOPBACK}:{port} within "
-                        f"{self.ready_timeout_seconds:g} s; last lines of {log}:\n{tail(log)}"
-                    ) from None
-                time.sleep(0.05)
-        self.client = ToxiproxyClient(port=port)
-        logger.info("toxiproxy serving its API on %s:%d", LOOPBACK, port)
+        try:
+            self.client = start_in_group(
+                self._group, self.binary, ready_timeout_seconds=self.ready_timeout_seconds
+            )
+        except ToxiproxyError:
+            self.stop()
+            raise
         return self.client
 
     def stop(self) -> None:

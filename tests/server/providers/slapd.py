@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.controlplane.pki import CertificateAuthority
 
@@ -329,6 +330,38 @@ class Slapd:
 
     def modify(self, base: str, ldif: str) -> None:
         self.ldap("ldapmodify", base, ldif)
+
+    def openldap_settings(self, **overrides: Any) -> dict[str, Any]:
+        """An openLdapConfig's connection and search fields for this slapd, over LDAPS."""
+        return {
+            "servers": ["127.0.0.1"],
+            "port": self.ldaps_port,
+            "tls": True,
+            "certificate": self.ca_pem,
+            "serviceAccountDistinguishedName": f"cn=rancher-svc,{OPENLDAP_BASE}",
+            "serviceAccountPassword": SERVICE_PASSWORD,
+            "userSearchBase": f"ou=people,{OPENLDAP_BASE}",
+            "groupSearchBase": f"ou=groups,{OPENLDAP_BASE}",
+            **overrides,
+        }
+
+    def ad_settings(self, **overrides: Any) -> dict[str, Any]:
+        """An activeDirectoryConfig's fields for this slapd over StartTLS; slapd has entryDN where AD has
+        distinguishedName."""
+        return {
+            "servers": ["127.0.0.1"],
+            "port": self.ldap_port,
+            "starttls": True,
+            "certificate": self.ca_pem,
+            "defaultLoginDomain": "CORP",
+            "serviceAccountUsername": f"cn=Rancher Service,cn=Users,{AD_BASE}",
+            "serviceAccountPassword": SERVICE_PASSWORD,
+            "userSearchBase": AD_BASE,
+            "userNameAttribute": "cn",
+            "groupNameAttribute": "cn",
+            "groupDNAttribute": "entryDN",
+            **overrides,
+        }
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -25,7 +25,7 @@ from corral.server.providers import (
     refresh_groups,
 )
 from corral.server.providers.ldap import ActiveDirectoryProvider, OpenLdapProvider
-from tests.server.providers.slapd import AD_BASE, OPENLDAP_BASE, PASSWORDS, SERVICE_PASSWORD, Slapd
+from tests.server.providers.slapd import AD_BASE, OPENLDAP_BASE, PASSWORDS, Slapd
 
 ALICE = f"openldap_user://uid=alice,ou=people,{OPENLDAP_BASE}"
 DEVS = f"openldap_group://cn=devs,ou=groups,{OPENLDAP_BASE}"
@@ -38,43 +38,18 @@ STAFF = f"activedirectory_group://cn=Staff,cn=Groups,{AD_BASE}"
 
 
 def openldap_config(slapd: Slapd, **overrides: Any) -> OpenLdapConfig:
-    body = {
-        "type": "openLdapConfig",
-        "servers": ["127.0.0.1"],
-        "port": slapd.ldaps_port,
-        "tls": True,
-        "certificate": slapd.ca_pem,
-        "serviceAccountDistinguishedName": f"cn=rancher-svc,{OPENLDAP_BASE}",
-        "serviceAccountPassword": SERVICE_PASSWORD,
-        "userSearchBase": f"ou=people,{OPENLDAP_BASE}",
-        "groupSearchBase": f"ou=groups,{OPENLDAP_BASE}",
-        "connectionTimeout": 2000,
-        **overrides,
-    }
-    config = parse_auth_config(body)
+    config = parse_auth_config(
+        {"type": "openLdapConfig", **slapd.openldap_settings(**{"connectionTimeout": 2000, **overrides})}
+    )
     assert isinstance(config, OpenLdapConfig)
     return config
 
 
 def ad_config(slapd: Slapd, **overrides: Any) -> ActiveDirectoryConfig:
-    """Active Directory settings over StartTLS; slapd has entryDN where AD has distinguishedName."""
-    body = {
-        "type": "activeDirectoryConfig",
-        "servers": ["127.0.0.1"],
-        "port": slapd.ldap_port,
-        "starttls": True,
-        "certificate": slapd.ca_pem,
-        "defaultLoginDomain": "CORP",
-        "serviceAccountUsername": f"cn=Rancher Service,cn=Users,{AD_BASE}",
-        "serviceAccountPassword": SERVICE_PASSWORD,
-        "userSearchBase": AD_BASE,
-        "userNameAttribute": "cn",
-        "groupNameAttribute": "cn",
-        "groupDNAttribute": "entryDN",
-        "connectionTimeout": 2000,
-        **overrides,
-    }
-    config = parse_auth_config(body)
+    """Active Directory settings over StartTLS (the directory's AD-style suffix)."""
+    config = parse_auth_config(
+        {"type": "activeDirectoryConfig", **slapd.ad_settings(**{"connectionTimeout": 2000, **overrides})}
+    )
     assert isinstance(config, ActiveDirectoryConfig)
     return config
 

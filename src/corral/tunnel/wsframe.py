@@ -1,0 +1,146 @@
+"""Websocket binary frames written straight onto an asyncio transport by the tunnel's own encoder.
+
+A tunnel sends nothing but whole, unfragmented binary messages, one per remotedialer message, so
+it needs none of a general frame writer's work: the header is packed here, the payload masked
+from the client side (RFC 6455 5.3, keys from the OS's random source) and left as it is from
+the server side. The first frame of a turn of the event loop leaves at once; the frames written
+after it in the same turn are kept and leave together, at the end of the turn, in one transport
+write. The transport's write buffer, plus what is kept, is the back-pressure a sender sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+OPCODE_BINARY = 0x2
+FIN = 0x80
+MASK_BIT = 0x80
+HIGH_WATER_BYTES = 256 * 1024
+"""Bytes waiting to go out (kept here and in the transport) above which a sender must wait."""
+MASK_KEYS_BYTES = 4096
+"""Random bytes drawn from the OS at a time for masking keys (4 per frame)."""
+
+_PACK_SHORT = struct.Struct("!BB").pack
+_PACK_MEDIUM = struct.Struct("!BBH").pack
+_PACK_LONG = struct.Struct("!BBQ").pack
+
+
+class _Mask(Protocol):
+    def __call__(self, mask: bytes, data: bytearray) -> None: ...
+
+
+def _mask_python(mask: bytes, data: bytearray) -> None:
+    """XOR ``data`` in place with the repeated 4-byte ``mask`` (RFC 6455 5.3)."""
+    if not data:
+        return
+    size = len(data)
+    key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")
+    data[:] = (int.from_bytes(data, "little") ^ key).to_bytes(size, "little")
+
+
+def _find_mask() -> _Mask:
+    """aiohttp's compiled masking when it is there (the same bytes, several times faster)."""
+    try:
+        from aiohttp._websocket.helpers import websocket_mask
+    except ImportError:  # pragma: no cover - aiohttp moved it; the pure version is correct too
+        return _mask_python
+    return websocket_mask
+
+
+mask_payload: _Mask = _find_mask()
+
+
+def frame_header(size: int, *, masked: bool, opcode: int = OPCODE_BINARY) -> bytes:
+    """The header of one final (unfragmented) frame of ``size`` payload bytes, without the key."""
+    bit = MASK_BIT if masked else 0
+    if size < 126:
+        return _PACK_SHORT(FIN | opcode, size | bit)
+    if size < 65536:
+        return _PACK_MEDIUM(FIN | opcode, 126 | bit, size)
+    return _PACK_LONG(FIN | opcode, 127 | bit, size)
+
+
+class FrameWriter:
+    """Binary frames onto ``transport``; masked when ``masked`` (the client side of a websocket)."""
+
+    __slots__ = (
+        "_burst",
+        "_kept",
+        "_kept_bytes",
+        "_keys",
+        "_keys_at",
+        "_loop",
+        "high_water_bytes",
+        "masked",
+        "transport",
+    )
+
+    def __init__(
+        self, transport: asyncio.WriteTransport, *, masked: bool, high_water_bytes: int = HIGH_WATER_BYTES
+    ) -> None:
+        self.transport = transport
+        self._loop = asyncio.get_running_loop()  # asked once: each call costs a getpid on 3.11
+        self.masked = masked
+        self.high_water_bytes = high_water_bytes
+        self._kept: list[bytes | bytearray | memoryview] = []
+        self._kept_bytes = 0
+        self._burst = False
+        self._keys = b""
+        self._keys_at = 0
+
+    @property
+    def kept_bytes(self) -> int:
+        """Encoded bytes waiting for the end of this turn of the loop."""
+        return self._kept_bytes
+
+    def has_room(self) -> bool:
+        """Whether a sender may write now (what waits to go out is below the high-water mark)."""
+        return self._kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
+
+    def write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b"") -> None:
+        """Encode one binary message of ``head`` then ``tail`` (a Data frame's header and its bytes,
+        never joined but to mask them); it leaves now, or with the rest of this turn's at its end."""
+        size = len(head) + len(tail)
+        parts: tuple[bytes | bytearray | memoryview, ...]
+        if self.masked:
+            key = self._next_key()
+            body = bytearray(head)
+            body += tail
+            mask_payload(key, body)
+            parts = (frame_header(size, masked=True) + key, body)
+        elif size < 1024:
+            parts = (b"".join((frame_header(size, masked=False), head, tail)),)
+        else:
+            parts = (frame_header(size, masked=False) + head, tail)
+        if self._burst:
+            self._kept.extend(parts)
+            self._kept_bytes += size + len(parts[0])
+            return
+        self._burst = True
+        self._loop.call_soon(self.flush)
+        self.transport.writelines(parts)
+
+    def flush(self) -> None:
+        """Hand what is kept to the transport now, in one write (called at the end of each turn)."""
+        self._burst = False
+        if not self._kept:
+            return
+        kept, self._kept = self._kept, []
+        self._kept_bytes = 0
+        if self.transport.is_closing():
+            return  # the connection is gone; so is whatever it still had to send
+        self.transport.writelines(kept)
+
+    def _next_key(self) -> bytes:
+        at = self._keys_at
+        if at + 4 > len(self._keys):
+            self._keys = os.urandom(MASK_KEYS_BYTES)
+            at = 0
+        self._keys_at = at + 4
+        return self._keys[at : at + 4]
