@@ -12,8 +12,9 @@ With ``retry_sessions`` (the fast mode) a dial that fails on one session is trie
 other sessions, and a dial waiting for the agent goes on as soon as one connects. Together with
 the server's pings (`corral.server.connect.FastFailover`) a dead session is noticed within a
 second or two, and aiohttp's retry of an idempotent request whose connection dropped lands on a
-live session (the proxy adds one more round of it in this mode, `ProxySettings.retry_idempotent`). The dialer also writes `FailoverCompleted` when dials can go through another agent
-after the cluster agent's session was lost.
+live session (the proxy adds one more round of it in this mode, `ProxySettings.retry_idempotent`).
+The dialer also writes `FailoverCompleted` when dials can go through another agent after the
+cluster agent's session was lost.
 
 The server's own clients of a downstream cluster (its cluster controllers) take the same route
 once an agent of the cluster has connected to this server (`route`, `on_route_change`), as
