@@ -2,8 +2,8 @@
 
 Byte-compatible with rancher/remotedialer (docs/rancher.md#wire-format and the sections after it):
 corral's client end works with a Go remotedialer server and corral's server end with a Go client,
-as the interop tests show; it is the seam a corral server and agents are to be built on. The
-modules follow remotedialer's files:
+as the interop tests show; corral's server (`corral.server.connect`) and agents (`corral.agent`)
+are built on it. The modules follow remotedialer's files:
 
 * `corral.tunnel.message`: `Message`, `MessageType`, `encode`, `decode` (pure, no I/O);
 * `corral.tunnel.session`: `Session`, `SessionSettings`; `corral.tunnel.connection`: `Connection`;
