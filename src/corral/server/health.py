@@ -12,13 +12,13 @@ one interval of the last session going. Writes go to the Cluster's status throug
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 from corral.errors import CorralError
 from corral.model.trace import ClusterConditionChanged, Event
+from corral.server.registration import set_condition
 from corral.tasks import cancel_and_wait
 from corral.tunnel import Clock, SessionManager, SystemClock
 
@@ -40,26 +40,6 @@ class _State(Protocol):
     async def patch_status(
         self, plural: str, name: str, status: dict[str, Any], *, namespace: str = ""
     ) -> Any: ...
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _set(
-    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str = "", message: str = ""
-) -> bool:
-    value = "True" if status else "False"
-    for condition in conditions:
-        if condition.get("type") == kind:
-            if condition.get("status") == value and condition.get("message", "") == message:
-                return False
-            condition.update(status=value, lastUpdateTime=_now(), reason=reason, message=message)
-            return True
-    conditions.append(
-        {"type": kind, "status": value, "lastUpdateTime": _now(), "reason": reason, "message": message}
-    )
-    return True
 
 
 def _condition(obj: dict[str, Any], kind: str) -> str | None:
@@ -127,9 +107,9 @@ class ClusterHealth:
         connected = await self.connected(name)
         conditions = [dict(c) for c in (cluster.get("status") or {}).get("conditions") or ()]
         was = _condition(cluster, "Connected")
-        changed = _set(conditions, "Connected", connected)
+        changed = set_condition(conditions, "Connected", connected)
         if not connected and _condition(cluster, "Provisioned") == "True":
-            changed |= _set(conditions, "Ready", False, reason="Disconnected", message=NOT_CONNECTED)
+            changed |= set_condition(conditions, "Ready", False, reason="Disconnected", message=NOT_CONNECTED)
         if not changed:
             return
         await self.state.patch_status("clusters", name, {"conditions": conditions})
