@@ -34,6 +34,7 @@ from corral.errors import ControlPlaneError
 from corral.k8s import KubeClient, KubeConfig
 from corral.k8s.aio import AsyncKubeClient
 from corral.kubeapiauth import objects, sync
+from corral.kubeapiauth.manifests import APP as KUBE_API_AUTH_APP
 from corral.kubeapiauth.manifests import PORT as KUBE_API_AUTH_PORT
 from corral.kubeapiauth.manifests import KubeApiAuthDeployment, kube_api_auth_manifests
 from corral.model import Scenario
@@ -330,6 +331,20 @@ def deploy_daemonset(
                 f"-l app={KUBE_API_AUTH_ROLE})"
             )
         time.sleep(0.2)
+    # Answering is not yet Ready in the DaemonSet's status (the kubelet's probe and the controller
+    # lag): wait for that too, so what `up` hands over reads as rolled out.
+    path = f"/apis/apps/v1/namespaces/{objects.NAMESPACE}/daemonsets/{KUBE_API_AUTH_APP}"
+    with handle.client() as admin:
+        while True:
+            status = admin.get(path).get("status") or {}
+            desired = int(status.get("desiredNumberScheduled") or 0)
+            if desired and int(status.get("numberReady") or 0) == desired:
+                break
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"cluster {ace.cluster}: kube-api-auth's DaemonSet not ready after {timeout_seconds:g}s"
+                )
+            time.sleep(0.2)
 
 
 def wait_copied(
