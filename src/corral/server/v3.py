@@ -105,6 +105,10 @@ def _denied(verb: str, type_: str) -> V3Error:
     return V3Error("PermissionDenied", f"can not {verb} {type_} ")
 
 
+def _not_allowed(method: str) -> V3Error:
+    return V3Error("MethodNotAllow", f"method {method} not allowed")
+
+
 def _valid_name(name: str) -> bool:
     return bool(_NAME.fullmatch(name))
 
@@ -354,7 +358,7 @@ class V3API:
         method = call.request.method
         if not id_:
             if method != "GET":
-                raise V3Error("MethodNotAllow", f"method {method} not allowed")
+                raise _not_allowed(method)
             return self._collection(call, "settings", self.state.settings.list(), create=False)
         obj = self.state.settings.get(id_) if _valid_name(id_) else None
         if obj is None:
@@ -367,7 +371,7 @@ class V3API:
             if not isinstance(value, str):
                 raise V3Error("InvalidFormat", "value must be a string")
             return self._one(call, "settings", await self.state.patch("settings", id_, {"value": value}))
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     # -- role templates ----------------------------------------------------------------------
 
@@ -410,7 +414,7 @@ class V3API:
                 except PasswordPolicyError as exc:
                     raise V3Error("InvalidFormat", str(exc)) from None
                 return self._one(call, "users", user, 201)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            raise _not_allowed(method)
         obj = self.state.users.get(id_) if _valid_name(id_) else None
         if obj is None or (not admin and id_ != call.user_id):
             raise _not_found(id_)
@@ -435,7 +439,7 @@ class V3API:
                 raise V3Error("InvalidAction", "you cannot delete yourself")
             await self.state.delete("users", id_)
             return self._one(call, "users", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -450,7 +454,7 @@ class V3API:
                 return self._collection(call, "tokens", mine, create=True)
             if method == "POST":
                 return await self._create_token(call)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            raise _not_allowed(method)
         token = self.state.tokens.get(id_) if _valid_name(id_) else None
         if token is None or token.get("userId") != call.user_id:
             raise _not_found(id_)
@@ -470,7 +474,7 @@ class V3API:
         if method == "DELETE":
             await self.state.delete("tokens", id_)
             return web.Response(status=204)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     async def _logout(self, call: _Call) -> web.StreamResponse:
         await self.state.delete("tokens", call.auth.token["metadata"]["name"])
@@ -524,7 +528,7 @@ class V3API:
                 return self._collection(call, "clusters", clusters, create=True)
             if method == "POST":
                 return await self._create_cluster(call)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            raise _not_allowed(method)
         if not _valid_name(id_) or not self.access.can_see_cluster(user, id_):
             raise _not_found(id_)
         obj = self.state.clusters.get(id_)
@@ -558,7 +562,7 @@ class V3API:
             if (obj.get("status") or {}).get("driver") == LOCAL_DRIVER and self.local_driver is not None:
                 self.local_driver.remove(id_)
             return self._one(call, "clusters", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     async def _etcd_action(self, call: _Call, cluster_id: str, action: str) -> web.StreamResponse:
         """``backupEtcd`` (answers the new EtcdBackup) and ``restoreFromEtcdBackup`` (``etcdBackupId``),
@@ -692,54 +696,85 @@ class V3API:
     # -- cluster registration tokens ---------------------------------------------------------
 
     async def _clusterregistrationtokens(self, call: _Call, id_: str) -> web.StreamResponse:
-        method, user = call.request.method, call.auth.user
+        user = call.auth.user
+
+        def listing() -> list[JSON]:
+            crts = self.state.crts.list()
+            return [t for t in crts if self.access.owns_cluster(user, t["metadata"]["namespace"])]
+
+        def find(namespace: str, name: str) -> JSON | None:
+            obj = self.state.crts.get(f"{namespace}/{name}")
+            return obj if obj is not None and self.access.owns_cluster(user, namespace) else None
+
+        return await self._namespaced(
+            call, id_, "clusterregistrationtokens", listing=listing, create=self._create_crt, find=find
+        )
+
+    async def _create_crt(self, call: _Call) -> JSON:
+        body = await self._body(call.request)
+        cluster_id = self._cluster_reference(body)
+        if not self.access.owns_cluster(call.auth.user, cluster_id):
+            raise _denied("create", "clusterRegistrationToken")
+        token = generate_secret()
+        url = self.state.setting("server-url") or call.base_url
+        manifest = f"{url}/v3/import/{token}_{cluster_id}.yaml"
+        return await self.state.create(
+            "clusterregistrationtokens",
+            {
+                "metadata": {"generateName": "crt-", "annotations": {CREATOR_ANNOTATION: call.user_id}},
+                "spec": {"clusterName": cluster_id},
+                "status": {
+                    "token": token,
+                    "manifestUrl": manifest,
+                    "command": f"kubectl apply -f {manifest}",
+                    "insecureCommand": f"curl --insecure -sfL {manifest} | kubectl apply -f -",
+                },
+            },
+            namespace=cluster_id,
+        )
+
+    def _cluster_reference(self, body: Mapping[str, Any]) -> str:
+        """The body's ``clusterId``, which must name an existing cluster (InvalidReference otherwise)."""
+        cluster_id = self._string(body, "clusterId")
+        if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
+            raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
+        return cluster_id
+
+    async def _namespaced(
+        self,
+        call: _Call,
+        id_: str,
+        plural: str,
+        *,
+        listing: Callable[[], list[JSON]],
+        create: Callable[[_Call], Awaitable[JSON]],
+        find: Callable[[str, str], JSON | None],
+        may_delete: Callable[[JSON], None] = lambda obj: None,
+    ) -> web.StreamResponse:
+        """List and create on the collection, get and delete on ``<namespace>:<name>``.
+
+        The shape registration tokens and role-template bindings share: ``find`` answers None for
+        what the caller may not see (NotFound, as Rancher hides it), ``may_delete`` raises
+        PermissionDenied for what the caller sees but may not delete.
+        """
+        method = call.request.method
         if not id_:
             if method == "GET":
-                items = [
-                    t
-                    for t in self.state.crts.list()
-                    if self.access.owns_cluster(user, t["metadata"]["namespace"])
-                ]
-                return self._collection(call, "clusterregistrationtokens", items, create=True)
+                return self._collection(call, plural, listing(), create=True)
             if method == "POST":
-                body = await self._body(call.request)
-                cluster_id = self._string(body, "clusterId")
-                if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
-                    raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
-                if not self.access.owns_cluster(user, cluster_id):
-                    raise _denied("create", "clusterRegistrationToken")
-                token = generate_secret()
-                url = self.state.setting("server-url") or call.base_url
-                manifest = f"{url}/v3/import/{token}_{cluster_id}.yaml"
-                stored = await self.state.create(
-                    "clusterregistrationtokens",
-                    {
-                        "metadata": {
-                            "generateName": "crt-",
-                            "annotations": {CREATOR_ANNOTATION: call.user_id},
-                        },
-                        "spec": {"clusterName": cluster_id},
-                        "status": {
-                            "token": token,
-                            "manifestUrl": manifest,
-                            "command": f"kubectl apply -f {manifest}",
-                            "insecureCommand": f"curl --insecure -sfL {manifest} | kubectl apply -f -",
-                        },
-                    },
-                    namespace=cluster_id,
-                )
-                return self._one(call, "clusterregistrationtokens", stored, 201)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+                return self._one(call, plural, await create(call), 201)
+            raise _not_allowed(method)
         namespace, name = self._split(id_)
-        obj = self.state.crts.get(f"{namespace}/{name}")
-        if obj is None or not self.access.owns_cluster(user, namespace):
+        obj = find(namespace, name)
+        if obj is None:
             raise _not_found(id_)
         if method == "GET":
-            return self._one(call, "clusterregistrationtokens", obj)
+            return self._one(call, plural, obj)
         if method == "DELETE":
-            await self.state.delete("clusterregistrationtokens", name, namespace=namespace)
-            return self._one(call, "clusterregistrationtokens", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            may_delete(obj)
+            await self.state.delete(plural, name, namespace=namespace)
+            return self._one(call, plural, obj)
+        raise _not_allowed(method)
 
     # -- bindings ----------------------------------------------------------------------------
 
@@ -779,86 +814,85 @@ class V3API:
         return role
 
     async def _clusterroletemplatebindings(self, call: _Call, id_: str) -> web.StreamResponse:
-        method, user = call.request.method, call.auth.user
-        if not id_:
-            if method == "GET":
-                mine = {id(b) for b in self.access.cluster_bindings(user)}
-                items = [
-                    b
-                    for b in self.state.crtbs.list()
-                    if id(b) in mine or self.access.owns_cluster(user, str(b.get("clusterName")))
-                ]
-                return self._collection(call, "clusterroletemplatebindings", items, create=True)
-            if method == "POST":
-                body = await self._body(call.request)
-                cluster_id = self._string(body, "clusterId")
-                if not _valid_name(cluster_id) or self.state.clusters.get(cluster_id) is None:
-                    raise V3Error("InvalidReference", f"cluster {cluster_id} is not valid", status=422)
-                if not self.access.owns_cluster(user, cluster_id):
-                    raise _denied("create", "clusterRoleTemplateBinding")
-                fields = {**self._subject(body), "roleTemplateName": self._role(body, "cluster")}
-                stored = await self.state.create(
-                    "clusterroletemplatebindings",
-                    {
-                        "metadata": {
-                            "generateName": "crtb-",
-                            "annotations": {CREATOR_ANNOTATION: call.user_id},
-                        },
-                        "clusterName": cluster_id,
-                        **fields,
-                    },
-                    namespace=cluster_id,
-                )
-                return self._one(call, "clusterroletemplatebindings", stored, 201)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
-        namespace, name = self._split(id_)
-        obj = self.state.crtbs.get(f"{namespace}/{name}")
-        if obj is None or not self.access.can_see_cluster(user, namespace):
-            raise _not_found(id_)
-        if method == "GET":
-            return self._one(call, "clusterroletemplatebindings", obj)
-        if method == "DELETE":
-            if not self.access.owns_cluster(user, namespace):
+        user = call.auth.user
+
+        def listing() -> list[JSON]:
+            mine = {id(b) for b in self.access.cluster_bindings(user)}
+            crtbs = self.state.crtbs.list()
+            return [
+                b for b in crtbs if id(b) in mine or self.access.owns_cluster(user, str(b.get("clusterName")))
+            ]
+
+        def find(namespace: str, name: str) -> JSON | None:
+            obj = self.state.crtbs.get(f"{namespace}/{name}")
+            return obj if obj is not None and self.access.can_see_cluster(user, namespace) else None
+
+        def may_delete(obj: JSON) -> None:
+            if not self.access.owns_cluster(user, str(obj["metadata"]["namespace"])):
                 raise _denied("delete", "clusterRoleTemplateBinding")
-            await self.state.delete("clusterroletemplatebindings", name, namespace=namespace)
-            return self._one(call, "clusterroletemplatebindings", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+        return await self._namespaced(
+            call,
+            id_,
+            "clusterroletemplatebindings",
+            listing=listing,
+            create=self._create_crtb,
+            find=find,
+            may_delete=may_delete,
+        )
+
+    async def _create_crtb(self, call: _Call) -> JSON:
+        body = await self._body(call.request)
+        cluster_id = self._cluster_reference(body)
+        if not self.access.owns_cluster(call.auth.user, cluster_id):
+            raise _denied("create", "clusterRoleTemplateBinding")
+        fields = {**self._subject(body), "roleTemplateName": self._role(body, "cluster")}
+        return await self.state.create(
+            "clusterroletemplatebindings",
+            {
+                "metadata": {"generateName": "crtb-", "annotations": {CREATOR_ANNOTATION: call.user_id}},
+                "clusterName": cluster_id,
+                **fields,
+            },
+            namespace=cluster_id,
+        )
 
     async def _projectroletemplatebindings(self, call: _Call, id_: str) -> web.StreamResponse:
-        method, user = call.request.method, call.auth.user
-        if not id_:
-            if method == "GET":
-                items = [
-                    b
-                    for b in self.state.prtbs.list()
-                    if self.access.can_see_project(user, str(b.get("projectName", "")))
-                ]
-                return self._collection(call, "projectroletemplatebindings", items, create=True)
-            if method == "POST":
-                body = await self._body(call.request)
-                project_id = self._string(body, "projectId")
-                project = self._project(project_id)
-                if project is None:
-                    raise V3Error("InvalidReference", f"project {project_id} is not valid", status=422)
-                if not self.access.owns_project(user, project_id):
-                    raise _denied("create", "projectRoleTemplateBinding")
-                fields = {**self._subject(body), "roleTemplateName": self._role(body, "project")}
-                stored = await self._bind_project(project, project_id, fields, creator=call.user_id)
-                return self._one(call, "projectroletemplatebindings", stored, 201)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
-        namespace, name = self._split(id_)
-        obj = self.state.prtbs.get(f"{namespace}/{name}")
-        project_id = str((obj or {}).get("projectName", ""))
-        if obj is None or not self.access.can_see_project(user, project_id):
-            raise _not_found(id_)
-        if method == "GET":
-            return self._one(call, "projectroletemplatebindings", obj)
-        if method == "DELETE":
-            if not self.access.owns_project(user, project_id):
+        user = call.auth.user
+
+        def listing() -> list[JSON]:
+            prtbs = self.state.prtbs.list()
+            return [b for b in prtbs if self.access.can_see_project(user, str(b.get("projectName", "")))]
+
+        def find(namespace: str, name: str) -> JSON | None:
+            obj = self.state.prtbs.get(f"{namespace}/{name}")
+            visible = obj is not None and self.access.can_see_project(user, str(obj.get("projectName", "")))
+            return obj if visible else None
+
+        def may_delete(obj: JSON) -> None:
+            if not self.access.owns_project(user, str(obj.get("projectName", ""))):
                 raise _denied("delete", "projectRoleTemplateBinding")
-            await self.state.delete("projectroletemplatebindings", name, namespace=namespace)
-            return self._one(call, "projectroletemplatebindings", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+
+        return await self._namespaced(
+            call,
+            id_,
+            "projectroletemplatebindings",
+            listing=listing,
+            create=self._create_prtb,
+            find=find,
+            may_delete=may_delete,
+        )
+
+    async def _create_prtb(self, call: _Call) -> JSON:
+        body = await self._body(call.request)
+        project_id = self._string(body, "projectId")
+        project = self._project(project_id)
+        if project is None:
+            raise V3Error("InvalidReference", f"project {project_id} is not valid", status=422)
+        if not self.access.owns_project(call.auth.user, project_id):
+            raise _denied("create", "projectRoleTemplateBinding")
+        fields = {**self._subject(body), "roleTemplateName": self._role(body, "project")}
+        return await self._bind_project(project, project_id, fields, creator=call.user_id)
 
     def _project(self, project_id: str) -> JSON | None:
         cluster, _, name = project_id.partition(":")
@@ -909,7 +943,7 @@ class V3API:
                     },
                 )
                 return self._one(call, "globalrolebindings", stored, 201)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            raise _not_allowed(method)
         obj = self.state.globalrolebindings.get(id_) if _valid_name(id_) else None
         if obj is None or (not admin and obj.get("userName") != call.user_id):
             raise _not_found(id_)
@@ -919,7 +953,7 @@ class V3API:
             self._require_admin(call, "delete", "globalRoleBinding")
             await self.state.delete("globalrolebindings", id_)
             return self._one(call, "globalrolebindings", obj)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     # -- projects ----------------------------------------------------------------------------
 
@@ -933,7 +967,7 @@ class V3API:
                 return self._collection(call, "projects", items, create=True)
             if method == "POST":
                 return await self._create_project(call)
-            raise V3Error("MethodNotAllow", f"method {method} not allowed")
+            raise _not_allowed(method)
         project = self._project(id_)
         if project is None or not self.access.can_see_project(user, id_):
             raise _not_found(id_)
@@ -953,7 +987,7 @@ class V3API:
             if backing:
                 await self.state.upstream.delete(f"/api/v1/namespaces/{backing}")
             return self._one(call, "projects", project)
-        raise V3Error("MethodNotAllow", f"method {method} not allowed")
+        raise _not_allowed(method)
 
     async def _create_project(self, call: _Call) -> web.StreamResponse:
         body = await self._body(call.request)
