@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
+from corral.controlplane.pki import CertificateAuthority
 from corral.server import proxy_client
+from corral.server.connect import TunnelEndpoints
 from corral.server.proxy_client import ConnectionPool, UpstreamError, request_head
 from corral.server.proxy_dial import DirectDialer, Endpoint
+from corral.server.proxy_interfaces import DialError
+from corral.server.tunnel_dialer import TunnelDialer
+from corral.tunnel import Session, memory_pair
+from corral.tunnel.testing import allow_all, wait_until
+from tests.server._tunnel_fakes import Clusters, Registrar, Tokens
 
 Answer = Callable[[bytes, int], "bytes | tuple[bytes, bool] | None"]
 """A reply to a request head on the n-th connection: bytes, (bytes, close after it), or None (close)."""
@@ -38,8 +47,8 @@ class Scripted:
         self.connections = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, *, tls: ssl.SSLContext | None = None) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -248,3 +257,72 @@ def test_a_line_break_in_a_header_is_refused(value):
         request_head("GET", "/", host="h", headers=[("X-Test", value)])
     with pytest.raises(UpstreamError, match="line break"):
         request_head("GET", "/", host="h", headers=[(value, "v")])
+
+
+@contextlib.asynccontextmanager
+async def tunnelled_tls_server(tmp_path: Path) -> AsyncIterator[tuple[Scripted, int, bytes, TunnelDialer]]:
+    """A TLS server reached through an agent's tunnel session (the agent dials real TCP)."""
+    authority = CertificateAuthority.create("proxy client test CA")
+    serving = authority.issue_serving("apiserver", hosts=["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "tls.key").write_bytes(serving.key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = Scripted(lambda head, _: OK)
+    port = await server.start(tls=context)
+    endpoints = TunnelEndpoints(tokens=Tokens(), registrar=Registrar())
+    server_end, client_end = memory_pair()
+    ours = Session(server_end, role="server", client_key="c-1", settings=endpoints.settings)
+    agent = Session(client_end, role="client", connect_authorizer=allow_all)
+    tasks = [
+        asyncio.ensure_future(endpoints.manager.serve("c-1", ours)),
+        asyncio.ensure_future(agent.serve()),
+    ]
+    await wait_until(lambda: endpoints.manager.has_session("c-1"), "the agent's session")
+    dialer = TunnelDialer(endpoints, clusters=Clusters(), internal=lambda cluster: False)
+    try:
+        yield server, port, authority.cert_pem, dialer
+    finally:
+        await agent.close("done")
+        await ours.close("done")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await endpoints.close()
+        await server.stop()
+
+
+def _tls_pool(dialer: TunnelDialer, port: int, ca_pem: bytes) -> ConnectionPool:
+    return ConnectionPool(
+        dialer=dialer,
+        cluster="c-1",
+        endpoint=Endpoint(tls=True, host="127.0.0.1", port=port, prefix=""),
+        context=ssl.create_default_context(cadata=ca_pem.decode()),
+        connect_timeout_seconds=5,
+        buffer_bytes=2**16,
+    )
+
+
+async def test_through_a_tunnel_tls_runs_on_the_tunnel_connection_and_the_connection_is_kept(tmp_path):
+    async with tunnelled_tls_server(tmp_path) as (server, port, ca_pem, dialer):
+        pool = _tls_pool(dialer, port, ca_pem)
+        try:
+            for _ in range(3):
+                assert await _get(pool) == (200, b"{}")
+            assert server.connections == 1
+            [kept] = pool._idle
+            assert kept.tls is not None  # no socket bridged to the tunnel: the client's own TLS
+            assert kept.tls.version() in ("TLSv1.2", "TLSv1.3")
+        finally:
+            await pool.close()
+
+
+async def test_through_a_tunnel_a_server_the_ca_does_not_vouch_for_is_a_dial_error(tmp_path):
+    other = CertificateAuthority.create("some other CA")
+    async with tunnelled_tls_server(tmp_path) as (_, port, _, dialer):
+        pool = _tls_pool(dialer, port, other.cert_pem)
+        try:
+            with pytest.raises(
+                DialError, match=r"tls handshake with .*certificate verify failed"
+            ):
+                await _get(pool)
+        finally:
+            await pool.close()

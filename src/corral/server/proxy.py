@@ -29,6 +29,7 @@ from corral.server.proxy_headers import (
     HeaderValueError,
     client_impersonation,
     downstream_headers,
+    own_headers,
     upgrade_protocol,
     upstream_response_headers,
 )
@@ -147,6 +148,8 @@ class AuthProxy:
         # The authenticator hands back the same UserInfo for a remembered token: the identity with
         # the request extras is built once per (user object, host). The user is kept to pin its id.
         self._with_extras: dict[tuple[int, str], tuple[UserInfo, UserInfo]] = {}
+        # The proxy's own headers per (token, identity), the identity kept to pin its id.
+        self._own: dict[tuple[str, int], tuple[UserInfo | None, list[tuple[str, str]]]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/k8s/clusters/{tail:.*}", self.handle)
@@ -235,13 +238,29 @@ class AuthProxy:
         client = request.remote if request.remote else None
         try:
             headers = downstream_headers(
-                client_headers, token=token, identity=identity, client_address=client
+                client_headers,
+                token=token,
+                identity=identity,
+                client_address=client,
+                own=self._own_headers(token, identity),
             )
         except HeaderValueError as exc:
             raise _Answer(500, str(exc)) from None
         if upgrade_protocol(client_headers) is not None:
             return await self._upgrade(request, route, target, endpoint, headers)
         return await self._forward(request, route, target, endpoint, headers)
+
+    def _own_headers(self, token: str, identity: UserInfo | None) -> list[tuple[str, str]]:
+        """`own_headers`, kept per token and identity object (the memoised identities repeat)."""
+        key = (token, id(identity))
+        memo = self._own.get(key)
+        if memo is not None and memo[0] is identity:
+            return memo[1]
+        own = own_headers(token, identity)
+        if len(self._own) >= _MEMO_LIMIT:
+            self._own.clear()
+        self._own[key] = (identity, own)
+        return own
 
     async def _credentials(
         self, cluster: str, resolved: UserInfo | ServiceAccountTarget

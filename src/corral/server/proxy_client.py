@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from typing import Final
+from typing import Final, cast
 
 import httptools
 
 from corral.server.proxy_dial import Endpoint
-from corral.server.proxy_interfaces import Dialer, DialError, ProxyError
+from corral.server.proxy_interfaces import Dialer, DialError, ProxyError, StreamDialer
+from corral.tunnel.bridge import TunnelTransport
+from corral.tunnel.connection import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,8 @@ __all__ = ["ConnectionPool", "UpstreamError", "UpstreamResponse", "request_head"
 
 IDLE_SECONDS: Final = 15.0
 """An idle connection is closed after this long (aiohttp's keep-alive default, which the proxy had)."""
+READ_BYTES: Final = 2**16
+"""Decrypted bytes taken at a time from a connection that runs its own TLS."""
 MAX_IDLE: Final = 256
 """Idle connections kept per cluster; more are closed as they come back."""
 #: Methods a request may be sent again with when a kept connection turned out closed (as aiohttp does).
@@ -206,9 +211,20 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to a cluster's apiserver; at most one exchange at a time."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(
+        self, pool: ConnectionPool, *, tls: ssl.SSLContext | None = None, server_hostname: str = ""
+    ) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = (
+            tls.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+            if tls is not None
+            else None
+        )
+        """TLS this connection runs itself (over a tunnelled connection), else None."""
+        self._handshake: asyncio.Future[None] | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self.closed = False
@@ -224,11 +240,88 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.tls is not None:
+            self._tls_received(data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._lost(UpstreamError(f"malformed response from the cluster: {exc}"))
             self.abort()
+
+    def write(self, data: bytes) -> None:
+        """Send request bytes (encrypted first when this connection runs its own TLS)."""
+        if self.transport is None:
+            return
+        tls = self.tls
+        if tls is None:
+            self.transport.write(data)
+            return
+        try:
+            tls.write(data)
+        except ssl.SSLError as exc:
+            self._lost(UpstreamError(f"tls: {exc}"))
+            self.abort()
+            return
+        self._flush_tls()
+
+    # -- TLS over a tunnelled connection (memory buffers; no socket to hand to the event loop) -------
+
+    async def handshake(self) -> None:
+        """Run the TLS handshake of `tls` (`ssl.SSLError` or `UpstreamError` when it fails)."""
+        self._handshake = asyncio.get_running_loop().create_future()
+        self._continue_handshake()
+        await self._handshake
+
+    def _continue_handshake(self) -> None:
+        tls, waiter = self.tls, self._handshake
+        assert tls is not None
+        assert waiter is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return
+        except ssl.SSLError as exc:
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        self._flush_tls()
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def _tls_received(self, data: bytes) -> None:
+        tls = self.tls
+        assert tls is not None
+        self.incoming.write(data)
+        waiter = self._handshake
+        if waiter is not None and not waiter.done():
+            self._continue_handshake()
+            if not waiter.done():
+                return
+        parser = self.parser
+        try:
+            while True:
+                try:
+                    plain = tls.read(READ_BYTES)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    break
+                if not plain:
+                    break
+                parser.feed_data(plain)
+        except ssl.SSLError as exc:
+            self._lost(UpstreamError(f"tls: {exc}"))
+            self.abort()
+        except httptools.HttpParserError as exc:
+            self._lost(UpstreamError(f"malformed response from the cluster: {exc}"))
+            self.abort()
+        else:
+            self._flush_tls()
+
+    def _flush_tls(self) -> None:
+        out = self.outgoing.read()
+        if out and self.transport is not None:
+            self.transport.write(out)
 
     def eof_received(self) -> bool:
         return False
@@ -244,6 +337,9 @@ class _Connection(asyncio.Protocol):
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)
+        handshake = self._handshake
+        if handshake is not None and not handshake.done():
+            handshake.set_exception(UpstreamError("the connection closed during the tls handshake"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -321,21 +417,21 @@ class _Connection(asyncio.Protocol):
         response = UpstreamResponse(self, method, limit=limit, reused=reused)
         self.response = response
         if body is None or isinstance(body, bytes):
-            transport.write(head + body if body else head)
+            self.write(head + body if body else head)
         else:
             self._sent = False
-            transport.write(head)
+            self.write(head)
             try:
                 async for chunk in body:
                     if chunk:
-                        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                     if self._write_paused and not self.closed:
                         self._drained = asyncio.get_running_loop().create_future()
                         await self._drained
                     if self.closed:
                         break
                 if chunked:
-                    transport.write(b"0\r\n\r\n")
+                    self.write(b"0\r\n\r\n")
                 self._sent = True
             except BaseException:
                 self.abort()
@@ -456,24 +552,52 @@ class ConnectionPool:
         if self.closed:
             raise DialError("the proxy is closing")
         endpoint = self.endpoint
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_seconds):
-                sock = await self.dialer.dial(self.cluster, endpoint.host, endpoint.port)
-                try:
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(self),
-                        sock=sock,
-                        ssl=self.context,
-                        server_hostname=endpoint.host if self.context is not None else None,
+                dial_stream = getattr(self.dialer, "dial_stream", None)
+                if dial_stream is None:
+                    stream: socket.socket | Connection = await self.dialer.dial(
+                        self.cluster, endpoint.host, endpoint.port
                     )
-                except BaseException as exc:
-                    sock.close()
-                    if isinstance(exc, ssl.SSLError | OSError):
-                        raise DialError(f"tls handshake with {self.host}: {exc}") from exc
-                    raise
+                else:
+                    stream = await cast(StreamDialer, self.dialer).dial_stream(
+                        self.cluster, endpoint.host, endpoint.port
+                    )
+                if isinstance(stream, socket.socket):
+                    return await self._over_socket(stream)
+                return await self._over_tunnel(stream)
         except TimeoutError:
             raise DialError(f"dial tcp {self.host}: i/o timeout") from None
+
+    async def _over_socket(self, sock: socket.socket) -> _Connection:
+        """The event loop's transport on the dialed socket, with its TLS when the endpoint is https."""
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(
+                lambda: _Connection(self),
+                sock=sock,
+                ssl=self.context,
+                server_hostname=self.endpoint.host if self.context is not None else None,
+            )
+        except BaseException as exc:
+            sock.close()
+            if isinstance(exc, ssl.SSLError | OSError):
+                raise DialError(f"tls handshake with {self.host}: {exc}") from exc
+            raise
+        return conn
+
+    async def _over_tunnel(self, stream: Connection) -> _Connection:
+        """A transport straight on the tunnel's connection (no socket pair), TLS run by the connection."""
+        conn = _Connection(self, tls=self.context, server_hostname=self.endpoint.host)
+        TunnelTransport(stream, conn)
+        if conn.tls is None:
+            return conn
+        try:
+            await conn.handshake()
+        except BaseException as exc:
+            conn.abort()
+            if isinstance(exc, ssl.SSLError | UpstreamError):
+                raise DialError(f"tls handshake with {self.host}: {exc}") from exc
+            raise
         return conn
 
     def _release(self, conn: _Connection) -> None:

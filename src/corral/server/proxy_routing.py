@@ -50,13 +50,15 @@ def parse_route(raw_target: str) -> Route | None:
 
 def has_dot_segment(raw_path: str) -> bool:
     """Does the path hold ``.`` or ``..`` segments (plain or percent-encoded)?"""
+    if "." not in raw_path and "%" not in raw_path:
+        return False
     return any(urllib.parse.unquote(part) in (".", "..") for part in raw_path.split("/"))
 
 
 def request_verb(method: str, path: str, query: str) -> str:
     """The Kubernetes verb of a request: get, list, watch, create, update, patch, delete, deletecollection."""
     method = method.upper()
-    params = urllib.parse.parse_qs(query)
+    params = urllib.parse.parse_qs(query) if "watch" in query else {}
     named, legacy_watch = _resource_path(path)
     if method == "GET" and (legacy_watch or params.get("watch", [""])[0].lower() in ("true", "1")):
         return "watch"
