@@ -320,9 +320,7 @@ async def test_through_a_tunnel_a_server_the_ca_does_not_vouch_for_is_a_dial_err
     async with tunnelled_tls_server(tmp_path) as (_, port, _, dialer):
         pool = _tls_pool(dialer, port, other.cert_pem)
         try:
-            with pytest.raises(
-                DialError, match=r"tls handshake with .*certificate verify failed"
-            ):
+            with pytest.raises(DialError, match=r"tls handshake with .*certificate verify failed"):
                 await _get(pool)
         finally:
             await pool.close()
