@@ -324,3 +324,14 @@ async def test_through_a_tunnel_a_server_the_ca_does_not_vouch_for_is_a_dial_err
                 await _get(pool)
         finally:
             await pool.close()
+
+
+async def test_a_retired_pool_closes_its_idle_connections_and_keeps_none_that_come_back():
+    async with pool_for(lambda head, _: OK) as (pool, _, dialer):
+        assert await _get(pool) == (200, b"{}")
+        assert pool.idle_count == 1
+        pool.retire()
+        assert pool.idle_count == 0
+        assert await _get(pool) == (200, b"{}")
+        assert pool.idle_count == 0
+        assert dialer.dials == 2

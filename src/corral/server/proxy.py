@@ -287,7 +287,8 @@ class AuthProxy:
         if cached is not None and cached[0] == target and not cached[1].closed:
             return cached[1]
         if cached is not None:
-            self._retired.append(cached[1])  # may still carry streams; closed with the proxy
+            cached[1].retire()  # may still carry streams: those end on their own, or with the proxy
+            self._retired = [p for p in self._retired if p.busy_count] + [cached[1]]
         pool = ConnectionPool(
             dialer=self.dialer,
             cluster=target.name,

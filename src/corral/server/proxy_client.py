@@ -507,6 +507,8 @@ class ConnectionPool:
         self._busy: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
+        self.retired = False
+        """Replaced by another pool (the cluster's endpoint or CA changed): no connection is kept."""
 
     async def request(
         self,
@@ -602,7 +604,7 @@ class ConnectionPool:
 
     def _release(self, conn: _Connection) -> None:
         self._busy.discard(conn)
-        if self.closed or len(self._idle) >= MAX_IDLE:
+        if self.closed or self.retired or len(self._idle) >= MAX_IDLE:
             conn.close()
             return
         loop = asyncio.get_running_loop()
@@ -626,6 +628,16 @@ class ConnectionPool:
             idle.popleft().close()
         if idle:
             self._sweeper = loop.call_later(idle[0].idle_since + IDLE_SECONDS - loop.time(), self._sweep)
+
+    def retire(self) -> None:
+        """Keep no connection from now on; the answers under way finish on theirs."""
+        self.retired = True
+        while self._idle:
+            self._idle.pop().close()
+
+    @property
+    def busy_count(self) -> int:
+        return len(self._busy)
 
     @property
     def idle_count(self) -> int:
