@@ -50,14 +50,12 @@ class UpstreamError(ProxyError):
 
 def request_head(method: str, target: str, *, host: str, headers: Sequence[tuple[str, str]]) -> bytes:
     """``METHOD target HTTP/1.1``, ``Host`` and the headers; `UpstreamError` on a line break in any."""
-    parts = [method, " ", target, " HTTP/1.1\r\nHost: ", host, "\r\n"]
-    for name, value in headers:
-        parts += (name, ": ", value, "\r\n")
-    parts.append("\r\n")
-    text = "".join(parts)
-    if text.count("\n") != len(headers) + 3 or text.count("\r") != len(headers) + 3:
+    text = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n" + "".join([f"{n}: {v}\r\n" for n, v in headers])
+    data = (text + "\r\n").encode("utf-8", "surrogateescape")
+    lines = len(headers) + 3
+    if data.count(b"\n") != lines or data.count(b"\r") != lines:
         raise UpstreamError("a request header holds a line break")
-    return text.encode("utf-8", "surrogateescape")
+    return data
 
 
 class UpstreamResponse:

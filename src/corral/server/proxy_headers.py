@@ -80,6 +80,10 @@ class ClientImpersonation:
     extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+_NOBODY = ClientImpersonation()
+"""What a request without impersonation headers asks for (shared: the value never changes)."""
+
+
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -116,6 +120,8 @@ def client_impersonation(headers: Headers) -> ClientImpersonation:
     The first ``Impersonate-User`` wins; extra keys are lower-cased and percent-decoded, and the
     values of keys that decode alike are merged (so each one is reviewed).
     """
+    if not any(name[:12].lower() == "impersonate-" for name, _ in headers):
+        return _NOBODY
     user = ""
     groups: list[str] = []
     extras: dict[str, list[str]] = {}
@@ -225,12 +231,9 @@ def _check_value(value: str) -> None:
 def upstream_response_headers(headers: Headers, *, upgrade: bool = False) -> list[tuple[str, str]]:
     """Response headers for the client: hop-by-hop ones dropped (kept as the upgrade needs on a 101)."""
     named = connection_tokens(headers)
-    out: list[tuple[str, str]] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named:
-            continue
-        out.append((name, value))
+    out = [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
+    if named:
+        out = [(name, value) for name, value in out if name.lower() not in named]
     if upgrade:
         protocol = next((v for n, v in headers if n.lower() == "upgrade"), "")
         out += [("Connection", "Upgrade"), ("Upgrade", protocol)]
