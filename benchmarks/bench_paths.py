@@ -12,11 +12,14 @@ fixed concurrency, GETs ``/api/v1/namespaces/default``:
 * ``ace-direct`` (certificate) and ``ace`` (a cluster-scoped token the apiserver's webhook checks);
   and ``token-review``: one TokenReview POSTed straight to kube-api-auth (the webhook's own cost).
 
-Per target p50/p99 of every request and the request rate; rounds alternate the targets' order and
-the best round per figure is kept. Every figure is reported as a ratio against its baseline. Before
-the traffic, the idle topology's memory and CPU per cluster (``--clusters N`` gives the largest
-topology this machine holds); during ``proxy-tunnel``, py-spy samples the server (where the proxy
-spends its time). Output: ``reports/bench/paths.{json,md,png}`` and the profile's flame graph.
+Per target p50/p99 of every request, the request rate and, for what sits between the client and
+the apiserver (the server, plus the cluster's agents for ``proxy-tunnel``; ``kubectl proxy``;
+kube-api-auth), the CPU time per request, which a shared machine disturbs far less than rates;
+rounds alternate the targets' order and the best round per figure is kept. Every figure is
+reported as a ratio against its baseline. Before the traffic, the idle topology's memory and CPU
+per cluster (``--clusters N`` gives the largest topology this machine holds); during
+``proxy-tunnel``, py-spy samples the server (where the proxy spends its time). Output:
+``reports/bench/paths.{json,md,png}`` and the profile's flame graph.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import aiohttp
 import psutil
 import yaml
 
+from corral.agent.fleet import list_agents
 from corral.auth import hashers
 from corral.controlplane import build
 from corral.controlplane.local import LocalProvider
@@ -88,6 +92,16 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     tls: ssl.SSLContext | None = None
     body: bytes | None = None
+    pids: tuple[int, ...] = ()
+    """What sits between the client and the apiserver, whose CPU time per request is reported."""
+
+
+def _cpu_seconds(pids: tuple[int, ...]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def scenario(clusters: int) -> dict[str, Any]:
@@ -243,11 +257,16 @@ def measure(
     best: dict[str, dict[str, float]] = {t.name: {} for t in targets}
     for index in range(rounds):
         for target in targets if index % 2 == 0 else list(reversed(targets)):
+            cpu_before = _cpu_seconds(target.pids)
             figures = asyncio.run(at_concurrency(target, clients=clients, requests=requests))
+            if target.pids:  # the warm-up requests (one per client) are counted too
+                spent = _cpu_seconds(target.pids) - cpu_before
+                figures["cpu_us_per_request"] = spent / (requests + clients) * 1e6
             print(
                 f"round {index + 1} {target.name}: p50 {figures['p50_ms']:.2f} ms, "
                 f"p99 {figures['p99_ms']:.2f} ms, "
-                f"{figures['requests_per_second']:.0f} req/s",
+                f"{figures['requests_per_second']:.0f} req/s"
+                + (f", {figures['cpu_us_per_request']:.0f} us CPU/request" if target.pids else ""),
                 file=sys.stderr,
                 flush=True,
             )
@@ -263,7 +282,9 @@ def ratios(best: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     for name, base in BASELINES.items():
         if name in best and base in best:
             out[f"{name}/{base}"] = {
-                k: round(best[name][k] / best[base][k], 2) for k in best[name] if best[base][k]
+                k: round(best[name][k] / best[base][k], 2)
+                for k in best[name]
+                if best[base].get(k) and k != "cpu_us_per_request"
             }
     return out
 
@@ -465,6 +486,7 @@ def _paths(
     entry = topology["clusters"][first]
     server = topology["server"]
     server_pid = next(p["pid"] for p in topology["processes"] if p["role"] == "server")
+    agents = tuple(a.pid for a in list_agents(folder / "run") if a.cluster == entry["id"] and a.pid)
     token = Path(server["admin"]["token_file"]).read_text().strip()
     server_tls = ssl.create_default_context(cafile=server["ca_file"])
     bearer = {"Authorization": f"Bearer {token}"}
@@ -475,6 +497,7 @@ def _paths(
             url=f"{server['url']}/k8s/clusters/local{OBJECT_PATH}",
             headers=bearer,
             tls=server_tls,
+            pids=(server_pid,),
         ),
         cert_target("downstream-direct", Path(entry["admin_kubeconfig"]), folder),
         Target(
@@ -482,6 +505,7 @@ def _paths(
             url=f"{server['url']}/k8s/clusters/{entry['id']}{OBJECT_PATH}",
             headers=bearer,
             tls=server_tls,
+            pids=(server_pid, *agents),
         ),
     ]
     ace = ace_cluster(binaries, folder)
@@ -522,7 +546,13 @@ def _paths(
                 "kind": "TokenReview",
                 "spec": {"token": bearer_token},
             }
-            targets[3:3] = [Target(name="kubectl-proxy", url=f"http://127.0.0.1:{port}{OBJECT_PATH}")]
+            targets[3:3] = [
+                Target(
+                    name="kubectl-proxy",
+                    url=f"http://127.0.0.1:{port}{OBJECT_PATH}",
+                    pids=(kubectl_proxy.pid,),
+                )
+            ]
             targets += [
                 cert_target("ace-direct", handle.kubeconfig, folder),
                 Target(
@@ -536,6 +566,7 @@ def _paths(
                     url=f"{ace.auth_url}/v1/authenticate",
                     headers={"Content-Type": "application/json"},
                     body=json.dumps(review).encode(),
+                    pids=(auth.pid,),
                 ),
             ]
             rss_before = _rss(
@@ -608,11 +639,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"GET {result['path']} as an admin (ACE: a cluster-scoped token), {result['clients']} concurrent "
             f"clients, {result['requests_per_round']} requests per round, best of {result['rounds']} rounds.",
             "",
-            "| target | p50 ms | p99 ms | req/s |",
-            "|---|---|---|---|",
+            "| target | p50 ms | p99 ms | req/s | CPU µs/request between client and apiserver |",
+            "|---|---|---|---|---|",
             *(
                 f"| {n} | {best[n]['p50_ms']:.2f} | {best[n]['p99_ms']:.2f} | "
-                f"{best[n]['requests_per_second']:.0f} |"
+                f"{best[n]['requests_per_second']:.0f} | "
+                + (f"{best[n]['cpu_us_per_request']:.0f} |" if "cpu_us_per_request" in best[n] else "- |")
                 for n in ORDER
                 if n in best
             ),

@@ -318,3 +318,35 @@ async def test_a_session_idles_out_after_its_last_recorded_activity_as_rancher_c
     clock[0] = NOW + timedelta(minutes=1, seconds=1)
     with pytest.raises(AuthenticationError, match="idle"):
         await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+
+
+class _RecordingUpstream(_NoUpstream):
+    def __init__(self, config: KubeConfig) -> None:
+        super().__init__(config)
+        self.patches: list[tuple[str, Any]] = []
+
+    async def patch(self, path: str, body: Any, **kwargs: Any) -> Any:
+        self.patches.append((path, body))
+        return {}
+
+
+async def test_last_used_is_written_at_most_once_per_second_and_not_in_the_second_it_shows() -> None:
+    clock = [NOW + timedelta(microseconds=100)]
+    upstream = _RecordingUpstream(KubeConfig(server="https://127.0.0.1:1", token="unused"))
+    state = ServerState(upstream)
+    await state.informers["tokens"].observe(_token())
+    await state.informers["tokens"].observe(_token("token-seen", lastUsedAt="2026-03-01T12:00:01Z"))
+    await state.informers["users"].observe(_user())
+    auth = TokenAuthenticator(state, now=lambda: clock[0])
+    for step in range(5):  # five requests within one second
+        clock[0] = NOW + timedelta(milliseconds=100 * step)
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+    clock[0] = NOW + timedelta(seconds=1, milliseconds=500)
+    for _ in range(3):
+        await auth.authenticate_value(f"token-abcde:{SECRET}", cluster="")
+        await auth.authenticate_value(f"token-seen:{SECRET}", cluster="")  # its lastUsedAt is this second
+    await auth.drain()
+    assert [(path.rsplit("/", 1)[1], body["lastUsedAt"]) for path, body in upstream.patches] == [
+        ("token-abcde", "2026-03-01T12:00:00Z"),
+        ("token-abcde", "2026-03-01T12:00:01Z"),
+    ]

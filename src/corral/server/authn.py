@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from corral.auth import hashers
@@ -104,6 +104,8 @@ class _Verified:
     attribute: JSON | None = field(repr=False)
     created: datetime | None
     ttl: int
+    expires: datetime | None
+    """``created`` plus the TTL: the token is expired from this moment on (None: never)."""
     last_activity: datetime | None
     info: UserInfo
 
@@ -126,6 +128,7 @@ class TokenAuthenticator:
         self.state = state
         self._now = now or (lambda: datetime.now(UTC))
         self._last_written: dict[str, datetime] = {}
+        self._last_second: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._verified: dict[str, _Verified] = {}
         self.track_last_used = track_last_used
@@ -211,6 +214,7 @@ class TokenAuthenticator:
             attribute=self.state.userattributes.get(info.name),
             created=created,
             ttl=ttl,
+            expires=created + timedelta(milliseconds=ttl) if created is not None and ttl else None,
             last_activity=last_activity,
             info=info,
         )
@@ -238,7 +242,7 @@ class TokenAuthenticator:
     def _recheck(self, hit: _Verified, *, cluster: str) -> Authenticated:
         """The checks that depend on the moment and the request, for a remembered credential."""
         now = self._now()
-        if hit.created is not None and is_expired(hit.created, hit.ttl, now=now):
+        if hit.expires is not None and now >= hit.expires:  # is_expired, with the sum made once
             raise AuthenticationError("must authenticate: token is expired")
         self._check_idle(hit.last_activity, now)
         scope = str(hit.token.get("clusterName") or "")
@@ -290,6 +294,12 @@ class TokenAuthenticator:
     def _touch(self, token: JSON, now: datetime) -> None:
         """Patch ``lastUsedAt`` in the background, at most once per second per token."""
         name = str(token["metadata"]["name"])
+        second = int(now.timestamp())
+        if self._last_second.get(name) == second:
+            return  # this second's write was made or found not needed
+        self._last_second[name] = second
+        if len(self._last_second) > 100_000:
+            self._last_second.clear()
         previous = self._last_written.get(name) or parse_time(token.get("lastUsedAt"))
         moment = last_used_update(previous, now=now)
         if moment is None:

@@ -14,22 +14,22 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from corral.auth.identity import UserInfo
 from corral.model.trace import Event, RequestCompleted
 from corral.server import proxy_upgrade
-from corral.server.proxy_dial import DialerConnector, Endpoint, endpoint_of, open_streams, tls_context
+from corral.server.proxy_client import ConnectionPool, UpstreamError, UpstreamResponse
+from corral.server.proxy_dial import Endpoint, endpoint_of, open_streams, tls_context
 from corral.server.proxy_headers import (
     HeaderValueError,
     client_impersonation,
     downstream_headers,
+    own_headers,
     upgrade_protocol,
     upstream_response_headers,
 )
@@ -87,6 +87,8 @@ class ProxySettings:
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Statuses whose answers carry no body (their Content-Length, if any, describes another answer).
+_BODILESS = frozenset({204, 304})
 
 
 class _Answer(Exception):
@@ -141,21 +143,23 @@ class AuthProxy:
         self.trace_sink = trace_sink
         start = time.monotonic()
         self._trace_time = trace_time or (lambda: time.monotonic() - start)
-        self._sessions: dict[str, tuple[ClusterTarget, aiohttp.ClientSession]] = {}
-        self._retired: list[aiohttp.ClientSession] = []
+        self._pools: dict[str, tuple[ClusterTarget, ConnectionPool]] = {}
+        self._retired: list[ConnectionPool] = []
         # The authenticator hands back the same UserInfo for a remembered token: the identity with
         # the request extras is built once per (user object, host). The user is kept to pin its id.
         self._with_extras: dict[tuple[int, str], tuple[UserInfo, UserInfo]] = {}
+        # The proxy's own headers per (token, identity), the identity kept to pin its id.
+        self._own: dict[tuple[str, int], tuple[UserInfo | None, list[tuple[str, str]]]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/k8s/clusters/{tail:.*}", self.handle)
         app.router.add_route("*", "/k8s/proxy/{tail:.*}", self.handle)
 
     async def close(self) -> None:
-        sessions = [session for _, session in self._sessions.values()] + self._retired
-        self._sessions, self._retired = {}, []
-        for session in sessions:
-            await session.close()
+        pools = [pool for _, pool in self._pools.values()] + self._retired
+        self._pools, self._retired = {}, []
+        for pool in pools:
+            await pool.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -234,13 +238,29 @@ class AuthProxy:
         client = request.remote if request.remote else None
         try:
             headers = downstream_headers(
-                client_headers, token=token, identity=identity, client_address=client
+                client_headers,
+                token=token,
+                identity=identity,
+                client_address=client,
+                own=self._own_headers(token, identity),
             )
         except HeaderValueError as exc:
             raise _Answer(500, str(exc)) from None
         if upgrade_protocol(client_headers) is not None:
             return await self._upgrade(request, route, target, endpoint, headers)
         return await self._forward(request, route, target, endpoint, headers)
+
+    def _own_headers(self, token: str, identity: UserInfo | None) -> list[tuple[str, str]]:
+        """`own_headers`, kept per token and identity object (the memoised identities repeat)."""
+        key = (token, id(identity))
+        memo = self._own.get(key)
+        if memo is not None and memo[0] is identity:
+            return memo[1]
+        own = own_headers(token, identity)
+        if len(self._own) >= _MEMO_LIMIT:
+            self._own.clear()
+        self._own[key] = (identity, own)
+        return own
 
     async def _credentials(
         self, cluster: str, resolved: UserInfo | ServiceAccountTarget
@@ -261,24 +281,24 @@ class AuthProxy:
         except ImpersonationAccountError as exc:
             raise _Answer(500, f"unable to create impersonator account: {exc}") from None
 
-    def _session(self, target: ClusterTarget) -> aiohttp.ClientSession:
-        """One client session per cluster, rebuilt when its endpoint or CA changes."""
-        cached = self._sessions.get(target.name)
+    def _pool(self, target: ClusterTarget, endpoint: Endpoint) -> ConnectionPool:
+        """One connection pool per cluster, replaced when its endpoint or CA changes."""
+        cached = self._pools.get(target.name)
         if cached is not None and cached[0] == target and not cached[1].closed:
             return cached[1]
         if cached is not None:
-            self._retired.append(cached[1])  # may still carry streams; closed with the proxy
-        connector = DialerConnector(self.dialer, target.name, ssl=tls_context(target))
-        session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_seconds),
-            read_bufsize=self.settings.buffer_bytes,
+            cached[1].retire()  # may still carry streams: those end on their own, or with the proxy
+            self._retired = [p for p in self._retired if p.busy_count] + [cached[1]]
+        pool = ConnectionPool(
+            dialer=self.dialer,
+            cluster=target.name,
+            endpoint=endpoint,
+            context=tls_context(target) if endpoint.tls else None,
+            connect_timeout_seconds=self.settings.connect_timeout_seconds,
+            buffer_bytes=self.settings.buffer_bytes,
         )
-        self._sessions[target.name] = (target, session)
-        return session
+        self._pools[target.name] = (target, pool)
+        return pool
 
     async def _forward(
         self,
@@ -289,45 +309,68 @@ class AuthProxy:
         headers: list[tuple[str, str]],
     ) -> web.StreamResponse:
         try:
-            session = self._session(target)
+            pool = self._pool(target, endpoint)
         except DialError as exc:
             raise _Answer(500, f"error trying to reach service: {exc}") from None
-        url = URL(endpoint.origin + endpoint.prefix + route.target, encoded=True)
-        body = request.content if request.body_exists else None
-        attempts = (
-            2 if self.settings.retry_idempotent and body is None and request.method in _IDEMPOTENT else 1
-        )
+        body = await self._request_body(request, headers)
+        method = request.method
+        attempts = 2 if self.settings.retry_idempotent and body is None and method in _IDEMPOTENT else 1
+        path = endpoint.prefix + route.target
         for attempt in range(1, attempts + 1):
             try:
-                upstream = await session.request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False
-                )
+                upstream = await pool.request(method, path, headers, body)
                 break
-            except aiohttp.ClientError as exc:
+            except (DialError, UpstreamError) as exc:
                 logger.info("proxy to cluster %r failed (attempt %d): %s", route.cluster, attempt, exc)
                 if attempt == attempts:
-                    raise _Answer(500, f"error trying to reach service: {_reach_error(exc)}") from None
-        async with upstream:
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=CIMultiDict(upstream_response_headers(tuple(upstream.headers.items()))),
+                    raise _Answer(500, f"error trying to reach service: {exc}") from None
+        try:
+            return await self._relay(request, route, upstream)
+        finally:
+            upstream.close()
+
+    async def _request_body(
+        self, request: web.Request, headers: list[tuple[str, str]]
+    ) -> bytes | AsyncIterator[bytes] | None:
+        """None without a body; the bytes of a small one; else a stream (chunked when of unknown length)."""
+        if not request.body_exists:
+            return None
+        length = request.content_length
+        if length is not None and length <= self.settings.buffer_bytes:
+            return await request.read()
+        if length is None:
+            headers.append(("Transfer-Encoding", "chunked"))
+        return _chunks(request)
+
+    async def _relay(
+        self, request: web.Request, route: Route, upstream: UpstreamResponse
+    ) -> web.StreamResponse:
+        headers = CIMultiDict(upstream_response_headers(upstream.headers))
+        if (
+            upstream.complete
+            and not upstream.chunked
+            and request.method != "HEAD"
+            and upstream.status not in _BODILESS
+        ):
+            # the whole answer is here: one write with the head
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=upstream.body()
             )
-            if upstream.headers.get("Transfer-Encoding"):
-                response.headers.popall("Content-Length", None)
-            await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                # The status is out: all that is left is to cut the client's stream short.
-                logger.info("stream from cluster %r ended early: %s", route.cluster, type(exc).__name__)
-                upstream.close()
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if upstream.chunked:
+            response.headers.popall("Content-Length", None)
+        await response.prepare(request)
+        try:
+            while chunk := await upstream.read():
+                await response.write(chunk)
+        except (UpstreamError, ConnectionError) as exc:
+            # The status is out: all that is left is to cut the client's stream short.
+            logger.info("stream from cluster %r ended early: %s", route.cluster, type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
             return response
+        await response.write_eof()
+        return response
 
     async def _upgrade(
         self,
@@ -389,7 +432,6 @@ class AuthProxy:
         self.trace_sink(event)
 
 
-def _reach_error(exc: aiohttp.ClientError) -> str:
-    """The dial error's own words when there is one (``cluster agent disconnected``)."""
-    cause = exc.__cause__
-    return str(cause) if isinstance(cause, DialError) else str(exc)
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_any():
+        yield chunk

@@ -38,12 +38,33 @@ HOP_BY_HOP = frozenset(
 #: The extras Rancher puts on a user, in the order it writes them.
 EXTRA_ORDER = ("principalid", "username", "requesttokenid", "requesthost")
 
+#: Common request headers passed on as they are (unless ``Connection`` names them): no rule applies to
+#: their lower-case spelling, so the fuller checks are skipped.
+_PLAIN = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "content-type",
+        "content-length",
+        "kubectl-command",
+        "kubectl-session",
+        "audit-id",
+        "if-none-match",
+        "if-match",
+        "x-request-id",
+    }
+)
+
 SESSION_COOKIE = "R_SESS"
 _EXTRA_PREFIX = "impersonate-extra-"
 #: Characters of an HTTP token (RFC 9110 ``tchar``) except ``%``, which must be escaped in extra keys.
 _KEY_SAFE = "!#$&'*+-.^_`|~"
 #: Control characters other than tab: never in a header value the proxy writes.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 class HeaderValueError(ProxyError):
@@ -59,6 +80,10 @@ class ClientImpersonation:
     extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+_NOBODY = ClientImpersonation()
+"""What a request without impersonation headers asks for (shared: the value never changes)."""
+
+
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -70,6 +95,8 @@ def is_impersonation_header(name: str) -> bool:
 
 def connection_tokens(headers: Headers) -> frozenset[str]:
     """Every option named by the ``Connection`` headers, lower case."""
+    if not any(name.lower() == "connection" for name, _ in headers):
+        return _NONE
     return frozenset(
         token.strip().lower()
         for name, value in headers
@@ -93,6 +120,8 @@ def client_impersonation(headers: Headers) -> ClientImpersonation:
     The first ``Impersonate-User`` wins; extra keys are lower-cased and percent-decoded, and the
     values of keys that decode alike are merged (so each one is reviewed).
     """
+    if not any(name[:12].lower() == "impersonate-" for name, _ in headers):
+        return _NOBODY
     user = ""
     groups: list[str] = []
     extras: dict[str, list[str]] = {}
@@ -133,36 +162,56 @@ def _without_session_cookie(value: str) -> str:
     return ";".join(kept).strip()
 
 
+def own_headers(token: str, identity: UserInfo | None) -> list[tuple[str, str]]:
+    """The proxy's own headers: ``Authorization`` with ``token``, then ``identity``'s impersonation.
+
+    `HeaderValueError` when a value holds a control character. Depends only on its arguments, so a
+    caller may keep the result for the same token and identity.
+    """
+    own = [("Authorization", f"Bearer {token}")]
+    if identity is not None:
+        own += impersonation_headers(identity)
+    for _, value in own:
+        _check_value(value)
+    return own
+
+
 def downstream_headers(
     headers: Headers,
     *,
     token: str,
     identity: UserInfo | None,
     client_address: str | None = None,
+    own: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """The request headers to send to the cluster.
 
     ``token`` replaces ``Authorization``; ``identity`` (None for a ServiceAccount's own token) adds
-    the impersonation headers. ``Host`` is left to the client library (the endpoint's host), and
-    the session cookie (a Rancher credential) is not passed on.
+    the impersonation headers (``own``, when given, is `own_headers` of the two, computed before).
+    ``Host`` is left to the client library (the endpoint's host), and the session cookie (a Rancher
+    credential) is not passed on.
     """
     named = connection_tokens(headers)
-    protocol = upgrade_protocol(headers)
+    protocol = upgrade_protocol(headers) if "upgrade" in named else None
     out: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
     for name, value in headers:
-        lower = _normalise(name)
-        if lower in HOP_BY_HOP or (named and (lower in named or name.strip().lower() in named)):
-            continue
-        if lower.startswith("impersonate-") or lower in ("authorization", "host"):
-            continue
-        if lower == "x-forwarded-for":
-            forwarded_for.append(value)
-            continue
-        if lower == "cookie":
-            cookies = _without_session_cookie(value)
-            if cookies:
-                out.append((name, cookies))
+        lower = name.lower()
+        if lower not in _PLAIN:
+            lower = _normalise(name)
+            if lower in HOP_BY_HOP or (named and (lower in named or name.strip().lower() in named)):
+                continue
+            if lower.startswith("impersonate-") or lower in ("authorization", "host"):
+                continue
+            if lower == "x-forwarded-for":
+                forwarded_for.append(value)
+                continue
+            if lower == "cookie":
+                cookies = _without_session_cookie(value)
+                if cookies:
+                    out.append((name, cookies))
+                continue
+        elif named and lower in named:
             continue
         out.append((name, value))
     if client_address:
@@ -171,12 +220,7 @@ def downstream_headers(
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     if protocol is not None:
         out += [("Connection", "Upgrade"), ("Upgrade", protocol)]
-    own = [("Authorization", f"Bearer {token}")]
-    if identity is not None:
-        own += impersonation_headers(identity)
-    for _, value in own:
-        _check_value(value)
-    return out + own
+    return out + (own if own is not None else own_headers(token, identity))
 
 
 def _check_value(value: str) -> None:
@@ -187,12 +231,9 @@ def _check_value(value: str) -> None:
 def upstream_response_headers(headers: Headers, *, upgrade: bool = False) -> list[tuple[str, str]]:
     """Response headers for the client: hop-by-hop ones dropped (kept as the upgrade needs on a 101)."""
     named = connection_tokens(headers)
-    out: list[tuple[str, str]] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named:
-            continue
-        out.append((name, value))
+    out = [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
+    if named:
+        out = [(name, value) for name, value in out if name.lower() not in named]
     if upgrade:
         protocol = next((v for n, v in headers if n.lower() == "upgrade"), "")
         out += [("Connection", "Upgrade"), ("Upgrade", protocol)]

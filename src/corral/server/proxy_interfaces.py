@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from corral.auth.identity import UserInfo
 from corral.errors import CorralError
+from corral.tunnel.connection import Connection
 
 SARScope = Literal["downstream", "management"]
 """Where client-impersonation SubjectAccessReviews run: the downstream cluster (Rancher 2.10-2.14)
@@ -147,4 +148,16 @@ class Dialer(Protocol):
 
     async def dial(self, cluster: str, host: str, port: int) -> socket.socket:
         """A connected socket to ``host:port`` for ``cluster``, or `DialError`."""
+        ...
+
+
+class StreamDialer(Dialer, Protocol):
+    """A `Dialer` that can hand out a tunnel's connection itself rather than a socket bridged to it.
+
+    The proxy's client runs its transport straight on such a connection: no socket pair, no task
+    pumping bytes between them.
+    """
+
+    async def dial_stream(self, cluster: str, host: str, port: int) -> socket.socket | Connection:
+        """As `Dialer.dial`, but a tunnelled stream comes back as the tunnel's `Connection`."""
         ...

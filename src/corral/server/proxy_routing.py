@@ -7,6 +7,7 @@ the trace, as kube-apiserver's request info would.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Route:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+@functools.lru_cache(maxsize=1024)  # the targets a busy proxy sees repeat; a few MB at the worst
 def parse_route(raw_target: str) -> Route | None:
     """``/k8s/{clusters,proxy}/<id>[/rest][?query]``, or None for anything else."""
     raw_path, _, query = raw_target.partition("?")
@@ -50,13 +52,16 @@ def parse_route(raw_target: str) -> Route | None:
 
 def has_dot_segment(raw_path: str) -> bool:
     """Does the path hold ``.`` or ``..`` segments (plain or percent-encoded)?"""
+    if "." not in raw_path and "%" not in raw_path:
+        return False
     return any(urllib.parse.unquote(part) in (".", "..") for part in raw_path.split("/"))
 
 
+@functools.lru_cache(maxsize=1024)
 def request_verb(method: str, path: str, query: str) -> str:
     """The Kubernetes verb of a request: get, list, watch, create, update, patch, delete, deletecollection."""
     method = method.upper()
-    params = urllib.parse.parse_qs(query)
+    params = urllib.parse.parse_qs(query) if "watch" in query else {}
     named, legacy_watch = _resource_path(path)
     if method == "GET" and (legacy_watch or params.get("watch", [""])[0].lower() in ("true", "1")):
         return "watch"
