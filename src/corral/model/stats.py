@@ -138,6 +138,20 @@ def fault_windows(events: Iterable[Event], *, end: float) -> dict[tuple[str, str
     return windows
 
 
+class _PathCounts:
+    """One access path's counters, reached with one lookup per request (the same objects as the
+    summariser's per-path attributes), and each cluster's on that path."""
+
+    __slots__ = ("bins", "clusters", "latencies", "statuses")
+
+    def __init__(self, latencies: array[float], statuses: Counter[int], bins: dict[int, list[int]]) -> None:
+        self.latencies = latencies
+        self.statuses = statuses
+        self.bins = bins
+        self.clusters: dict[str, tuple[dict[int, list[int]], array[int]]] = {}
+        """Cluster -> its region's start-time bins and its own coarse series on this path."""
+
+
 class Summariser:
     """Running aggregates of a trace; `summary()` turns them into a JSON-ready dict.
 
@@ -175,50 +189,99 @@ class Summariser:
         self.failovers: list[FailoverCompleted] = []
         self.tunnels: list[TunnelOpened | TunnelClosed] = []
         self.faults: list[FaultInjected] = []
-        self.events: Counter[str] = Counter()
+        self._events: Counter[str] = Counter()
+        """Events added, by type name, requests aside (`_requests` counts them)."""
+        self._requests = 0
+        self._paths: dict[str, _PathCounts] = {}
         self.last_t = 0.0
 
     def add(self, item: Event) -> None:
-        self.events[item.type_name] += 1
-        self.last_t = max(self.last_t, item.t)
         if isinstance(item, RequestCompleted):
-            self._request(item)
-        elif isinstance(item, TunnelOpened | TunnelClosed):
+            self.request(
+                t=item.t,
+                path=item.path,
+                cluster=item.cluster,
+                status=item.status,
+                latency_seconds=item.latency_seconds,
+            )
+            if type(item) is not RequestCompleted:  # a subclass counts under its own name
+                self._requests -= 1
+                self._events[item.type_name] += 1
+            return
+        self._events[item.type_name] += 1
+        self.last_t = max(self.last_t, item.t)
+        if isinstance(item, TunnelOpened | TunnelClosed):
             self.tunnels.append(item)
         elif isinstance(item, FailoverCompleted):
             self.failovers.append(item)
         elif isinstance(item, FaultInjected):
             self.faults.append(item)
 
-    def _request(self, item: RequestCompleted) -> None:
-        path = item.path
+    __call__ = add
+
+    def request(
+        self,
+        *,
+        t: float,
+        path: str,
+        cluster: str,
+        status: int,
+        latency_seconds: float,
+        user: str = "",
+        verb: str = "",
+    ) -> None:
+        """`add` of a `RequestCompleted` with these fields, without the event (the model's hot path).
+
+        It runs once per request of a fleet, so it does only what counting needs: one lookup of the
+        path's counters, and one of the cluster's (its region's bins and its own counts, found
+        once and kept). `user` and `verb` are taken for a recorder's sake and not counted.
+        """
+        self._requests += 1
+        self.last_t = max(self.last_t, t)
+        counts = self._paths.get(path)
+        if counts is None:
+            counts = _PathCounts(self.latencies[path], self.statuses[path], self.bins[path])
+            self._paths[path] = counts
         self.totals[path] += 1
-        self.statuses[path][item.status] += 1
-        ok = 200 <= item.status < 400  # `succeeded`, inlined: this runs once per request of a fleet
+        counts.statuses[status] += 1
+        ok = 200 <= status < 400  # `succeeded`, inlined
         if ok:
-            self.latencies[path].append(item.latency_seconds)
-        started = max(item.t - item.latency_seconds, 0.0)
+            counts.latencies.append(latency_seconds)
+        started = max(t - latency_seconds, 0.0)
         number = int(started // self.bin_seconds)
-        cell = self.bins[path].get(number)
+        cell = counts.bins.get(number)
         if cell is None:
-            cell = self.bins[path][number] = [0, 0]
+            cell = counts.bins[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        region = self.cluster_regions.get(item.cluster, "?")
-        cells = self.region_bins[(path, region)]
+        per_cluster = counts.clusters.get(cluster)
+        if per_cluster is None:
+            per_cluster = counts.clusters[cluster] = self._cluster_counts(path, cluster)
+        cells, series = per_cluster
         cell = cells.get(number)
         if cell is None:
             cell = cells[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        counts = self.cluster_bins.get((path, item.cluster))
-        if counts is None:
-            counts = self.cluster_bins[(path, item.cluster)] = array("l")
         index = 2 * int(started // self.cluster_bin_seconds)
-        if index >= len(counts):
-            counts.extend([0] * (index + 2 - len(counts)))
-        counts[index] += ok
-        counts[index + 1] += 1
+        if index >= len(series):
+            series.extend([0] * (index + 2 - len(series)))
+        series[index] += ok
+        series[index + 1] += 1
+
+    def _cluster_counts(self, path: str, cluster: str) -> tuple[dict[int, list[int]], array[int]]:
+        """A cluster's first request on `path`: its region's bins and its own series, made on first use."""
+        region = self.cluster_regions.get(cluster, "?")
+        series = self.cluster_bins[(path, cluster)] = array("l")
+        return self.region_bins[(path, region)], series
+
+    @property
+    def events(self) -> Counter[str]:
+        """How many events of each type were added."""
+        counts = Counter(self._events)
+        if self._requests:
+            counts[RequestCompleted.type_name] += self._requests
+        return counts
 
     def path_summary(self, path: str) -> dict[str, Any]:
         """Requests, served, failed, availability, statuses and latency quantiles of one access path."""
