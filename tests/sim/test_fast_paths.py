@@ -2,14 +2,16 @@
 
 An agent that cannot connect waits for a change instead of retrying every 10 s; the health tick
 looks only at clusters whose sessions changed; the trace is encoded without a dict per line; the
-server's workers are a counter. With the shortcut replaced by the step-by-step version, the same
-scenario must write the same trace, event for event.
+server's workers are a counter; a process sleeps without a timeout event; a request reaches the
+summariser and a sampled trace by its fields. With the shortcut replaced by the step-by-step
+version, the same scenario must write the same trace, event for event.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,3 +206,22 @@ def test_requests_by_their_fields_reach_the_sinks_as_their_events_would() -> Non
     assert count == len(every)
     assert of(sampled, RequestCompleted) == requests[::3]
     assert summary["events"]["RequestCompleted"] == len(requests)
+
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["smoke", "alice-au", "server-crash", "node-crash", "api-overload"])
+def test_sleeping_processes_run_as_processes_waiting_for_timeouts(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = Scenario.load(FIXTURES / f"{name}.yaml")
+    shortcut = run(scenario)
+
+    def timeout(self: FastEnvironment, delay: float) -> simpy.Event:
+        return self.timeout(delay)
+
+    monkeypatch.setattr(FastEnvironment, "sleep", timeout)
+    long_way = run(scenario)
+    assert shortcut == long_way
+    assert len(of(shortcut, RequestCompleted)) > 100

@@ -101,7 +101,7 @@ class AuthProxy:
         session = yield from dial(world, cluster, replica)
         if session is None:
             return UNAVAILABLE, None, None
-        yield env.timeout(2 * network.rtt(cluster.region, server.region))  # TLS across the tunnel, request
+        yield env.sleep(2 * network.rtt(cluster.region, server.region))  # TLS across the tunnel, request
         if replica.epoch != epoch:
             return LOST if replica.crashed_at is not None else NO_RESPONSE, None, None
         if session.closed:
@@ -109,7 +109,7 @@ class AuthProxy:
         reach = world.apiservers[cluster.name].reach("service")
         if reach != OK:
             return LOST if reach == NO_ANSWER else UNAVAILABLE, None, None
-        yield env.timeout(network.rtt(user.region, server.region) / 2)
+        yield env.sleep(network.rtt(user.region, server.region) / 2)
         return OK, replica, session
 
     # -- the request ----------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class AuthProxy:
             # waits for the new connection's window to open (slow start).
             body = size_bytes if status == OK else ERROR_BODY_BYTES
             rounds = 0.5 + slow_start_round_trips(body, self._window) if body > self._window else 0.5
-            yield env.timeout(user_rtt * rounds)
+            yield env.sleep(user_rtt * rounds)
         if status == LOST:
             return LOST
         if replica.epoch != epoch:
@@ -167,12 +167,12 @@ class AuthProxy:
         user_rtt = network.rtt(user.region, server.region)
         replica = server.route()
         if replica is None:
-            yield env.timeout(user_rtt)  # connection refused
+            yield env.sleep(user_rtt)  # connection refused
             return None, NO_RESPONSE
         if not replica.running:
             return None, LOST  # a crashed replica still in rotation: the handshake never completes
         epoch = replica.epoch
-        yield env.timeout(user_rtt * (self._setup + 0.5))
+        yield env.sleep(user_rtt * (self._setup + 0.5))
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         worker = replica.workers.take()
@@ -181,7 +181,7 @@ class AuthProxy:
         core = replica.cpu.take()
         if core is not None:
             yield core
-        yield env.timeout(
+        yield env.sleep(
             self._authn.at(z_auth)
             + self._overhead.at(z_auth)
             + self._cpu.at(z_auth)
@@ -192,7 +192,7 @@ class AuthProxy:
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         if user.name in server.revoked:
-            yield env.timeout(user_rtt / 2)
+            yield env.sleep(user_rtt / 2)
             return None, FORBIDDEN
         return replica, OK
 
@@ -227,7 +227,7 @@ class AuthProxy:
             setup = 0.0
         else:
             setup = rtt
-        yield env.timeout(setup + rtt / 2 + hop)
+        yield env.sleep(setup + rtt / 2 + hop)
         if not session.alive:
             ok = yield from wait_alive(world, session)
             if not ok:
@@ -240,7 +240,7 @@ class AuthProxy:
         status = yield from apiserver.serve(verb, flow=flow, level=level, z=z_api)
         body = world.network.transfer_seconds(size_bytes if status == OK else ERROR_BODY_BYTES)
         sent = session.send(env.now, body)
-        yield env.timeout(sent - env.now + rtt / 2 + hop)
+        yield env.sleep(sent - env.now + rtt / 2 + hop)
         if not session.alive:
             ok = yield from wait_alive(world, session)
             if not ok:

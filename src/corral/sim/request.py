@@ -54,7 +54,7 @@ def complete(
         status = NO_RESPONSE
         remaining = start + world.calibration.network.client_timeout_seconds - env.now
         if remaining > 0:
-            yield env.timeout(remaining)
+            yield env.sleep(remaining)
     record(world, path=path, user=user, cluster=cluster, verb=verb, status=status, start=start)
 
 

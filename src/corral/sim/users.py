@@ -54,14 +54,14 @@ class Users:
         rate = entry.rate_per_second * len(users)
         path = entry.path
         if entry.start_seconds:
-            yield env.timeout(entry.start_seconds)
+            yield env.sleep(entry.start_seconds)
         end = entry.end_seconds
         spawn = env.spawn if isinstance(env, FastEnvironment) else env.process
         while True:
             gap = rng.expovariate(rate)
             if env.now + gap >= end:
                 return
-            yield env.timeout(gap)
+            yield env.sleep(gap)
             user = users[int(rng.random() * len(users))]
             targets = clusters
             if per_user is not None and per_user < len(clusters):
