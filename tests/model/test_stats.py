@@ -329,6 +329,14 @@ def test_a_request_by_its_fields_counts_as_the_event_counted_field_by_field(
     assert dict(summariser.bins) == reference.bins
     assert dict(summariser.region_bins) == reference.region_bins
     assert {key: list(counts) for key, counts in summariser.cluster_bins.items()} == reference.cluster_bins
+    assert list(summariser.cluster_bins) == list(reference.cluster_bins)  # first requests first
+    for path in ("proxy", "ace"):
+        clusters = [cluster for on, cluster in reference.cluster_bins if on == path]
+        assert list(summariser.cluster_availability(path)) == clusters
+    for (path, cluster), counts in reference.cluster_bins.items():
+        series = summariser.cluster_series(path, cluster)
+        assert [(b.served, b.requests) for b in series] == list(zip(counts[0::2], counts[1::2], strict=True))
+        assert summariser.cluster_availability(path)[cluster] == (sum(counts[0::2]), sum(counts[1::2]))
     assert dict(summariser.events) == reference.events
     assert summariser.last_t == reference.last_t
     assert summariser.summary() == summarise(items)

@@ -139,17 +139,45 @@ def fault_windows(events: Iterable[Event], *, end: float) -> dict[tuple[str, str
 
 
 class _PathCounts:
-    """One access path's counters, reached with one lookup per request (the same objects as the
-    summariser's per-path attributes), and each cluster's on that path."""
+    """One access path's counters, reached with one lookup per request (the per-path ones are the
+    summariser's own objects), and its clusters' counts, laid out so that a request touches memory
+    that the requests just before it touched too.
 
-    __slots__ = ("bins", "clusters", "latencies", "statuses")
+    A fleet has thousands of clusters: an array of counts per cluster puts each request on a
+    different, cold piece of memory. Here each coarse time bin is one row of counts over the
+    path's clusters (by their index), and requests come in time order, so they all land on the
+    current row.
+    """
+
+    __slots__ = ("bins", "clusters", "latencies", "region_cells", "rows", "statuses")
 
     def __init__(self, latencies: array[float], statuses: Counter[int], bins: dict[int, list[int]]) -> None:
         self.latencies = latencies
         self.statuses = statuses
         self.bins = bins
-        self.clusters: dict[str, tuple[dict[int, list[int]], array[int]]] = {}
-        """Cluster -> its region's start-time bins and its own coarse series on this path."""
+        self.clusters: dict[str, int] = {}
+        """Cluster -> its index on this path, in the order of their first requests."""
+        self.region_cells: list[dict[int, list[int]]] = []
+        """By cluster index: the start-time bins of the cluster's region on this path."""
+        self.rows: list[array[int]] = []
+        """By coarse start-time bin: served and requests of each cluster index, interleaved."""
+
+    def series(self, index: int) -> array[int]:
+        """One cluster's served and requests per coarse bin, interleaved, up to its last request."""
+        served, requests = 2 * index, 2 * index + 1
+        rows = self.rows
+        last = -1
+        for number, row in enumerate(rows):
+            if requests < len(row) and row[requests]:
+                last = number
+        series = array("l")
+        for row in rows[: last + 1]:
+            if requests < len(row):
+                series.append(row[served])
+                series.append(row[requests])
+            else:
+                series.extend((0, 0))
+        return series
 
 
 class Summariser:
@@ -183,8 +211,6 @@ class Summariser:
         """Access path -> start-time bin -> [served, requests]."""
         self.region_bins: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(dict)
         """(access path, region of the cluster) -> start-time bin -> [served, requests]."""
-        self.cluster_bins: dict[tuple[str, str], array[int]] = {}
-        """(access path, cluster) -> served and requests per coarse start-time bin, interleaved."""
         self.cluster_regions: dict[str, str] = dict(cluster_regions or {})
         self.failovers: list[FailoverCompleted] = []
         self.tunnels: list[TunnelOpened | TunnelClosed] = []
@@ -193,6 +219,8 @@ class Summariser:
         """Events added, by type name, requests aside (`_requests` counts them)."""
         self._requests = 0
         self._paths: dict[str, _PathCounts] = {}
+        self._cluster_order: list[tuple[str, str]] = []
+        """(access path, cluster) in the order of their first requests."""
         self.last_t = 0.0
 
     def add(self, item: Event) -> None:
@@ -254,26 +282,42 @@ class Summariser:
             cell = counts.bins[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        per_cluster = counts.clusters.get(cluster)
-        if per_cluster is None:
-            per_cluster = counts.clusters[cluster] = self._cluster_counts(path, cluster)
-        cells, series = per_cluster
+        index = counts.clusters.get(cluster)
+        if index is None:
+            index = self._first_request(counts, path, cluster)
+        cells = counts.region_cells[index]
         cell = cells.get(number)
         if cell is None:
             cell = cells[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        index = 2 * int(started // self.cluster_bin_seconds)
-        if index >= len(series):
-            series.extend([0] * (index + 2 - len(series)))
-        series[index] += ok
-        series[index + 1] += 1
+        rows = counts.rows
+        column = int(started // self.cluster_bin_seconds)
+        while column >= len(rows):
+            rows.append(array("l"))
+        row = rows[column]
+        slot = 2 * index
+        if slot >= len(row):  # room for every cluster seen so far, zeros
+            row.frombytes(bytes(row.itemsize * (2 * len(counts.clusters) - len(row))))
+        row[slot] += ok
+        row[slot + 1] += 1
 
-    def _cluster_counts(self, path: str, cluster: str) -> tuple[dict[int, list[int]], array[int]]:
-        """A cluster's first request on `path`: its region's bins and its own series, made on first use."""
+    def _first_request(self, counts: _PathCounts, path: str, cluster: str) -> int:
+        """A cluster's first request on `path`: its index there, and its region's bins."""
+        index = counts.clusters[cluster] = len(counts.clusters)
         region = self.cluster_regions.get(cluster, "?")
-        series = self.cluster_bins[(path, cluster)] = array("l")
-        return self.region_bins[(path, region)], series
+        counts.region_cells.append(self.region_bins[(path, region)])
+        self._cluster_order.append((path, cluster))
+        return index
+
+    @property
+    def cluster_bins(self) -> dict[tuple[str, str], array[int]]:
+        """(access path, cluster) -> served and requests per coarse start-time bin, interleaved, from
+        t=0 to the cluster's last request on that path; in the order of their first requests."""
+        return {
+            (path, cluster): self._paths[path].series(self._paths[path].clusters[cluster])
+            for path, cluster in self._cluster_order
+        }
 
     @property
     def events(self) -> Counter[str]:
@@ -356,9 +400,11 @@ class Summariser:
 
     def cluster_series(self, path: str, cluster: str) -> list[AvailabilityBin]:
         """A cluster's bins on one path (`cluster_bin_seconds` wide), from t=0 to its last request."""
-        counts = self.cluster_bins.get((path, cluster))
-        if counts is None:
+        on_path = self._paths.get(path)
+        index = None if on_path is None else on_path.clusters.get(cluster)
+        if on_path is None or index is None:
             return []
+        counts = on_path.series(index)
         width = self.cluster_bin_seconds
         return [
             AvailabilityBin(i // 2 * width, width, counts[i], counts[i + 1]) for i in range(0, len(counts), 2)
@@ -366,9 +412,15 @@ class Summariser:
 
     def cluster_availability(self, path: str) -> dict[str, tuple[int, int]]:
         """Cluster -> (served, requests) on one access path over the whole run."""
-        return {
-            name: (sum(c[0::2]), sum(c[1::2])) for (on, name), c in self.cluster_bins.items() if on == path
-        }
+        on_path = self._paths.get(path)
+        if on_path is None:
+            return {}
+        totals: dict[str, tuple[int, int]] = {}
+        for name, index in on_path.clusters.items():
+            served, requests = 2 * index, 2 * index + 1
+            rows = [row for row in on_path.rows if requests < len(row)]
+            totals[name] = (sum(row[served] for row in rows), sum(row[requests] for row in rows))
+        return totals
 
 
 HEADLINE_FIGURES = ("requests", "availability", "p50", "p95", "p99", "mean")
