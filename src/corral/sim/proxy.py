@@ -61,9 +61,44 @@ class AuthProxy:
     def handle(
         self, user: User, cluster: Cluster, verb: str, size_bytes: int, *, z_api: float, z_auth: float
     ) -> Generator[simpy.Event, Any, None]:
+        """One request, start to end, recorded; one generator for the whole path (a fleet resumes
+        it a few million times, and every generator it is delegating through costs on each)."""
         world = self._world
-        start = world.env.now
-        status = yield from self._serve(user, cluster, verb, size_bytes, z_api=z_api, z_auth=z_auth)
+        env, network, server = world.env, world.network, world.server
+        start = env.now
+        replica, status = yield from self._arrive(user, size_bytes, z_auth=z_auth)
+        if replica is not None and status == OK:
+            epoch = replica.epoch
+            user_rtt = network.rtt(user.region, server.region)
+            key = (user.name, cluster.name)
+            if key not in server.accounts:
+                status = yield from self._ensure_account(replica, key, cluster, z_api=z_api)
+            session: Session | None = None
+            if status == OK:
+                session = world.sessions.pick(cluster) or (yield from dial(world, cluster, replica))
+                status = UNAVAILABLE if session is None else OK
+            if status == OK and session is not None:
+                status = yield from self._through_tunnel(
+                    replica,
+                    session,
+                    verb,
+                    size_bytes,
+                    flow=user.name,
+                    level="workload",
+                    z_api=z_api,
+                    z_auth=z_auth,
+                )
+            if status in (OK, REJECTED):
+                # The body was streamed on to the user as it came through the tunnel; a large one
+                # waits for the new connection's window to open (slow start).
+                body = size_bytes if status == OK else ERROR_BODY_BYTES
+                rounds = 0.5 + slow_start_round_trips(body, self._window) if body > self._window else 0.5
+                yield env.sleep(user_rtt * rounds)
+            if status != LOST:
+                if replica.epoch != epoch:
+                    status = LOST if replica.crashed_at is not None else NO_RESPONSE
+                elif not network.reachable(user.region, server.region):
+                    status = LOST
         if status != LOST:
             record(world, path="proxy", user=user, cluster=cluster, verb=verb, status=status, start=start)
             return
@@ -113,48 +148,6 @@ class AuthProxy:
         return OK, replica, session
 
     # -- the request ----------------------------------------------------------------------------
-
-    def _serve(
-        self, user: User, cluster: Cluster, verb: str, size_bytes: int, *, z_api: float, z_auth: float
-    ) -> Generator[simpy.Event, Any, int]:
-        world = self._world
-        env, network, server = world.env, world.network, world.server
-        replica, status = yield from self._arrive(user, size_bytes, z_auth=z_auth)
-        if replica is None or status != OK:
-            return status
-        epoch = replica.epoch
-        user_rtt = network.rtt(user.region, server.region)
-        key = (user.name, cluster.name)
-        if key not in world.server.accounts:
-            status = yield from self._ensure_account(replica, key, cluster, z_api=z_api)
-        session: Session | None = None
-        if status == OK:
-            session = world.sessions.pick(cluster) or (yield from dial(world, cluster, replica))
-            status = UNAVAILABLE if session is None else OK
-        if status == OK and session is not None:
-            status = yield from self._through_tunnel(
-                replica,
-                session,
-                verb,
-                size_bytes,
-                flow=user.name,
-                level="workload",
-                z_api=z_api,
-                z_auth=z_auth,
-            )
-        if status in (OK, REJECTED):
-            # The body was streamed on to the user as it came through the tunnel; a large one
-            # waits for the new connection's window to open (slow start).
-            body = size_bytes if status == OK else ERROR_BODY_BYTES
-            rounds = 0.5 + slow_start_round_trips(body, self._window) if body > self._window else 0.5
-            yield env.sleep(user_rtt * rounds)
-        if status == LOST:
-            return LOST
-        if replica.epoch != epoch:
-            return LOST if replica.crashed_at is not None else NO_RESPONSE
-        if not network.reachable(user.region, server.region):
-            return LOST
-        return status
 
     def _arrive(  # noqa: PLR0911 - one return per way a connection fails
         self, user: User, size_bytes: int, *, z_auth: float

@@ -57,22 +57,29 @@ class Users:
             yield env.sleep(entry.start_seconds)
         end = entry.end_seconds
         spawn = env.spawn if isinstance(env, FastEnvironment) else env.process
+        # Bound once: this loop runs once per request of a fleet.
+        expovariate, uniform, gauss = rng.expovariate, rng.random, rng.gauss
+        user_count = len(users)
+        mix, stream = entry.mix, entry.stream
+        count = len(clusters) if per_user is None else per_user
+        by_user = count < len(clusters)
+        proxy, endpoint = self._proxy.handle, self._endpoint.handle
         while True:
-            gap = rng.expovariate(rate)
+            gap = expovariate(rate)
             if env.now + gap >= end:
                 return
             yield env.sleep(gap)
-            user = users[int(rng.random() * len(users))]
+            user = users[int(uniform() * user_count)]
             targets = clusters
-            if per_user is not None and per_user < len(clusters):
+            if by_user:
                 targets = assigned.get(user.name) or assigned.setdefault(
-                    user.name, _assign(assigner, clusters, per_user)
+                    user.name, _assign(assigner, clusters, count)
                 )
-            cluster = targets[int(rng.random() * len(targets))]
-            kind = entry.mix[bisect.bisect_right(cumulative, rng.random() * total_weight)]
-            z_api = rng.gauss(0.0, 1.0)
-            z_auth = rng.gauss(0.0, 1.0)
-            if entry.stream is not None:
+            cluster = targets[int(uniform() * len(targets))]
+            kind = mix[bisect.bisect_right(cumulative, uniform() * total_weight)]
+            z_api = gauss(0.0, 1.0)
+            z_auth = gauss(0.0, 1.0)
+            if stream is not None:
                 request = hold_stream(
                     world,
                     self._proxy,
@@ -80,15 +87,13 @@ class Users:
                     user=user,
                     cluster=cluster,
                     path=path,
-                    kind=entry.stream,
+                    kind=stream,
                     hold_seconds=entry.hold_seconds,
                 )
             elif path == "proxy":
-                request = self._proxy.handle(
-                    user, cluster, kind.verb, kind.response_bytes, z_api=z_api, z_auth=z_auth
-                )
+                request = proxy(user, cluster, kind.verb, kind.response_bytes, z_api=z_api, z_auth=z_auth)
             else:
-                request = self._endpoint.handle(
+                request = endpoint(
                     user, cluster, kind.verb, kind.response_bytes, path=path, z_api=z_api, z_auth=z_auth
                 )
             spawn(request)
