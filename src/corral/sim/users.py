@@ -47,7 +47,8 @@ class Users:
             return
         rng = world.streams.get(f"workload/{index}")
         assigner = world.streams.get(f"assignment/{index}")
-        assigned: dict[str, tuple[Cluster, ...]] = {}
+        assigned: list[tuple[Cluster, ...] | None] = [None] * len(users)
+        """By the user's index: the clusters it works with (users are distinct, so as by name)."""
         per_user = entry.clusters_per_user
         cumulative = list(itertools.accumulate(kind.weight for kind in entry.mix))
         total_weight = cumulative[-1]
@@ -69,12 +70,14 @@ class Users:
             if env.now + gap >= end:
                 return
             yield env.sleep(gap)
-            user = users[int(uniform() * user_count)]
+            drawn = int(uniform() * user_count)
+            user = users[drawn]
             targets = clusters
             if by_user:
-                targets = assigned.get(user.name) or assigned.setdefault(
-                    user.name, _assign(assigner, clusters, count)
-                )
+                mine = assigned[drawn]
+                if mine is None:
+                    mine = assigned[drawn] = _assign(assigner, clusters, count)
+                targets = mine
             cluster = targets[int(uniform() * len(targets))]
             kind = mix[bisect.bisect_right(cumulative, uniform() * total_weight)]
             z_api = gauss(0.0, 1.0)
