@@ -121,11 +121,12 @@ class FastEnvironment(simpy.Environment):
         """
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        process = self._active_proc
-        if type(process) is not FastProcess:
-            raise RuntimeError("sleep() is for the active process of a FastEnvironment to yield")
-        entry = (self._now + delay, NORMAL, next(self._eid), process._resume_bound)
-        heappush(self._queue, entry)  # type: ignore[misc]  # a resumption where events go
+        try:
+            resume = self._active_proc._resume_bound  # type: ignore[union-attr]
+        except AttributeError:  # no active process, or not one of ours
+            raise RuntimeError("sleep() is for the active process of a FastEnvironment to yield") from None
+        entry = (self._now + delay, NORMAL, next(self._eid), resume)
+        heappush(self._queue, entry)  # a resumption where events go
         return ASLEEP
 
     def event(self) -> Event:
