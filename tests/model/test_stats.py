@@ -246,3 +246,97 @@ def test_the_spread_over_seeds_has_mean_stdev_min_and_max_of_each_headline_figur
     assert single["paths"]["proxy"]["availability"]["stdev"] is None
     with pytest.raises(ValueError, match="spread of no summaries"):
         seed_spread([])
+
+
+class _OneEventAtATime:
+    """The summariser's counting as first written: every request looked up path by path, key by key.
+
+    `Summariser.request` keeps a path's and a cluster's counters at hand instead; both must count
+    exactly the same.
+    """
+
+    def __init__(self, cluster_regions: dict[str, str]) -> None:
+        self.cluster_regions = cluster_regions
+        self.latencies: dict[str, list[float]] = {}
+        self.totals: dict[str, int] = {}
+        self.statuses: dict[str, dict[int, int]] = {}
+        self.bins: dict[str, dict[int, list[int]]] = {}
+        self.region_bins: dict[tuple[str, str], dict[int, list[int]]] = {}
+        self.cluster_bins: dict[tuple[str, str], list[int]] = {}
+        self.events: dict[str, int] = {}
+        self.last_t = 0.0
+
+    def add(self, item: RequestCompleted | TunnelOpened) -> None:
+        self.events[item.type_name] = self.events.get(item.type_name, 0) + 1
+        self.last_t = max(self.last_t, item.t)
+        if not isinstance(item, RequestCompleted):
+            return
+        path, ok = item.path, succeeded(item.status)
+        self.totals[path] = self.totals.get(path, 0) + 1
+        statuses = self.statuses.setdefault(path, {})
+        statuses[item.status] = statuses.get(item.status, 0) + 1
+        if ok:
+            self.latencies.setdefault(path, []).append(item.latency_seconds)
+        started = max(item.t - item.latency_seconds, 0.0)
+        number = int(started // 10.0)
+        region = self.cluster_regions.get(item.cluster, "?")
+        for cells in (self.bins.setdefault(path, {}), self.region_bins.setdefault((path, region), {})):
+            cell = cells.setdefault(number, [0, 0])
+            cell[0] += ok
+            cell[1] += 1
+        counts = self.cluster_bins.setdefault((path, item.cluster), [])
+        index = 2 * int(started // 60.0)
+        counts.extend([0] * max(0, index + 2 - len(counts)))
+        counts[index] += ok
+        counts[index + 1] += 1
+
+
+_REQUESTS = st.builds(
+    RequestCompleted,
+    t=st.floats(0.0, 500.0),
+    path=st.sampled_from(["proxy", "ace"]),
+    cluster=st.sampled_from(["c-1", "c-2", "c-3"]),
+    user=st.just("u"),
+    verb=st.just("get"),
+    status=st.sampled_from([0, 200, 204, 302, 403, 429, 500]),
+    latency_seconds=st.floats(0.0, 600.0),
+)
+_TUNNELS = st.builds(TunnelOpened, t=st.floats(0.0, 500.0), cluster=st.just("c-1"), agent=st.just("a"))
+
+
+@given(st.lists(_REQUESTS | _TUNNELS, max_size=60), st.booleans())
+def test_a_request_by_its_fields_counts_as_the_event_counted_field_by_field(
+    items: list[RequestCompleted | TunnelOpened], by_fields: bool
+) -> None:
+    regions = {"c-1": "us", "c-2": "eu"}  # c-3 counts under "?"
+    summariser, reference = Summariser(cluster_regions=regions), _OneEventAtATime(regions)
+    for item in items:
+        reference.add(item)
+        if by_fields and isinstance(item, RequestCompleted):
+            summariser.request(
+                t=item.t,
+                path=item.path,
+                cluster=item.cluster,
+                status=item.status,
+                latency_seconds=item.latency_seconds,
+            )
+        else:
+            summariser.add(item)
+    latencies = {path: list(values) for path, values in summariser.latencies.items() if values}
+    assert latencies == reference.latencies
+    assert dict(summariser.totals) == reference.totals
+    assert {path: dict(counts) for path, counts in summariser.statuses.items()} == reference.statuses
+    assert dict(summariser.bins) == reference.bins
+    assert dict(summariser.region_bins) == reference.region_bins
+    assert {key: list(counts) for key, counts in summariser.cluster_bins.items()} == reference.cluster_bins
+    assert list(summariser.cluster_bins) == list(reference.cluster_bins)  # first requests first
+    for path in ("proxy", "ace"):
+        clusters = [cluster for on, cluster in reference.cluster_bins if on == path]
+        assert list(summariser.cluster_availability(path)) == clusters
+    for (path, cluster), counts in reference.cluster_bins.items():
+        series = summariser.cluster_series(path, cluster)
+        assert [(b.served, b.requests) for b in series] == list(zip(counts[0::2], counts[1::2], strict=True))
+        assert summariser.cluster_availability(path)[cluster] == (sum(counts[0::2]), sum(counts[1::2]))
+    assert dict(summariser.events) == reference.events
+    assert summariser.last_t == reference.last_t
+    assert summariser.summary() == summarise(items)

@@ -2,14 +2,16 @@
 
 An agent that cannot connect waits for a change instead of retrying every 10 s; the health tick
 looks only at clusters whose sessions changed; the trace is encoded without a dict per line; the
-server's workers are a counter. With the shortcut replaced by the step-by-step version, the same
-scenario must write the same trace, event for event.
+server's workers are a counter; a process sleeps without a timeout event; a request reaches the
+summariser and a sampled trace by its fields. With the shortcut replaced by the step-by-step
+version, the same scenario must write the same trace, event for event.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +25,14 @@ from corral.model import (
     FaultInjected,
     RequestCompleted,
     Scenario,
+    Summariser,
     TokenReviewed,
     TunnelOpened,
 )
 from corral.model.trace import _ENCODER
+from corral.sim.build import Simulation
 from corral.sim.kernel import FastEnvironment, timeout_at
-from corral.sim.recorder import encode_line
+from corral.sim.recorder import Recorder, RequestSample, encode_line
 from corral.sim.server import Slots
 from corral.sim.tunnel import Agent, SessionManager, _Retry
 from tests.sim.test_mechanics import PROXY, of, run, world
@@ -173,3 +177,51 @@ def test_a_timeout_at_an_absolute_time_lands_on_it_exactly() -> None:
     with pytest.raises(ValueError, match="in the past"):
         timeout_at(env, 1.0)
     assert math.isfinite(fired[0])
+
+
+def test_requests_by_their_fields_reach_the_sinks_as_their_events_would() -> None:
+    """`Recorder.request` builds a request's event only for a sink that takes events: the summary,
+    the sampled trace and the full trace are those of a run whose every sink takes events."""
+    scenario = _worlds()[0]
+
+    def once(*, fields: bool) -> tuple[dict[str, Any], list[Event], list[Event], int]:
+        summariser, sampled, every = Summariser(), list[Event](), list[Event]()
+        sample = RequestSample(sampled.append, one_in=3)
+
+        def events_only(item: Event) -> None:
+            sample(item)
+
+        if fields:
+            recorder = Recorder(summariser, sample, every.append)
+        else:
+            recorder = Recorder(summariser.add, events_only, every.append)
+        Simulation(scenario, seed=1, recorder=recorder).run()
+        return summariser.summary(), sampled, every, recorder.count
+
+    fast, slow = once(fields=True), once(fields=False)
+    assert fast == slow
+    summary, sampled, every, count = fast
+    requests = of(every, RequestCompleted)
+    assert len(requests) > 30
+    assert count == len(every)
+    assert of(sampled, RequestCompleted) == requests[::3]
+    assert summary["events"]["RequestCompleted"] == len(requests)
+
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["smoke", "alice-au", "server-crash", "node-crash", "api-overload"])
+def test_sleeping_processes_run_as_processes_waiting_for_timeouts(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = Scenario.load(FIXTURES / f"{name}.yaml")
+    shortcut = run(scenario)
+
+    def timeout(self: FastEnvironment, delay: float) -> simpy.Event:
+        return self.timeout(delay)
+
+    monkeypatch.setattr(FastEnvironment, "sleep", timeout)
+    long_way = run(scenario)
+    assert shortcut == long_way
+    assert len(of(shortcut, RequestCompleted)) > 100

@@ -138,6 +138,48 @@ def fault_windows(events: Iterable[Event], *, end: float) -> dict[tuple[str, str
     return windows
 
 
+class _PathCounts:
+    """One access path's counters, reached with one lookup per request (the per-path ones are the
+    summariser's own objects), and its clusters' counts, laid out so that a request touches memory
+    that the requests just before it touched too.
+
+    A fleet has thousands of clusters: an array of counts per cluster puts each request on a
+    different, cold piece of memory. Here each coarse time bin is one row of counts over the
+    path's clusters (by their index), and requests come in time order, so they all land on the
+    current row.
+    """
+
+    __slots__ = ("bins", "clusters", "latencies", "region_cells", "rows", "statuses")
+
+    def __init__(self, latencies: array[float], statuses: Counter[int], bins: dict[int, list[int]]) -> None:
+        self.latencies = latencies
+        self.statuses = statuses
+        self.bins = bins
+        self.clusters: dict[str, int] = {}
+        """Cluster -> its index on this path, in the order of their first requests."""
+        self.region_cells: list[dict[int, list[int]]] = []
+        """By cluster index: the start-time bins of the cluster's region on this path."""
+        self.rows: list[array[int]] = []
+        """By coarse start-time bin: served and requests of each cluster index, interleaved."""
+
+    def series(self, index: int) -> array[int]:
+        """One cluster's served and requests per coarse bin, interleaved, up to its last request."""
+        served, requests = 2 * index, 2 * index + 1
+        rows = self.rows
+        last = -1
+        for number, row in enumerate(rows):
+            if requests < len(row) and row[requests]:
+                last = number
+        series = array("l")
+        for row in rows[: last + 1]:
+            if requests < len(row):
+                series.append(row[served])
+                series.append(row[requests])
+            else:
+                series.extend((0, 0))
+        return series
+
+
 class Summariser:
     """Running aggregates of a trace; `summary()` turns them into a JSON-ready dict.
 
@@ -169,56 +211,121 @@ class Summariser:
         """Access path -> start-time bin -> [served, requests]."""
         self.region_bins: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(dict)
         """(access path, region of the cluster) -> start-time bin -> [served, requests]."""
-        self.cluster_bins: dict[tuple[str, str], array[int]] = {}
-        """(access path, cluster) -> served and requests per coarse start-time bin, interleaved."""
         self.cluster_regions: dict[str, str] = dict(cluster_regions or {})
         self.failovers: list[FailoverCompleted] = []
         self.tunnels: list[TunnelOpened | TunnelClosed] = []
         self.faults: list[FaultInjected] = []
-        self.events: Counter[str] = Counter()
+        self._events: Counter[str] = Counter()
+        """Events added, by type name, requests aside (`_requests` counts them)."""
+        self._requests = 0
+        self._paths: dict[str, _PathCounts] = {}
+        self._cluster_order: list[tuple[str, str]] = []
+        """(access path, cluster) in the order of their first requests."""
         self.last_t = 0.0
 
     def add(self, item: Event) -> None:
-        self.events[item.type_name] += 1
-        self.last_t = max(self.last_t, item.t)
         if isinstance(item, RequestCompleted):
-            self._request(item)
-        elif isinstance(item, TunnelOpened | TunnelClosed):
+            self.request(
+                t=item.t,
+                path=item.path,
+                cluster=item.cluster,
+                status=item.status,
+                latency_seconds=item.latency_seconds,
+            )
+            if type(item) is not RequestCompleted:  # a subclass counts under its own name
+                self._requests -= 1
+                self._events[item.type_name] += 1
+            return
+        self._events[item.type_name] += 1
+        self.last_t = max(self.last_t, item.t)
+        if isinstance(item, TunnelOpened | TunnelClosed):
             self.tunnels.append(item)
         elif isinstance(item, FailoverCompleted):
             self.failovers.append(item)
         elif isinstance(item, FaultInjected):
             self.faults.append(item)
 
-    def _request(self, item: RequestCompleted) -> None:
-        path = item.path
+    __call__ = add
+
+    def request(
+        self,
+        *,
+        t: float,
+        path: str,
+        cluster: str,
+        status: int,
+        latency_seconds: float,
+        user: str = "",
+        verb: str = "",
+    ) -> None:
+        """`add` of a `RequestCompleted` with these fields, without the event (the model's hot path).
+
+        It runs once per request of a fleet, so it does only what counting needs: one lookup of the
+        path's counters, and one of the cluster's (its region's bins and its own counts, found
+        once and kept). `user` and `verb` are taken for a recorder's sake and not counted.
+        """
+        self._requests += 1
+        self.last_t = max(self.last_t, t)
+        counts = self._paths.get(path)
+        if counts is None:
+            counts = _PathCounts(self.latencies[path], self.statuses[path], self.bins[path])
+            self._paths[path] = counts
         self.totals[path] += 1
-        self.statuses[path][item.status] += 1
-        ok = 200 <= item.status < 400  # `succeeded`, inlined: this runs once per request of a fleet
+        counts.statuses[status] += 1
+        ok = 200 <= status < 400  # `succeeded`, inlined
         if ok:
-            self.latencies[path].append(item.latency_seconds)
-        started = max(item.t - item.latency_seconds, 0.0)
+            counts.latencies.append(latency_seconds)
+        started = max(t - latency_seconds, 0.0)
         number = int(started // self.bin_seconds)
-        cell = self.bins[path].get(number)
+        cell = counts.bins.get(number)
         if cell is None:
-            cell = self.bins[path][number] = [0, 0]
+            cell = counts.bins[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        region = self.cluster_regions.get(item.cluster, "?")
-        cells = self.region_bins[(path, region)]
+        index = counts.clusters.get(cluster)
+        if index is None:
+            index = self._first_request(counts, path, cluster)
+        cells = counts.region_cells[index]
         cell = cells.get(number)
         if cell is None:
             cell = cells[number] = [0, 0]
         cell[0] += ok
         cell[1] += 1
-        counts = self.cluster_bins.get((path, item.cluster))
-        if counts is None:
-            counts = self.cluster_bins[(path, item.cluster)] = array("l")
-        index = 2 * int(started // self.cluster_bin_seconds)
-        if index >= len(counts):
-            counts.extend([0] * (index + 2 - len(counts)))
-        counts[index] += ok
-        counts[index + 1] += 1
+        rows = counts.rows
+        column = int(started // self.cluster_bin_seconds)
+        while column >= len(rows):
+            rows.append(array("l"))
+        row = rows[column]
+        slot = 2 * index
+        if slot >= len(row):  # room for every cluster seen so far, zeros
+            row.frombytes(bytes(row.itemsize * (2 * len(counts.clusters) - len(row))))
+        row[slot] += ok
+        row[slot + 1] += 1
+
+    def _first_request(self, counts: _PathCounts, path: str, cluster: str) -> int:
+        """A cluster's first request on `path`: its index there, and its region's bins."""
+        index = counts.clusters[cluster] = len(counts.clusters)
+        region = self.cluster_regions.get(cluster, "?")
+        counts.region_cells.append(self.region_bins[(path, region)])
+        self._cluster_order.append((path, cluster))
+        return index
+
+    @property
+    def cluster_bins(self) -> dict[tuple[str, str], array[int]]:
+        """(access path, cluster) -> served and requests per coarse start-time bin, interleaved, from
+        t=0 to the cluster's last request on that path; in the order of their first requests."""
+        return {
+            (path, cluster): self._paths[path].series(self._paths[path].clusters[cluster])
+            for path, cluster in self._cluster_order
+        }
+
+    @property
+    def events(self) -> Counter[str]:
+        """How many events of each type were added."""
+        counts = Counter(self._events)
+        if self._requests:
+            counts[RequestCompleted.type_name] += self._requests
+        return counts
 
     def path_summary(self, path: str) -> dict[str, Any]:
         """Requests, served, failed, availability, statuses and latency quantiles of one access path."""
@@ -293,9 +400,11 @@ class Summariser:
 
     def cluster_series(self, path: str, cluster: str) -> list[AvailabilityBin]:
         """A cluster's bins on one path (`cluster_bin_seconds` wide), from t=0 to its last request."""
-        counts = self.cluster_bins.get((path, cluster))
-        if counts is None:
+        on_path = self._paths.get(path)
+        index = None if on_path is None else on_path.clusters.get(cluster)
+        if on_path is None or index is None:
             return []
+        counts = on_path.series(index)
         width = self.cluster_bin_seconds
         return [
             AvailabilityBin(i // 2 * width, width, counts[i], counts[i + 1]) for i in range(0, len(counts), 2)
@@ -303,9 +412,15 @@ class Summariser:
 
     def cluster_availability(self, path: str) -> dict[str, tuple[int, int]]:
         """Cluster -> (served, requests) on one access path over the whole run."""
-        return {
-            name: (sum(c[0::2]), sum(c[1::2])) for (on, name), c in self.cluster_bins.items() if on == path
-        }
+        on_path = self._paths.get(path)
+        if on_path is None:
+            return {}
+        totals: dict[str, tuple[int, int]] = {}
+        for name, index in on_path.clusters.items():
+            served, requests = 2 * index, 2 * index + 1
+            rows = [row for row in on_path.rows if requests < len(row)]
+            totals[name] = (sum(row[served] for row in rows), sum(row[requests] for row in rows))
+        return totals
 
 
 HEADLINE_FIGURES = ("requests", "availability", "p50", "p95", "p99", "mean")

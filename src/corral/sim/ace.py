@@ -52,9 +52,9 @@ class ClusterEndpoint:
             if reach == NO_ANSWER:
                 lost = True
             elif reach != OK:
-                yield env.timeout(rtt)  # connection refused
+                yield env.sleep(rtt)  # connection refused
             else:
-                yield env.timeout(rtt * (self._setup + 0.5))
+                yield env.sleep(rtt * (self._setup + 0.5))
                 authenticated = True
                 if path == "ace":
                     authenticated = yield from world.webhooks[cluster.name].authenticate(
@@ -66,7 +66,7 @@ class ClusterEndpoint:
                     status = UNAUTHORIZED
                 body = size_bytes if status == OK else ERROR_BODY_BYTES
                 rounds = 0.5 + slow_start_round_trips(body, self._window)
-                yield env.timeout(rtt * rounds + network.transfer_seconds(body))
+                yield env.sleep(rtt * rounds + network.transfer_seconds(body))
                 lost = not network.reachable(user.region, cluster.region)
         yield from complete(
             world,
@@ -96,9 +96,9 @@ class ClusterEndpoint:
         apiserver = world.apiservers[cluster.name]
         node = apiserver.pick(self.entry(cluster, path))
         if node is None or node in apiserver.down:
-            yield env.timeout(rtt)
+            yield env.sleep(rtt)
             return NO_RESPONSE, ""
-        yield env.timeout(rtt * (self._setup + 1.0))
+        yield env.sleep(rtt * (self._setup + 1.0))
         if path == "ace":
             ok = yield from world.webhooks[cluster.name].authenticate(
                 user.name, token=world.tokens.current(user.name), z=0.0

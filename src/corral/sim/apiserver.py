@@ -23,6 +23,7 @@ from typing import Any, Literal
 import simpy
 
 from corral.model import Calibration, Cluster
+from corral.sim.kernel import FastEnvironment
 
 REJECTED = 429
 OK = 200
@@ -79,7 +80,7 @@ class APIServer:
 
     __slots__ = ("_calibration", "_env", "_lost_node", "_next", "_times", "down", "levels", "name", "nodes")
 
-    def __init__(self, env: simpy.Environment, cluster: Cluster, calibration: Calibration) -> None:
+    def __init__(self, env: FastEnvironment, cluster: Cluster, calibration: Calibration) -> None:
         self._env = env
         self._calibration = calibration
         self.name = cluster.name
@@ -158,6 +159,6 @@ class APIServer:
             return REJECTED
         if ticket is not None:
             yield ticket
-        yield self._env.timeout(self._times[verb].at(z))
+        yield self._env.sleep(self._times[verb].at(z))
         seats.leave()
         return OK

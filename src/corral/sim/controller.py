@@ -33,7 +33,7 @@ class HealthSyncer:
         alive = world.sessions.cluster_agent_alive
         emit = world.recorder.emit
         while True:
-            yield env.timeout(tick)
+            yield env.sleep(tick)
             if not world.server.up:
                 continue
             for name in world.sessions.take_changed():

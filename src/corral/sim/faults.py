@@ -33,12 +33,12 @@ def schedule_faults(world: World) -> None:
 def _run(world: World, fault: Fault, active: Counter[tuple[str, str]]) -> Generator[simpy.Event, Any, None]:
     env = world.env
     key = (fault.kind, fault.target)
-    yield env.timeout(fault.at_seconds)
+    yield env.sleep(fault.at_seconds)
     world.recorder.emit(FaultInjected(t=env.now, fault=fault.kind, target=fault.target))
     active[key] += 1
     if active[key] == 1 or fault.kind == "latency":
         _apply(world, fault, on=True)
-    yield env.timeout(fault.duration_seconds)
+    yield env.sleep(fault.duration_seconds)
     world.recorder.emit(FaultInjected(t=env.now, fault=fault.kind, target=fault.target, lifted=True))
     active[key] -= 1
     if active[key] == 0:
@@ -47,12 +47,12 @@ def _run(world: World, fault: Fault, active: Counter[tuple[str, str]]) -> Genera
 
 def _rolling_restart(world: World, fault: Fault) -> Generator[simpy.Event, Any, None]:
     env, server, emit = world.env, world.server, world.recorder.emit
-    yield env.timeout(fault.at_seconds)
+    yield env.sleep(fault.at_seconds)
     emit(FaultInjected(t=env.now, fault=fault.kind, target=fault.target))
     for replica in server.replicas:
         emit(FaultInjected(t=env.now, fault="stop", target=replica.name))
         server.stop(replica, crash=False)
-        yield env.timeout(fault.duration_seconds)
+        yield env.sleep(fault.duration_seconds)
         emit(FaultInjected(t=env.now, fault="stop", target=replica.name, lifted=True))
         yield server.start(replica)
     emit(FaultInjected(t=env.now, fault=fault.kind, target=fault.target, lifted=True))

@@ -5,20 +5,40 @@ generic machinery: `env.timeout` goes through a descriptor that builds a bound c
 `run(until=...)` calls `step()` once per event, a process builds a bound method each time it
 waits, and every process that ends schedules an event even when nothing waits for it.
 `FastEnvironment` creates timeouts, plain events and processes directly, runs the event loop
-inline, and its processes end without an event when nobody waits for them. Events are still
-ordered by (time, priority, id) with SimPy's own counters, so a trace is identical to plain
-SimPy's (the golden tests run on it); only the count of events processed is smaller.
+inline, and its processes end without an event when nobody waits for them. A process that only
+waits a while (`yield env.sleep(delay)`, most waits of the model) gets no timeout object at all:
+its resumption itself goes into the queue. Events are still ordered by (time, priority, id) with
+SimPy's own counters, so a trace is identical to plain SimPy's (the golden tests run on it); only
+the count of events processed is smaller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from heapq import heappop, heappush
+from types import MethodType
 from typing import Any
 
 import simpy
 from simpy.core import SimTime
 from simpy.events import NORMAL, URGENT, Event, Initialize, Process, Timeout
+
+
+def _sentinel(name: str) -> Event:
+    event = Event.__new__(Event)
+    event.callbacks = None  # type: ignore[assignment]
+    event._ok = True
+    event._value = None
+    event._defused = True
+    event.env = None  # type: ignore[assignment]
+    event.name = name  # type: ignore[attr-defined]
+    return event
+
+
+ASLEEP = _sentinel("asleep")
+"""What `FastEnvironment.sleep` returns: the process that yields it is already in the queue."""
+_AWOKEN = _sentinel("awoken")
+"""What a process that slept resumes with: a processed event whose value is ``None``, as a timeout's."""
 
 
 class FastProcess(Process):
@@ -62,6 +82,8 @@ class FastProcess(Process):
                 del self._resume_bound
                 event = None  # type: ignore[assignment]
                 break
+            if event is ASLEEP:  # `sleep` queued the process's resumption itself
+                break
             try:
                 callbacks = event.callbacks
             except AttributeError:
@@ -87,6 +109,25 @@ class FastEnvironment(simpy.Environment):
         timeout._ok = True
         heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), timeout))
         return timeout
+
+    def sleep(self, delay: SimTime) -> Event:
+        """For ``yield env.sleep(delay)`` in a process, and nothing else: `timeout` without the event.
+
+        The active process's resumption goes into the queue under the key the timeout would have
+        had (now + delay, normal priority, the next event id), so everything happens in the same
+        order as with ``yield env.timeout(delay)``, and the process resumes with ``None`` as from
+        that timeout; only no timeout object is made, kept and processed. The returned `ASLEEP`
+        tells the process not to wait for anything else.
+        """
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        try:
+            resume = self._active_proc._resume_bound  # type: ignore[union-attr]
+        except AttributeError:  # no active process, or not one of ours
+            raise RuntimeError("sleep() is for the active process of a FastEnvironment to yield") from None
+        entry = (self._now + delay, NORMAL, next(self._eid), resume)
+        heappush(self._queue, entry)  # a resumption where events go
+        return ASLEEP
 
     def event(self) -> Event:
         event = Event.__new__(Event)
@@ -145,8 +186,13 @@ class FastEnvironment(simpy.Environment):
         if at <= self._now:
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         queue = self._queue
+        method: type[Any] = MethodType
+        awoken = _AWOKEN
         while queue and queue[0][0] < at:
             self._now, _, _, event = heappop(queue)
+            if type(event) is method:  # a process's `sleep` is over
+                event(awoken)  # type: ignore[operator]
+                continue
             callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
             for callback in callbacks:
                 callback(event)
@@ -157,6 +203,15 @@ class FastEnvironment(simpy.Environment):
                 raise error
         self._now = at
         return None
+
+    def step(self) -> None:
+        """SimPy's `step` (the loop of ``run()`` and ``run(until=<event>)``), knowing sleeping processes."""
+        queue: list[Any] = self._queue
+        if queue and type(queue[0][3]) is MethodType:
+            self._now, _, _, resume = heappop(queue)
+            resume(_AWOKEN)
+            return
+        super().step()
 
 
 def timeout_at(env: simpy.Environment, at: SimTime) -> Timeout:

@@ -17,8 +17,11 @@ class Network:
     """Region-to-region links of one scenario."""
 
     def __init__(self, scenario: Scenario, *, bandwidth_mbps: float) -> None:
-        self._rtt = {pair: ms / 1000.0 for pair, ms in scenario.rtt_ms.items()}
-        self._base = dict(self._rtt)
+        self._base = {pair: ms / 1000.0 for pair, ms in scenario.rtt_ms.items()}
+        self._rtt: dict[str, dict[str, float]] = {}
+        """From region -> to region -> current RTT (two lookups, no key tuple per call)."""
+        for (a, b), seconds in self._base.items():
+            self._rtt.setdefault(a, {})[b] = seconds
         self._cut: set[tuple[str, str]] = set()
         self.bits_per_second = bandwidth_mbps * 1e6
         self._listeners: list[Callable[[str, str, bool], None]] = []
@@ -26,10 +29,10 @@ class Network:
 
     def rtt(self, a: str, b: str) -> float:
         """Current round-trip time between two regions, in seconds."""
-        return self._rtt[(a, b)]
+        return self._rtt[a][b]
 
     def reachable(self, a: str, b: str) -> bool:
-        return (a, b) not in self._cut
+        return not self._cut or (a, b) not in self._cut
 
     def transfer_seconds(self, size_bytes: int) -> float:
         return size_bytes * 8.0 / self.bits_per_second
@@ -39,7 +42,7 @@ class Network:
     def set_rtt(self, a: str, b: str, seconds: float | None) -> None:
         """Override a link's RTT (``None`` restores the scenario's value)."""
         for pair in ((a, b), (b, a)):
-            self._rtt[pair] = self._base[pair] if seconds is None else seconds
+            self._rtt[pair[0]][pair[1]] = self._base[pair] if seconds is None else seconds
         for any_listener in self._any_listeners:
             any_listener()
 

@@ -61,9 +61,44 @@ class AuthProxy:
     def handle(
         self, user: User, cluster: Cluster, verb: str, size_bytes: int, *, z_api: float, z_auth: float
     ) -> Generator[simpy.Event, Any, None]:
+        """One request, start to end, recorded; one generator for the whole path (a fleet resumes
+        it a few million times, and every generator it is delegating through costs on each)."""
         world = self._world
-        start = world.env.now
-        status = yield from self._serve(user, cluster, verb, size_bytes, z_api=z_api, z_auth=z_auth)
+        env, network, server = world.env, world.network, world.server
+        start = env.now
+        replica, status = yield from self._arrive(user, size_bytes, z_auth=z_auth)
+        if replica is not None and status == OK:
+            epoch = replica.epoch
+            user_rtt = network.rtt(user.region, server.region)
+            key = (user.name, cluster.name)
+            if key not in server.accounts:
+                status = yield from self._ensure_account(replica, key, cluster, z_api=z_api)
+            session: Session | None = None
+            if status == OK:
+                session = world.sessions.pick(cluster) or (yield from dial(world, cluster, replica))
+                status = UNAVAILABLE if session is None else OK
+            if status == OK and session is not None:
+                status = yield from self._through_tunnel(
+                    replica,
+                    session,
+                    verb,
+                    size_bytes,
+                    flow=user.name,
+                    level="workload",
+                    z_api=z_api,
+                    z_auth=z_auth,
+                )
+            if status in (OK, REJECTED):
+                # The body was streamed on to the user as it came through the tunnel; a large one
+                # waits for the new connection's window to open (slow start).
+                body = size_bytes if status == OK else ERROR_BODY_BYTES
+                rounds = 0.5 + slow_start_round_trips(body, self._window) if body > self._window else 0.5
+                yield env.sleep(user_rtt * rounds)
+            if status != LOST:
+                if replica.epoch != epoch:
+                    status = LOST if replica.crashed_at is not None else NO_RESPONSE
+                elif not network.reachable(user.region, server.region):
+                    status = LOST
         if status != LOST:
             record(world, path="proxy", user=user, cluster=cluster, verb=verb, status=status, start=start)
             return
@@ -101,7 +136,7 @@ class AuthProxy:
         session = yield from dial(world, cluster, replica)
         if session is None:
             return UNAVAILABLE, None, None
-        yield env.timeout(2 * network.rtt(cluster.region, server.region))  # TLS across the tunnel, request
+        yield env.sleep(2 * network.rtt(cluster.region, server.region))  # TLS across the tunnel, request
         if replica.epoch != epoch:
             return LOST if replica.crashed_at is not None else NO_RESPONSE, None, None
         if session.closed:
@@ -109,52 +144,10 @@ class AuthProxy:
         reach = world.apiservers[cluster.name].reach("service")
         if reach != OK:
             return LOST if reach == NO_ANSWER else UNAVAILABLE, None, None
-        yield env.timeout(network.rtt(user.region, server.region) / 2)
+        yield env.sleep(network.rtt(user.region, server.region) / 2)
         return OK, replica, session
 
     # -- the request ----------------------------------------------------------------------------
-
-    def _serve(
-        self, user: User, cluster: Cluster, verb: str, size_bytes: int, *, z_api: float, z_auth: float
-    ) -> Generator[simpy.Event, Any, int]:
-        world = self._world
-        env, network, server = world.env, world.network, world.server
-        replica, status = yield from self._arrive(user, size_bytes, z_auth=z_auth)
-        if replica is None or status != OK:
-            return status
-        epoch = replica.epoch
-        user_rtt = network.rtt(user.region, server.region)
-        key = (user.name, cluster.name)
-        if key not in world.server.accounts:
-            status = yield from self._ensure_account(replica, key, cluster, z_api=z_api)
-        session: Session | None = None
-        if status == OK:
-            session = world.sessions.pick(cluster) or (yield from dial(world, cluster, replica))
-            status = UNAVAILABLE if session is None else OK
-        if status == OK and session is not None:
-            status = yield from self._through_tunnel(
-                replica,
-                session,
-                verb,
-                size_bytes,
-                flow=user.name,
-                level="workload",
-                z_api=z_api,
-                z_auth=z_auth,
-            )
-        if status in (OK, REJECTED):
-            # The body was streamed on to the user as it came through the tunnel; a large one
-            # waits for the new connection's window to open (slow start).
-            body = size_bytes if status == OK else ERROR_BODY_BYTES
-            rounds = 0.5 + slow_start_round_trips(body, self._window) if body > self._window else 0.5
-            yield env.timeout(user_rtt * rounds)
-        if status == LOST:
-            return LOST
-        if replica.epoch != epoch:
-            return LOST if replica.crashed_at is not None else NO_RESPONSE
-        if not network.reachable(user.region, server.region):
-            return LOST
-        return status
 
     def _arrive(  # noqa: PLR0911 - one return per way a connection fails
         self, user: User, size_bytes: int, *, z_auth: float
@@ -167,12 +160,12 @@ class AuthProxy:
         user_rtt = network.rtt(user.region, server.region)
         replica = server.route()
         if replica is None:
-            yield env.timeout(user_rtt)  # connection refused
+            yield env.sleep(user_rtt)  # connection refused
             return None, NO_RESPONSE
         if not replica.running:
             return None, LOST  # a crashed replica still in rotation: the handshake never completes
         epoch = replica.epoch
-        yield env.timeout(user_rtt * (self._setup + 0.5))
+        yield env.sleep(user_rtt * (self._setup + 0.5))
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         worker = replica.workers.take()
@@ -181,7 +174,7 @@ class AuthProxy:
         core = replica.cpu.take()
         if core is not None:
             yield core
-        yield env.timeout(
+        yield env.sleep(
             self._authn.at(z_auth)
             + self._overhead.at(z_auth)
             + self._cpu.at(z_auth)
@@ -192,7 +185,7 @@ class AuthProxy:
         if replica.epoch != epoch:
             return None, LOST if replica.crashed_at is not None else NO_RESPONSE
         if user.name in server.revoked:
-            yield env.timeout(user_rtt / 2)
+            yield env.sleep(user_rtt / 2)
             return None, FORBIDDEN
         return replica, OK
 
@@ -227,7 +220,7 @@ class AuthProxy:
             setup = 0.0
         else:
             setup = rtt
-        yield env.timeout(setup + rtt / 2 + hop)
+        yield env.sleep(setup + rtt / 2 + hop)
         if not session.alive:
             ok = yield from wait_alive(world, session)
             if not ok:
@@ -240,7 +233,7 @@ class AuthProxy:
         status = yield from apiserver.serve(verb, flow=flow, level=level, z=z_api)
         body = world.network.transfer_seconds(size_bytes if status == OK else ERROR_BODY_BYTES)
         sent = session.send(env.now, body)
-        yield env.timeout(sent - env.now + rtt / 2 + hop)
+        yield env.sleep(sent - env.now + rtt / 2 + hop)
         if not session.alive:
             ok = yield from wait_alive(world, session)
             if not ok:

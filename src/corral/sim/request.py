@@ -4,7 +4,7 @@ Each kubectl invocation opens a new TCP and TLS connection (2 round trips before
 leaves), and a body larger than TCP's initial window takes extra round trips on that new
 connection (slow start). A request whose answer cannot come back (a cut link, a crashed peer)
 ends when the client gives up, after its timeout, with no status; either way one
-`RequestCompleted` goes into the trace.
+`RequestCompleted` goes into the trace (`Recorder.request`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import simpy
 
-from corral.model import Cluster, RequestCompleted, User
+from corral.model import Cluster, User
 from corral.sim.world import World
 
 NO_RESPONSE = 0
@@ -54,7 +54,7 @@ def complete(
         status = NO_RESPONSE
         remaining = start + world.calibration.network.client_timeout_seconds - env.now
         if remaining > 0:
-            yield env.timeout(remaining)
+            yield env.sleep(remaining)
     record(world, path=path, user=user, cluster=cluster, verb=verb, status=status, start=start)
 
 
@@ -62,15 +62,13 @@ def record(
     world: World, *, path: str, user: User, cluster: Cluster, verb: str, status: int, start: float
 ) -> None:
     """Record a request that ends now with `status` (`complete` without the wait, for the common case)."""
-    env = world.env
-    world.recorder.emit(
-        RequestCompleted(
-            t=env.now,
-            path=path,
-            cluster=cluster.name,
-            user=user.name,
-            verb=verb,
-            status=status,
-            latency_seconds=env.now - start,
-        )
+    now = world.env.now
+    world.recorder.request(
+        t=now,
+        path=path,
+        cluster=cluster.name,
+        user=user.name,
+        verb=verb,
+        status=status,
+        latency_seconds=now - start,
     )

@@ -73,7 +73,7 @@ def run_scenario(
     if sample_requests < 1:
         raise ValueError(f"sample_requests must be >= 1, got {sample_requests}")
     summariser = Summariser(cluster_regions={cluster.name: cluster.region for cluster in scenario.clusters})
-    recorder = Recorder(summariser.add)
+    recorder = Recorder(summariser)
     writer = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

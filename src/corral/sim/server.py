@@ -110,6 +110,10 @@ class ManagementServer:
         ``None`` when no replica is in rotation (connection refused).
         """
         replicas = self.replicas
+        first = replicas[self._next]
+        if first.ready:  # the common case: the next in turn serves
+            self._next = (self._next + 1) % len(replicas)
+            return first
         if len(replicas) == 1:
             only = replicas[0]
             return only if only.ready or self._unnoticed(only) else None

@@ -61,10 +61,10 @@ def hold_stream(  # noqa: PLR0912 - the ways a stream opens, holds and breaks, i
                 waits = [world.apiservers[cluster.name].node_lost(node)]
         if status != OK:
             if status == LOST:
-                yield env.timeout(max(started + network.client_timeout_seconds - env.now, 0.0))
+                yield env.sleep(max(started + network.client_timeout_seconds - env.now, 0.0))
             breaks += 1
             world.recorder.emit(broken(f"open failed ({max(status, 0)})"))
-            yield env.timeout(network.stream_retry_seconds)
+            yield env.sleep(network.stream_retry_seconds)
             continue
         opened = env.now
         if opened >= end:
@@ -79,15 +79,15 @@ def hold_stream(  # noqa: PLR0912 - the ways a stream opens, holds and breaks, i
         if path == "proxy" and waits[1] in fired:
             reason = "server replica ended"
             if replica is not None and replica.crashed_at is not None:
-                yield env.timeout(network.dead_peer_seconds)
+                yield env.sleep(network.dead_peer_seconds)
         elif path != "proxy":
             reason = "apiserver ended"
             if waits[0].value:
-                yield env.timeout(network.dead_peer_seconds)
+                yield env.sleep(network.dead_peer_seconds)
         held += env.now - opened
         breaks += 1
         world.recorder.emit(broken(reason))
-        yield env.timeout(network.stream_retry_seconds)
+        yield env.sleep(network.stream_retry_seconds)
     world.recorder.emit(
         StreamEnded(
             t=env.now,

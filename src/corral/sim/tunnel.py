@@ -159,18 +159,18 @@ class Agent:
         self._first_z = first_z
         env = self._world.env
         protocol = self._world.calibration.protocol
-        yield env.timeout(start_delay)
+        yield env.sleep(start_delay)
         while True:
             if self.down:
                 self._revived = env.event()
                 yield self._revived
-                yield env.timeout(self._world.calibration.tunnel.agent_start_seconds)
+                yield env.sleep(self._world.calibration.tunnel.agent_start_seconds)
                 continue
             session = yield from self._connect()
             if session is _Retry.NOW:
                 continue
             if session is None:
-                yield env.timeout(protocol.reconnect_after_error_seconds)
+                yield env.sleep(protocol.reconnect_after_error_seconds)
                 continue
             self._lost = env.event()
             reason = yield self._lost
@@ -179,7 +179,7 @@ class Agent:
             if reason == "down":
                 continue
             # The server went away or the read deadline passed: both are errors to the client.
-            yield env.timeout(protocol.reconnect_after_error_seconds)
+            yield env.sleep(protocol.reconnect_after_error_seconds)
 
     def _connect(self) -> Generator[simpy.Event, Any, Session | _Retry | None]:
         world = self._world
@@ -193,9 +193,9 @@ class Agent:
             return (yield from self._doomed(rtt))  # connection refused
         if not replica.running:
             # A crashed replica the load balancer still sends to: nothing answers the handshake.
-            yield env.timeout(world.calibration.protocol.handshake_timeout_seconds)
+            yield env.sleep(world.calibration.protocol.handshake_timeout_seconds)
             return None
-        yield env.timeout(world.calibration.network.handshake_round_trips * rtt)
+        yield env.sleep(world.calibration.network.handshake_round_trips * rtt)
         if self.down or not replica.ready or not network.reachable(region, server.region):
             return None
         # The replica authorises the agent on a worker: after an outage every agent of the fleet
@@ -204,7 +204,7 @@ class Agent:
         worker = replica.workers.take()
         if worker is not None:
             yield worker
-        yield env.timeout(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
+        yield env.sleep(world.calibration.server.tunnel_authorize.at(self._authorize_z()))
         replica.workers.give_back()
         if self.down or replica.epoch != epoch or not network.reachable(region, server.region):
             return None

@@ -47,32 +47,42 @@ class Users:
             return
         rng = world.streams.get(f"workload/{index}")
         assigner = world.streams.get(f"assignment/{index}")
-        assigned: dict[str, tuple[Cluster, ...]] = {}
+        assigned: list[tuple[Cluster, ...] | None] = [None] * len(users)
+        """By the user's index: the clusters it works with (users are distinct, so as by name)."""
         per_user = entry.clusters_per_user
         cumulative = list(itertools.accumulate(kind.weight for kind in entry.mix))
         total_weight = cumulative[-1]
         rate = entry.rate_per_second * len(users)
         path = entry.path
         if entry.start_seconds:
-            yield env.timeout(entry.start_seconds)
+            yield env.sleep(entry.start_seconds)
         end = entry.end_seconds
         spawn = env.spawn if isinstance(env, FastEnvironment) else env.process
+        # Bound once: this loop runs once per request of a fleet.
+        expovariate, uniform, gauss = rng.expovariate, rng.random, rng.gauss
+        user_count = len(users)
+        mix, stream = entry.mix, entry.stream
+        count = len(clusters) if per_user is None else per_user
+        by_user = count < len(clusters)
+        proxy, endpoint = self._proxy.handle, self._endpoint.handle
         while True:
-            gap = rng.expovariate(rate)
+            gap = expovariate(rate)
             if env.now + gap >= end:
                 return
-            yield env.timeout(gap)
-            user = users[int(rng.random() * len(users))]
+            yield env.sleep(gap)
+            drawn = int(uniform() * user_count)
+            user = users[drawn]
             targets = clusters
-            if per_user is not None and per_user < len(clusters):
-                targets = assigned.get(user.name) or assigned.setdefault(
-                    user.name, _assign(assigner, clusters, per_user)
-                )
-            cluster = targets[int(rng.random() * len(targets))]
-            kind = entry.mix[bisect.bisect_right(cumulative, rng.random() * total_weight)]
-            z_api = rng.gauss(0.0, 1.0)
-            z_auth = rng.gauss(0.0, 1.0)
-            if entry.stream is not None:
+            if by_user:
+                mine = assigned[drawn]
+                if mine is None:
+                    mine = assigned[drawn] = _assign(assigner, clusters, count)
+                targets = mine
+            cluster = targets[int(uniform() * len(targets))]
+            kind = mix[bisect.bisect_right(cumulative, uniform() * total_weight)]
+            z_api = gauss(0.0, 1.0)
+            z_auth = gauss(0.0, 1.0)
+            if stream is not None:
                 request = hold_stream(
                     world,
                     self._proxy,
@@ -80,15 +90,13 @@ class Users:
                     user=user,
                     cluster=cluster,
                     path=path,
-                    kind=entry.stream,
+                    kind=stream,
                     hold_seconds=entry.hold_seconds,
                 )
             elif path == "proxy":
-                request = self._proxy.handle(
-                    user, cluster, kind.verb, kind.response_bytes, z_api=z_api, z_auth=z_auth
-                )
+                request = proxy(user, cluster, kind.verb, kind.response_bytes, z_api=z_api, z_auth=z_auth)
             else:
-                request = self._endpoint.handle(
+                request = endpoint(
                     user, cluster, kind.verb, kind.response_bytes, path=path, z_api=z_api, z_auth=z_auth
                 )
             spawn(request)

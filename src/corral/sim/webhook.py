@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-import simpy
-
 from corral.model import Calibration, TokenReviewed
+from corral.sim.kernel import FastEnvironment
 from corral.sim.recorder import Recorder
 
 
@@ -24,7 +23,7 @@ class TokenReviewWebhook:
     __slots__ = ("_cache", "_cluster", "_env", "_recorder", "_review", "_ttl", "copies")
 
     def __init__(
-        self, env: simpy.Environment, cluster: str, calibration: Calibration, recorder: Recorder
+        self, env: FastEnvironment, cluster: str, calibration: Calibration, recorder: Recorder
     ) -> None:
         self._env = env
         self._cluster = cluster
@@ -42,7 +41,7 @@ class TokenReviewWebhook:
         if cached is not None and cached[0] > now and cached[1] == token:
             return True
         latency = self._review.at(z)
-        yield self._env.timeout(latency)
+        yield self._env.sleep(latency)
         generation, revoked = self.copies.get(user, (0, False))
         valid = generation == token and not revoked
         if valid:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import simpy
-
 from corral.model import Calibration, Scenario
+from corral.sim.kernel import FastEnvironment
 from corral.sim.network import Network
 from corral.sim.recorder import Recorder
 from corral.sim.rng import Streams
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 class World:
     """Everything a part of the model may look at."""
 
-    env: simpy.Environment
+    env: FastEnvironment
     scenario: Scenario
     calibration: Calibration
     network: Network
