@@ -11,7 +11,7 @@ side). The same load generator, target and payloads measure every pair in the sa
   wall-clock figures on a shared machine);
 
 for corral/corral, Go/Go and the mixed pairs, reported as ratios corral/Go, plus a cProfile of
-corral's server and client during one throughput run. Output: ``reports/bench/tunnel.json`` and a
+corral's server and client during one throughput run and during the round trips. Output: ``reports/bench/tunnel.json`` and a
 Markdown table on stdout. The same script runs the child roles (``--role target|corral-server|...``).
 """
 
@@ -482,6 +482,17 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
                 for side in ("server", "client"):
                     profiles[side] = _profile_summary(Path(folder) / f"{side}.prof")
                 profiles["throughput_under_profiler_mb_s"] = round(profiled_mb_s, 1)
+            with tempfile.TemporaryDirectory(prefix="corral-tunnel-profile-") as folder:
+                async with tunnel_pair(
+                    "corral/corral", binaries, target, profile_dir=Path(folder)
+                ) as running:
+                    await round_trip_ms(running.forward, count=50)  # warm-up
+                    for pid in running.corral_pids:
+                        os.kill(pid, signal.SIGUSR1)
+                    await asyncio.sleep(0.1)
+                    await round_trip_ms(running.forward, count=ROUND_TRIPS)
+                for side in ("server", "client"):
+                    profiles[f"{side}_round_trips"] = _profile_summary(Path(folder) / f"{side}.prof")
     ratios: dict[str, dict[str, float]] = {}
     if "go/go" in results:
         go = results["go/go"]
@@ -534,14 +545,19 @@ def markdown(report: dict[str, Any]) -> str:
         " are what the server and client processes spent (all threads), which a loaded machine skews"
         f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}.",
     ]
-    for side in ("server", "client"):
+    for side in ("server", "client", "server_round_trips", "client_round_trips"):
         summary = report["corral_profile"].get(side)
         if not summary:
             continue
         areas = ", ".join(f"{area} {share:.0%}" for area, share in summary["share_by_area"].items())
+        load = (
+            f"{ROUND_TRIPS} round trips of {ROUND_TRIP_BYTES} bytes"
+            if side.endswith("_round_trips")
+            else f"one {SINGLE_BYTES // 2 // 1024 // 1024} MiB download"
+        )
         lines += [
             "",
-            f"corral {side} under cProfile, one {SINGLE_BYTES // 2 // 1024 // 1024} MiB download: "
+            f"corral {side.removesuffix('_round_trips')} under cProfile, {load}: "
             f"{summary['busy_seconds']} s busy ({areas}), {summary['idle_in_epoll_seconds']} s idle in epoll",
             "",
             "| function | calls | own s | share of busy |",
