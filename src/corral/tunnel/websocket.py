@@ -219,7 +219,10 @@ class WebSocketTransport:
         if self._socket_transport is not None:
             with contextlib.suppress(RuntimeError, AttributeError, NotImplementedError):
                 self._socket_transport.resume_reading()
-        self._parse(parser.resume)
+        try:
+            parser.resume()
+        except Exception as exc:  # bad input or a bug, as in _received
+            self._failed(exc)
 
     def _pause_socket(self) -> None:
         if self._socket_transport is not None:
@@ -229,22 +232,25 @@ class WebSocketTransport:
     def _received(self, data: bytes) -> None:
         parser = self._parser
         assert parser is not None
-        self._parse(lambda: parser.feed(data))
+        try:
+            parser.feed(data)
+        except Exception as exc:  # bad input or a bug: either ends the session (_failed)
+            self._failed(exc)
         if parser.paused and parser.buffered > KEEP_UNREAD_BYTES:
             self._pause_socket()
 
-    def _parse(self, step: Callable[[], None]) -> None:
-        try:
-            step()
-        except FrameError as exc:
+    def _failed(self, exc: Exception) -> None:
+        """Bad frames end the session with their close code; a bug too, rather than escape into
+        aiohttp's protocol."""
+        if isinstance(exc, FrameError):
             self._close_code = exc.code
-            self._no_more_frames()
-            self._end(f"websocket error: {printable(str(exc))}")
-        except Exception as exc:  # a bug must end the session, not escape into aiohttp's protocol
-            logger.exception("reading websocket frames failed")
+            reason = f"websocket error: {printable(str(exc))}"
+        else:
+            logger.error("reading websocket frames failed", exc_info=exc)
             self._close_code = 1011
-            self._no_more_frames()
-            self._end(f"internal error: {type(exc).__name__}: {printable(str(exc))}")
+            reason = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
+        self._no_more_frames()
+        self._end(reason)
 
     def _message(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
         sink = self._sink

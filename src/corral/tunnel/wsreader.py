@@ -172,16 +172,16 @@ class FrameParser:
                 self._need = end - size
                 self._frame = (fin, opcode, key)
                 return
-            pos = end
             payload: bytes | bytearray | memoryview
             if key:
                 payload = bytearray(view[start:end])
                 if length:
                     mask_payload(key, payload)
-            elif 2 * length >= size:
-                payload = view[start:end]  # most of this read: keep it rather than copy it
+            elif pos == 0 and end == size:
+                payload = view[start:end]  # the whole read: kept as it is, a header more
             else:
-                payload = data[start:end]  # a copy, so a small message never pins a large read
+                payload = data[start:end]  # a copy: a message never pins more than its own bytes
+            pos = end
             self._frame_done(fin, opcode, payload)
 
     def _finish_frame(self, view: memoryview) -> int:
