@@ -2,9 +2,9 @@
 
 Each pair is a tunnel server and a tunnel client, each in its own process, with a TCP forwarder on
 the server side (every accepted connection is dialed through the tunnel to a target on the client's
-side; corral's forwarder copies between asyncio streams with two tasks, as an application using
-`open_connection` would, or with ``--forwarder bridge`` joins the accepted socket to its tunnel
-connection with `SocketBridge`, as Go's copies between its two ends). The same load generator,
+side; corral's forwarder joins the accepted socket to its tunnel connection with `SocketBridge`,
+as Go's copies between its two ends, or with ``--forwarder streams`` copies between asyncio
+streams with two tasks, as an application using `open_connection` would). The same load generator,
 target and payloads measure every pair in the same run:
 
 * throughput in MB/s, one connection and 50 in parallel (the target streams N bytes, then closes);
@@ -56,7 +56,7 @@ ROUND_TRIPS = 1000
 CONNECT_ROUND_TRIPS = 200
 STEP_TIMEOUT_SECONDS = 90.0
 _SEND_CHUNK = b"\xa5" * (256 * 1024)
-FORWARDER = ["streams"]
+FORWARDER = ["bridge"]
 """The corral server's forwarder (``--forwarder``), set once by main."""
 
 # -- the target: "S" + u64 size streams that many bytes then closes; "E" echoes ---------------
@@ -92,7 +92,7 @@ async def role_target() -> None:
 # -- corral's tunnel server (aiohttp + tunnel_handler + forwarder) and client ------------------
 
 
-async def role_corral_server(forward_target: str, forwarder: str = "streams") -> None:
+async def role_corral_server(forward_target: str, forwarder: str = "bridge") -> None:
     from aiohttp import web
 
     from corral.tunnel.bridge import SocketBridge
@@ -550,6 +550,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
         },
         "remotedialer_version": component("remotedialer-server").version,
         "corral_event_loop": loop_name(),
+        "corral_forwarder": FORWARDER[0],
         "method": (
             "server and client in separate processes, a TCP forwarder on the server side, the same "
             f"target and load generator for every pair; best of {rounds} alternating rounds per metric; "
@@ -584,7 +585,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "A throughput ratio < 1 or a latency ratio > 1 means slower than Go remotedialer. The CPU rows"
         " are what the server and client processes spent (all threads), which a loaded machine skews"
-        f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}.",
+        f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}, its server's forwarder"
+        f" on {report.get('corral_forwarder', 'streams')}.",
     ]
     for side in ("server", "client", "server_round_trips", "client_round_trips"):
         summary = report["corral_profile"].get(side)
@@ -625,8 +627,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best value per metric")
     parser.add_argument(
         "--forwarder",
-        choices=["streams", "bridge"],
-        default="streams",
+        choices=["bridge", "streams"],
+        default="bridge",
         help="corral server's forwarder: asyncio streams from open_connection and two copy tasks (as an"
         " application would), or the accepted socket joined to its tunnel connection (SocketBridge)",
     )
