@@ -8,9 +8,12 @@ every 60 s; both sides drop the session after 60 s without a ping or pong; the s
 connections missing from a SyncConnections list without sending Error. A text frame, a malformed
 frame or a transport error ends the session; frames of unknown type are ignored, like remotedialer.
 
-The read loop never waits on a connection: replies it must send (Pause, Resume, Error) go to a
-control queue with its own writer task, and the loop waits only while that queue is full, for at
-most ``send_error_timeout_seconds`` (then the peer does not read). Memory: see `corral.tunnel`.
+Frames are handled as the transport hands them over (`PushReading`: the websocket and the
+in-memory pair call the session in the turn of the event loop they arrived in), or by a read loop
+asking for each one. Either never waits on a connection: replies the session must send (Pause,
+Resume, Error) go to a control queue with its own writer task, and reading stops only while that
+queue is full, for at most ``send_error_timeout_seconds`` (then the peer does not read). Memory:
+see `corral.tunnel`.
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ class Session:
     # -- life cycle -------------------------------------------------------------------------
 
     async def serve(self) -> str:
-        """Read frames until the session ends; returns why it ended (never raises for bad input)."""
+        """Take frames until the session ends; returns why it ended (never raises for bad input)."""
         if self._serving:
             raise TunnelError(f"session {self.client_key}/{self.session_key} is already being served")
         self._serving = True
