@@ -289,3 +289,15 @@ async def test_a_frame_the_server_sends_with_its_101_reaches_the_client_session(
         await server.wait_closed()
     assert asked == [("tcp", "10.0.0.1:1")]
     assert reason == "connect not allowed: tcp/10.0.0.1:1"
+
+
+async def test_a_client_that_asks_for_permessage_deflate_gets_plain_frames(tunnel_server):
+    url, _, _ = tunnel_server
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, headers={"X-API-Tunnel-Token": "good"}, autoping=False, compress=15) as ws,
+    ):
+        assert ws.compress == 0
+        await ws.ping(b"plain")
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert (message.type, message.data) == (aiohttp.WSMsgType.PONG, b"plain")

@@ -125,8 +125,13 @@ class TunnelWebSocketResponse(web.WebSocketResponse):
         handler = request.protocol
         tail = getattr(handler, "_message_tail", None)
         transport = request.transport
-        if not isinstance(tail, bytes) or not hasattr(handler, "_payload_parser") or transport is None:
-            super()._post_start(request, protocol, writer)  # unknown aiohttp internals: it reads
+        if (
+            not isinstance(tail, bytes)
+            or not hasattr(handler, "_payload_parser")
+            or transport is None
+            or self._compress  # deflated frames
+        ):
+            super()._post_start(request, protocol, writer)  # aiohttp reads
             return
         handler._message_tail = b""  # what came after the handshake is ours, not aiohttp's reader's
         super()._post_start(request, protocol, writer)
@@ -146,7 +151,9 @@ class TunnelClientWebSocket(aiohttp.ClientWebSocketResponse):
         protocol = getattr(conn, "protocol", None)
         tail = getattr(protocol, "_tail", None)
         transport = getattr(conn, "transport", None)
-        if isinstance(tail, bytes) and transport is not None and hasattr(protocol, "_payload_parser"):
+        deflated = bool(kwargs.get("compress"))  # then aiohttp reads
+        parses = hasattr(protocol, "_payload_parser")
+        if isinstance(tail, bytes) and transport is not None and parses and not deflated:
             protocol._tail = b""  # type: ignore[union-attr]
             self.takeover = _Takeover(transport, tail)
 
@@ -183,7 +190,7 @@ class WebSocketTransport:
         self.pongs_received = 0
         self._parser: FrameParser | None = None
         takeover: _Takeover | None = getattr(ws, "takeover", None)
-        if takeover is not None and self._frames is not None:
+        if takeover is not None:
             is_server = isinstance(ws, web.WebSocketResponse)
             self._parser = FrameParser(self._message, masked=is_server, max_message_bytes=max_message_bytes)
             self._parser.paused = True  # until the session reads
@@ -274,7 +281,10 @@ class WebSocketTransport:
     def _answer(self, data: bytes) -> None:
         """Pong at once, in order with what we send; not when the peer does not read what we send."""
         frames = self._frames
-        if frames is None or not self._writable():
+        if frames is None:  # no transport under aiohttp's writer: it says why
+            self._answer_ping(data)
+            return
+        if not self._writable():
             return
         if frames.kept_bytes + frames.transport.get_write_buffer_size() > PONG_BACKLOG_BYTES:
             return
