@@ -2,7 +2,10 @@
 
 Each pair is a tunnel server and a tunnel client, each in its own process, with a TCP forwarder on
 the server side (every accepted connection is dialed through the tunnel to a target on the client's
-side). The same load generator, target and payloads measure every pair in the same run:
+side; corral's forwarder joins the accepted socket to its tunnel connection with `SocketBridge`,
+as Go's copies between its two ends, or with ``--forwarder streams`` copies between asyncio
+streams with two tasks, as an application using `open_connection` would). The same load generator,
+target and payloads measure every pair in the same run:
 
 * throughput in MB/s, one connection and 50 in parallel (the target streams N bytes, then closes);
 * latency of 1 KiB request/response round trips on one open connection (p50/p95), and of a new
@@ -11,8 +14,9 @@ side). The same load generator, target and payloads measure every pair in the sa
   wall-clock figures on a shared machine);
 
 for corral/corral, Go/Go and the mixed pairs, reported as ratios corral/Go, plus a cProfile of
-corral's server and client during one throughput run. Output: ``reports/bench/tunnel.json`` and a
-Markdown table on stdout. The same script runs the child roles (``--role target|corral-server|...``).
+corral's server and client during one throughput run and during the round trips. Output:
+``reports/bench/tunnel.json`` and a Markdown table on stdout. The same script runs the child
+roles (``--role target|corral-server|...``).
 """
 
 from __future__ import annotations
@@ -48,10 +52,12 @@ SINGLE_BYTES = 96 * 1024 * 1024
 PARALLEL = 50
 PARALLEL_EACH_BYTES = 4 * 1024 * 1024
 ROUND_TRIP_BYTES = 1024
-ROUND_TRIPS = 1000
+ROUND_TRIPS = 3000
 CONNECT_ROUND_TRIPS = 200
 STEP_TIMEOUT_SECONDS = 90.0
 _SEND_CHUNK = b"\xa5" * (256 * 1024)
+FORWARDER = ["bridge"]
+"""The corral server's forwarder (``--forwarder``), set once by main."""
 
 # -- the target: "S" + u64 size streams that many bytes then closes; "E" echoes ---------------
 
@@ -86,9 +92,10 @@ async def role_target() -> None:
 # -- corral's tunnel server (aiohttp + tunnel_handler + forwarder) and client ------------------
 
 
-async def role_corral_server(forward_target: str) -> None:
+async def role_corral_server(forward_target: str, forwarder: str = "bridge") -> None:
     from aiohttp import web
 
+    from corral.tunnel.bridge import SocketBridge
     from corral.tunnel.dialer import open_connection
     from corral.tunnel.manager import SessionManager
     from corral.tunnel.websocket import tunnel_handler
@@ -115,11 +122,34 @@ async def role_corral_server(forward_target: str) -> None:
             return
         await _pipe(reader, writer, remote_reader, remote_writer)
 
-    forwarder = await asyncio.start_server(forward, "127.0.0.1", 0)
-    print(f"forwarding 127.0.0.1:{forwarder.sockets[0].getsockname()[1]}", flush=True)
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(bridge: SocketBridge) -> None:
+        try:
+            conn = await manager.dial(CLIENT_KEY, "tcp", forward_target)
+        except Exception:  # no session yet: the load generator's probe retries
+            bridge.abort()
+            return
+        await bridge.pipe(conn)
+
+    class Forwarded(SocketBridge):
+        """The accepted socket's protocol joined to a tunnel connection: no copy loop, no streams."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            task = asyncio.get_running_loop().create_task(pipe(self))
+            pipes.add(task)
+            task.add_done_callback(pipes.discard)
+
+    loop = asyncio.get_running_loop()
+    if forwarder == "bridge":
+        server = await loop.create_server(Forwarded, "127.0.0.1", 0)
+    else:
+        server = await asyncio.start_server(forward, "127.0.0.1", 0)
+    print(f"forwarding 127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
     print(f"listening 127.0.0.1:{_site_port(site)}", flush=True)
     await _until_terminated()
-    forwarder.close()
+    server.close()
     await runner.cleanup()
 
 
@@ -176,7 +206,7 @@ def run_role(args: argparse.Namespace) -> None:
     """Run one child role; with ``--profile FILE``, cProfile runs from SIGUSR1 to the role's end."""
     roles: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
         "target": role_target,
-        "corral-server": lambda: role_corral_server(args.forward_target),
+        "corral-server": lambda: role_corral_server(args.forward_target, args.forwarder),
         "corral-client": lambda: role_corral_client(args.connect),
     }
     profiler = cProfile.Profile() if args.profile else None
@@ -268,7 +298,15 @@ async def tunnel_pair(
     if server_kind == "go":
         server_args = [str(binaries.server), "-forward", f"127.0.0.1:0={CLIENT_KEY}/{target}"]
     else:
-        server_args = _script("--role", "corral-server", "--forward-target", target, *profiled("server"))
+        server_args = _script(
+            "--role",
+            "corral-server",
+            "--forward-target",
+            target,
+            "--forwarder",
+            FORWARDER[0],
+            *profiled("server"),
+        )
     async with child(f"{server_kind} server", *server_args) as server:
         forward = await server.expect("forwarding ")
         address = await server.expect("listening ")
@@ -444,6 +482,32 @@ def _profile_summary(path: Path, limit: int = 12) -> dict[str, Any]:
 # -- the run -----------------------------------------------------------------------------------
 
 
+async def _profile_corral(binaries: Binaries, target: str) -> dict[str, Any]:
+    """cProfile summaries of corral's server and client: one download, then the round trips."""
+    profiles: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="corral-tunnel-profile-") as folder:
+        async with tunnel_pair("corral/corral", binaries, target, profile_dir=Path(folder)) as running:
+            for pid in running.corral_pids:
+                os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(0.1)
+            profiled_mb_s = await throughput_mb_per_second(
+                running.forward, connections=1, each_bytes=SINGLE_BYTES // 2
+            )
+        for side in ("server", "client"):
+            profiles[side] = _profile_summary(Path(folder) / f"{side}.prof")
+        profiles["throughput_under_profiler_mb_s"] = round(profiled_mb_s, 1)
+    with tempfile.TemporaryDirectory(prefix="corral-tunnel-profile-") as folder:
+        async with tunnel_pair("corral/corral", binaries, target, profile_dir=Path(folder)) as running:
+            await round_trip_ms(running.forward, count=50)  # warm-up
+            for pid in running.corral_pids:
+                os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(0.1)
+            await round_trip_ms(running.forward, count=ROUND_TRIPS)
+        for side in ("server", "client"):
+            profiles[f"{side}_round_trips"] = _profile_summary(Path(folder) / f"{side}.prof")
+    return profiles
+
+
 async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
     from corral.controlplane.build import component, ensure_built
 
@@ -469,19 +533,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
                     if _is_better(metric, value, best[metric]):
                         best[metric] = value
         if "corral/corral" in pairs:
-            with tempfile.TemporaryDirectory(prefix="corral-tunnel-profile-") as folder:
-                async with tunnel_pair(
-                    "corral/corral", binaries, target, profile_dir=Path(folder)
-                ) as running:
-                    for pid in running.corral_pids:
-                        os.kill(pid, signal.SIGUSR1)
-                    await asyncio.sleep(0.1)
-                    profiled_mb_s = await throughput_mb_per_second(
-                        running.forward, connections=1, each_bytes=SINGLE_BYTES // 2
-                    )
-                for side in ("server", "client"):
-                    profiles[side] = _profile_summary(Path(folder) / f"{side}.prof")
-                profiles["throughput_under_profiler_mb_s"] = round(profiled_mb_s, 1)
+            profiles = await _profile_corral(binaries, target)
     ratios: dict[str, dict[str, float]] = {}
     if "go/go" in results:
         go = results["go/go"]
@@ -498,6 +550,7 @@ async def run_benchmark(pairs: list[str], *, rounds: int) -> dict[str, Any]:
         },
         "remotedialer_version": component("remotedialer-server").version,
         "corral_event_loop": loop_name(),
+        "corral_forwarder": FORWARDER[0],
         "method": (
             "server and client in separate processes, a TCP forwarder on the server side, the same "
             f"target and load generator for every pair; best of {rounds} alternating rounds per metric; "
@@ -532,16 +585,22 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "A throughput ratio < 1 or a latency ratio > 1 means slower than Go remotedialer. The CPU rows"
         " are what the server and client processes spent (all threads), which a loaded machine skews"
-        f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}.",
+        f" least. corral ran on {report.get('corral_event_loop', 'asyncio')}, its server's forwarder"
+        f" on {report.get('corral_forwarder', 'streams')}.",
     ]
-    for side in ("server", "client"):
+    for side in ("server", "client", "server_round_trips", "client_round_trips"):
         summary = report["corral_profile"].get(side)
         if not summary:
             continue
         areas = ", ".join(f"{area} {share:.0%}" for area, share in summary["share_by_area"].items())
+        load = (
+            f"{ROUND_TRIPS} round trips of {ROUND_TRIP_BYTES} bytes"
+            if side.endswith("_round_trips")
+            else f"one {SINGLE_BYTES // 2 // 1024 // 1024} MiB download"
+        )
         lines += [
             "",
-            f"corral {side} under cProfile, one {SINGLE_BYTES // 2 // 1024 // 1024} MiB download: "
+            f"corral {side.removesuffix('_round_trips')} under cProfile, {load}: "
             f"{summary['busy_seconds']} s busy ({areas}), {summary['idle_in_epoll_seconds']} s idle in epoll",
             "",
             "| function | calls | own s | share of busy |",
@@ -566,10 +625,18 @@ def main() -> None:
         help="server/client pairs to measure, comma-separated (corral or go on each side)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best value per metric")
+    parser.add_argument(
+        "--forwarder",
+        choices=["bridge", "streams"],
+        default="bridge",
+        help="corral server's forwarder: asyncio streams from open_connection and two copy tasks (as an"
+        " application would), or the accepted socket joined to its tunnel connection (SocketBridge)",
+    )
     args = parser.parse_args()
     if args.role:
         run_role(args)
         return
+    FORWARDER[0] = args.forwarder
     report = asyncio.run(run_benchmark(args.pairs.split(","), rounds=max(1, args.rounds)))
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2) + "\n")

@@ -2,11 +2,13 @@
 
 Run by ``nox -s fuzz`` (bounded by ``-runs`` and ``-max_total_time``), or directly:
 ``python fuzz/fuzz_tunnel.py -runs=10000``. Each input is either one frame for the decoder
-(which must return a `Message` or raise `ProtocolError`, nothing else) or a script of frames for
-a server or client session: malformed and overlong varints, truncated frames, unknown types,
-text frames, data for unknown connections and floods of Connects. The session must end or carry
-on, never raise, and its connections and buffered bytes stay under their caps after every frame
-(`corral.tunnel.testing.feed_frames` asserts those bounds).
+(which must return a `Message` or raise `ProtocolError`, nothing else), raw websocket bytes for
+the frame reader, cut in two reads (whole messages or `FrameError`, nothing else, and never more
+held than a message's limit), or a script of frames for a server or client session: malformed
+and overlong varints, truncated frames, unknown types, text frames, data for unknown connections
+and floods of Connects. The session must end or carry on, never raise, and its connections and
+buffered bytes stay under their caps after every frame (`corral.tunnel.testing.feed_frames`
+asserts those bounds).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ with atheris.instrument_imports():
     from corral.errors import ProtocolError
     from corral.tunnel import message as msg
     from corral.tunnel.testing import feed_frames
+    from corral.tunnel.wsreader import FrameError, FrameParser
 
 MAX_FRAMES = 64
 FLOOD_MAX = 400
+READER_MAX_MESSAGE = 4096
 
 
 def _decode_only(data: bytes) -> None:
@@ -32,6 +36,28 @@ def _decode_only(data: bytes) -> None:
         return
     # non-minimal varints decode (as in Go) but re-encode minimally: compare meaning, not bytes
     assert msg.decode(msg.encode(decoded)) == decoded
+
+
+def _read_frames(fdp: atheris.FuzzedDataProvider) -> None:
+    masked = fdp.ConsumeBool()
+    cut = fdp.ConsumeIntInRange(0, 1 << 16)
+    data = fdp.ConsumeBytes(fdp.remaining_bytes())
+    sizes: list[int] = []
+
+    def on_message(opcode: int, payload: bytes | bytearray | memoryview) -> None:
+        assert opcode in (0x1, 0x2, 0x8, 0x9, 0xA), opcode
+        sizes.append(len(payload))
+
+    parser = FrameParser(on_message, masked=masked, max_message_bytes=READER_MAX_MESSAGE)
+    code = None
+    try:
+        parser.feed(data[:cut])
+        parser.feed(data[cut:])
+    except FrameError as exc:
+        code = exc.code
+    assert code in (None, 1002, 1007, 1009), code
+    assert all(size <= READER_MAX_MESSAGE for size in sizes)
+    assert parser.buffered <= READER_MAX_MESSAGE + 14
 
 
 def _script(fdp: atheris.FuzzedDataProvider) -> list[bytes | str]:
@@ -60,9 +86,12 @@ def _script(fdp: atheris.FuzzedDataProvider) -> list[bytes | str]:
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 2)
+    mode = fdp.ConsumeIntInRange(0, 3)
     if mode == 0:
         _decode_only(fdp.ConsumeBytes(fdp.remaining_bytes()))
+        return
+    if mode == 3:
+        _read_frames(fdp)
         return
     role = "server" if mode == 1 else "client"
     reason = asyncio.run(feed_frames(_script(fdp), role=role))

@@ -54,10 +54,13 @@ class RawPeer:
 
 @asynccontextmanager
 async def session_with_raw_peer(role, *, clock=None, **kwargs):
-    """A served `Session` of ``role`` whose peer is a `RawPeer` (the peer never answers pings)."""
+    """A served `Session` of ``role`` whose peer is a `RawPeer` (the peer never answers pings).
+
+    ``push=False``: the session asks its transport for each frame instead of being handed them.
+    """
     clock = clock or FakeClock()
     settings = kwargs.pop("settings", None) or SessionSettings(clock=clock)
-    ours, theirs = memory_pair(max_queued_frames=1 << 20)
+    ours, theirs = memory_pair(max_queued_frames=1 << 20, push=kwargs.pop("push", True))
     session = Session(ours, role=role, settings=settings, **kwargs)
     task = asyncio.ensure_future(session.serve())
     await settle()

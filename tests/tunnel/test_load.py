@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import tracemalloc
 
+import pytest
+
 from corral.tunnel import message as msg
 from corral.tunnel.clock import FakeClock, settle
 from corral.tunnel.settings import MIB, SessionSettings
@@ -104,10 +106,11 @@ async def test_a_flood_of_connects_is_capped_per_session():
     await dialer.aclose()
 
 
-async def test_a_peer_that_floods_us_and_does_not_read_loses_the_session_after_the_send_error_timeout():
+@pytest.mark.parametrize("push", [True, False], ids=["pushed-frames", "asked-for-frames"])
+async def test_a_peer_that_floods_us_and_does_not_read_loses_the_session_after_the_send_error_timeout(push):
     clock = FakeClock()
     settings = SessionSettings(clock=clock, max_pending_control_frames=100)
-    async with session_with_raw_peer("server", settings=settings) as (session, peer, _):
+    async with session_with_raw_peer("server", settings=settings, push=push) as (session, peer, _):
         peer.transport._max_queued = 1  # the peer stops reading: our replies cannot leave
         await _send_all(peer, [msg.data(99, b"x")] * 500)
         await settle()

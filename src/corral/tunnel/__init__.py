@@ -11,6 +11,7 @@ are built on it. The modules follow remotedialer's files:
 * `corral.tunnel.transport`: the `FrameTransport` and `Stream` seams;
 * `corral.tunnel.memory`: `memory_pair` (and `stream_pair`) for tests; `corral.tunnel.clock`: `FakeClock`;
 * `corral.tunnel.websocket`: `tunnel_handler` (server) and `connect` / `TunnelClient` (agent);
+  `corral.tunnel.wsframe` and `corral.tunnel.wsreader` write and read its frames;
 * `corral.tunnel.dialer`: `open_connection` and `TunnelConnector` (aiohttp through a session);
 * `corral.tunnel.testing`: `check_tunnel_semantics` and helpers (the public test kit).
 
@@ -31,7 +32,9 @@ tests/tunnel/test_memory.py):
   the agent's side, three tasks and one local socket (asyncio buffers at most about 128 KiB each
   way); at most ``max_pending_control_frames + 2 * max_connections`` [12288] queued replies of at
   most about 200 bytes; and one incoming websocket message of at most ``max_message_bytes``
-  [16 MiB] being read;
+  [16 MiB] being read (its fragments together), plus what arrives while the session does not
+  read (`corral.tunnel.websocket.KEEP_UNREAD_BYTES` [256 KiB] and one read of the socket before
+  it stops reading);
 * a websocket's outgoing side holds at most `corral.tunnel.wsframe.HIGH_WATER_BYTES` [256 KiB]
   plus one frame before its senders wait (what the encoder keeps for the end of a turn of the
   loop and what the transport has not yet written, together);

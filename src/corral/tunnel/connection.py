@@ -162,18 +162,33 @@ class Connection:
                 f" would be buffered (limit {flow.limits.hard_limit})"
             )
         if payload:
-            self._chunks.append(payload)
-            self.host.account(len(payload))
-            if self._sink is not None:
-                self._emit(signal)
-                signal = None
-                self._feed_sink()
-            else:
-                self._readable.wake()
+            signal = self._take(payload, signal)
         if was_paused and not flow.peer_paused:
             self._writable.wake()
-        self._emit(signal)
-        self._arm()
+        if signal is not None:
+            self._emit(signal)
+        if flow.deadline is not None:
+            self._arm()
+        return None
+
+    def _take(self, payload: bytes | memoryview, signal: Signal | None) -> Signal | None:
+        """Deliver or buffer ``payload``; returns ``signal`` if it is still to be sent."""
+        sink = self._sink
+        if sink is None:
+            self._chunks.append(payload)
+            self.host.account(len(payload))
+            self._readable.wake()
+            return signal
+        if signal is not None:  # before the bytes reach the sink, which may pause us
+            self._emit(signal)
+        if self._sink_ready and not self._chunks:  # straight through: never held, never accounted
+            sink(payload)
+            if (read := self.flow.on_read(len(payload))) is not None:
+                self._emit(read)
+        else:
+            self._chunks.append(payload)
+            self.host.account(len(payload))
+            self._feed_sink()
         return None
 
     # -- push delivery (corral.tunnel.bridge) -------------------------------------------------

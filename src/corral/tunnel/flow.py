@@ -83,8 +83,10 @@ class FlowControl:
     @property
     def deadline(self) -> float | None:
         """When `on_timer` must be called next, None if no timer is due."""
-        times = [t for t in (self._nudge_at, self._wake_at) if t is not None]
-        return min(times) if times else None
+        nudge, wake = self._nudge_at, self._wake_at
+        if nudge is None or wake is None:
+            return wake if nudge is None else nudge
+        return min(nudge, wake)
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -3,23 +3,31 @@
 They behave like their real counterparts where a session can tell the difference: sends wait
 when the peer's queue is full (bounded memory, like a socket buffer), pings are answered with
 pongs by the receiving side, a text frame can be injected, and closing one end makes the other
-end's receive fail after it has drained what was already queued. Unit tests run sessions over
-them with a `FakeClock`, with no sockets and no real time.
+end's receive fail after it has drained what was already queued. Like the websocket, a transport
+pushes frames to a session that starts reading (`PushReading`), from a callback of the event
+loop; ``push=False`` keeps the frames until `receive` asks. Unit tests run sessions over them
+with a `FakeClock`, with no sockets and no real time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 
 from corral.errors import TunnelClosedError
-from corral.tunnel.transport import Frame, FrameKind, Signal
+from corral.tunnel.transport import Frame, FrameKind, FrameSink, Signal
 
 
 class MemoryTransport:
     """One end of `memory_pair`; satisfies `FrameTransport`."""
 
-    def __init__(self, name: str, max_queued_frames: int) -> None:
+    def __init__(self, name: str, max_queued_frames: int, *, push: bool = True) -> None:
         self.name = name
+        self.push = push
+        self._sink: FrameSink | None = None
+        self._paused = False
+        self._pump_soon = False
+        self._ended = False
         self.peer: MemoryTransport | None = None
         self._inbox: deque[Frame] = deque()
         self._queued_binary = 0
@@ -50,6 +58,58 @@ class MemoryTransport:
         if frame.kind is FrameKind.BINARY:
             self._queued_binary += 1
         self._changed.notify()
+        self._schedule()
+
+    # -- pushing frames to a sink (`PushReading`) ---------------------------------------------
+
+    def start_reading(self, sink: FrameSink) -> bool:
+        if not self.push:
+            return False
+        self._sink = sink
+        self._schedule()
+        return True
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def _schedule(self) -> None:
+        if self._sink is not None and not self._pump_soon:
+            self._pump_soon = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Hand what is queued to the sink, as a socket's protocol does with what one read brought."""
+        self._pump_soon = False
+        sink = self._sink
+        if sink is None or self._ended:
+            return
+        inbox = self._inbox
+        while inbox and not self._paused:
+            frame = inbox.popleft()
+            kind = frame.kind
+            if kind is FrameKind.BINARY:
+                self._queued_binary -= 1
+                self._changed.notify()
+                sink.frame_received(frame.data)
+            elif kind is FrameKind.TEXT:
+                sink.text_received()
+            else:
+                if kind is FrameKind.PING and self.answer_pings:
+                    self._answer_ping()
+                sink.keepalive_received()
+        if not inbox and not self._ended:
+            reason = None
+            if self._closed_reason is not None:
+                reason = f"memory transport {self.name} is closed: {self._closed_reason}"
+            elif self.peer is not None and self.peer._closed_reason is not None:
+                reason = f"memory transport {self.name}: peer closed: {self.peer._closed_reason}"
+            if reason is not None:
+                self._ended = True
+                sink.transport_ended(reason)
 
     async def send(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
         peer = self._peer()
@@ -110,14 +170,19 @@ class MemoryTransport:
         self._inbox.clear()
         self._queued_binary = 0
         self._changed.notify()
+        self._schedule()
         if self.peer is not None:
             self.peer._changed.notify()
+            self.peer._schedule()
 
 
-def memory_pair(*, max_queued_frames: int = 16) -> tuple[MemoryTransport, MemoryTransport]:
-    """Two connected in-memory frame transports (by convention: server end, client end)."""
-    a = MemoryTransport("server", max_queued_frames)
-    b = MemoryTransport("client", max_queued_frames)
+def memory_pair(*, max_queued_frames: int = 16, push: bool = True) -> tuple[MemoryTransport, MemoryTransport]:
+    """Two connected in-memory frame transports (by convention: server end, client end).
+
+    ``push=False``: sessions read them with `MemoryTransport.receive` (a transport that cannot push).
+    """
+    a = MemoryTransport("server", max_queued_frames, push=push)
+    b = MemoryTransport("client", max_queued_frames, push=push)
     a.peer, b.peer = b, a
     return a, b
 

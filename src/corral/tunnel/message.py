@@ -28,6 +28,9 @@ CONNECT_READ_LIMIT = 266
 ERROR_READ_LIMIT = 100
 CLIENT_READ_LIMIT = 100
 
+Buffer = bytes | bytearray | memoryview
+"""What the decoder reads: a websocket message's bytes, copied or not."""
+
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MASK = (1 << 64) - 1
@@ -138,7 +141,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(data: bytes, offset: int, field: str) -> tuple[int, int]:
+def decode_varint(data: Buffer, offset: int, field: str) -> tuple[int, int]:
     """Go's binary.ReadVarint from ``data[offset:]``; returns (value, next offset)."""
     ux = 0
     shift = 0
@@ -176,7 +179,7 @@ def encode(message: Message) -> bytes:
     return b"".join(parts)
 
 
-def decode(data: bytes) -> Message:
+def decode(data: Buffer) -> Message:
     """Parse one frame; anything malformed raises `ProtocolError` naming the field."""
     message_id, pos = decode_varint(data, 0, "message id")
     conn_id, pos = decode_varint(data, pos, "connection id")
@@ -197,7 +200,7 @@ def decode(data: bytes) -> Message:
     return message
 
 
-def _skip_varint(data: bytes, pos: int) -> int:
+def _skip_varint(data: Buffer, pos: int) -> int:
     """The offset after a varint of at most 9 bytes at ``pos``; -1 if it is longer or cut off."""
     end = min(len(data), pos + MAX_VARINT_BYTES - 1)
     while pos < end:
@@ -207,7 +210,7 @@ def _skip_varint(data: bytes, pos: int) -> int:
     return -1
 
 
-def split_data(data: bytes) -> tuple[int, memoryview] | None:
+def split_data(data: Buffer) -> tuple[int, memoryview] | None:
     """``(conn_id, payload)`` of a well-formed Data frame, without copying its payload; else None.
 
     The read loop's fast path: anything that is not plainly Data (or has a 10-byte varint, whose

@@ -8,9 +8,12 @@ every 60 s; both sides drop the session after 60 s without a ping or pong; the s
 connections missing from a SyncConnections list without sending Error. A text frame, a malformed
 frame or a transport error ends the session; frames of unknown type are ignored, like remotedialer.
 
-The read loop never waits on a connection: replies it must send (Pause, Resume, Error) go to a
-control queue with its own writer task, and the loop waits only while that queue is full, for at
-most ``send_error_timeout_seconds`` (then the peer does not read). Memory: see `corral.tunnel`.
+Frames are handled as the transport hands them over (`PushReading`: the websocket and the
+in-memory pair call the session in the turn of the event loop they arrived in), or by a read loop
+asking for each one. Either never waits on a connection: replies the session must send (Pause,
+Resume, Error) go to a control queue with its own writer task, and reading stops only while that
+queue is full, for at most ``send_error_timeout_seconds`` (then the peer does not read). Memory:
+see `corral.tunnel`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from corral.tunnel.clock import Timeout, TimerHandle
 from corral.tunnel.connection import EOF_TEXT, Connection
 from corral.tunnel.message import Message, MessageType, UnknownMessageTypeError, printable
 from corral.tunnel.settings import BufferBudget, SessionSettings
-from corral.tunnel.transport import FrameKind, FrameTransport, LocalDialer, Pipe, Signal, Stream, dial_local
+from corral.tunnel.transport import (
+    FrameKind,
+    FrameTransport,
+    LocalDialer,
+    Pipe,
+    PushReading,
+    Signal,
+    Stream,
+    dial_local,
+)
 
 __all__ = ["ConnectAuthorizer", "Connection", "Session", "SessionSettings"]
 
@@ -89,6 +101,10 @@ class Session:
         self._buffered = 0
         self.peak_buffered_bytes = 0
         self.frames_received = 0
+        self._ending: asyncio.Future[str] | None = None
+        """Set when the transport pushes frames (`PushReading`): resolved with why reading ended."""
+        self._reading_paused = False
+        self._push: PushReading | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.role} {self.client_key}/{self.session_key} conns={len(self.conns)}>"
@@ -126,7 +142,7 @@ class Session:
     # -- life cycle -------------------------------------------------------------------------
 
     async def serve(self) -> str:
-        """Read frames until the session ends; returns why it ended (never raises for bad input)."""
+        """Take frames until the session ends; returns why it ended (never raises for bad input)."""
         if self._serving:
             raise TunnelError(f"session {self.client_key}/{self.session_key} is already being served")
         self._serving = True
@@ -138,21 +154,16 @@ class Session:
             self._spawn(self._send_syncs(), "sync connections")
         reason = TUNNEL_DISCONNECT
         try:
-            while self._close_reason is None:
-                frame = await self.transport.receive()
-                self.frames_received += 1
-                if frame.kind is FrameKind.PING or frame.kind is FrameKind.PONG:
-                    self._last_keepalive = self.settings.clock.now()
-                elif frame.kind is FrameKind.TEXT:
-                    reason = "wrong websocket message type"
-                    break
+            transport = self.transport
+            if isinstance(transport, PushReading):
+                self._ending = asyncio.get_running_loop().create_future()
+                self._push = transport
+                if transport.start_reading(self):
+                    reason = await self._ending
                 else:
-                    failure = self._serve_frame(frame.data)
-                    if failure is None and len(self._control) >= self.settings.max_pending_control_frames:
-                        failure = await self._wait_for_replies_to_leave()
-                    if failure is not None:
-                        reason = failure
-                        break
+                    self._ending = self._push = None
+            if self._ending is None:
+                reason = await self._read_loop()
         except TunnelClosedError as exc:
             reason = str(exc)
         except asyncio.CancelledError:
@@ -163,6 +174,23 @@ class Session:
             reason = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
         await self.close(reason)
         return self._close_reason or reason
+
+    async def _read_loop(self) -> str:
+        """Ask the transport for each frame (one that cannot push them); returns why reading ended."""
+        while self._close_reason is None:
+            frame = await self.transport.receive()
+            self.frames_received += 1
+            if frame.kind is FrameKind.PING or frame.kind is FrameKind.PONG:
+                self._last_keepalive = self.settings.clock.now()
+            elif frame.kind is FrameKind.TEXT:
+                return "wrong websocket message type"
+            else:
+                failure = self._serve_frame(frame.data)
+                if failure is None and len(self._control) >= self.settings.max_pending_control_frames:
+                    failure = await self._wait_for_replies_to_leave()
+                if failure is not None:
+                    return failure
+        return TUNNEL_DISCONNECT
 
     async def close(self, reason: str = TUNNEL_DISCONNECT) -> None:
         """End the session: every connection ends with "tunnel disconnect", the transport closes.
@@ -179,6 +207,8 @@ class Session:
             return
         self._close_reason = reason
         logger.debug("session %s/%s (%s) closed: %s", self.client_key, self.session_key, self.role, reason)
+        if self._ending is not None and not self._ending.done():
+            self._ending.set_result(reason)
         for conn in [*self.conns.values(), *self._holding]:
             conn.end(TUNNEL_DISCONNECT, discard=True)  # what nobody read is dropped with the tunnel
         self.conns.clear()
@@ -255,16 +285,62 @@ class Session:
             raise
         return conn
 
+    # -- frames in, pushed by the transport (`FrameSink`) ---------------------------------------
+
+    def frame_received(self, data: bytes | bytearray | memoryview) -> None:
+        """A binary message, handled at once; a full reply queue pauses the transport's reading."""
+        ending = self._ending
+        if ending is None or ending.done():
+            return
+        self.frames_received += 1
+        try:
+            failure = self._serve_frame(data)
+        except Exception as exc:  # a bug must end the session, not escape into the socket's protocol
+            logger.exception("session %s/%s failed", self.client_key, self.session_key)
+            failure = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
+        if failure is not None:
+            ending.set_result(failure)
+        elif len(self._control) >= self.settings.max_pending_control_frames and not self._reading_paused:
+            self._reading_paused = True
+            assert self._push is not None
+            self._push.pause_reading()
+            self._spawn(self._read_when_replies_left(), "wait for replies to leave")
+
+    def text_received(self) -> None:
+        if self._ending is not None and not self._ending.done():
+            self._ending.set_result("wrong websocket message type")
+
+    def keepalive_received(self) -> None:
+        if self._ending is not None and not self._ending.done():
+            self.frames_received += 1
+            self._last_keepalive = self.settings.clock.now()
+
+    def transport_ended(self, reason: str) -> None:
+        if self._ending is not None and not self._ending.done():
+            self._ending.set_result(reason)
+
+    async def _read_when_replies_left(self) -> None:
+        failure = await self._wait_for_replies_to_leave()
+        ending = self._ending
+        if ending is None or ending.done():
+            return
+        if failure is not None:
+            ending.set_result(failure)
+            return
+        self._reading_paused = False
+        assert self._push is not None
+        self._push.resume_reading()
+
     # -- frames in --------------------------------------------------------------------------
 
-    def _serve_frame(self, data: bytes) -> str | None:
+    def _serve_frame(self, data: bytes | bytearray | memoryview) -> str | None:
         """Handle one binary frame; returns a reason when the session must end."""
         if (split := msg.split_data(data)) is not None:  # most frames: Data, without a copy
             self._on_data(*split)
             return None
         return self._serve_decoded(data)
 
-    def _serve_decoded(self, data: bytes) -> str | None:
+    def _serve_decoded(self, data: bytes | bytearray | memoryview) -> str | None:
         try:
             message = msg.decode(data)
         except UnknownMessageTypeError as exc:

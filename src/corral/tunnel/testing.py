@@ -158,9 +158,10 @@ async def memory_session_pair(
     settings: SessionSettings | None = None,
     client_settings: SessionSettings | None = None,
     client_key: str = "c-test",
+    push: bool = True,
 ) -> AsyncIterator[tuple[Session, Session]]:
-    """A served (server, client) session pair over `memory_pair`."""
-    server_end, client_end = memory_pair()
+    """A served (server, client) session pair over `memory_pair` (``push=False``: read with receive)."""
+    server_end, client_end = memory_pair(push=push)
     dialer = local_dialer or ServiceDialer()
     server = Session(server_end, role="server", client_key=client_key, settings=settings)
     client = Session(

@@ -3,8 +3,9 @@
 A `FrameTransport` moves whole frames (one websocket message each) and reports the keepalive
 control frames, so a session can extend its read deadline on ping and pong as remotedialer does.
 Transports answer pings with pongs themselves. The in-memory pair (`corral.tunnel.memory`) and
-the aiohttp websocket (`corral.tunnel.websocket`) both satisfy it, and the same generic check
-(`corral.tunnel.testing`) runs on both.
+the websocket (`corral.tunnel.websocket`) both satisfy it, and the same generic check
+(`corral.tunnel.testing`) runs on both. A transport that can also hand each frame to a
+`FrameSink` as it arrives (`PushReading`, the websocket) spares the session a wake-up per frame.
 
 A `Stream` is the byte stream a client session pipes a tunnelled connection into (a local TCP
 or unix socket in production, an in-memory pipe in tests).
@@ -77,6 +78,36 @@ class FrameTransport(Protocol):
 
     def abort(self) -> None:
         """End the transport at once, dropping whatever is unsent (a close that cannot finish)."""
+
+
+class FrameSink(Protocol):
+    """What a `PushReading` transport calls, in the turn of the event loop a frame arrived in."""
+
+    def frame_received(self, data: bytes | bytearray | memoryview) -> None:
+        """One binary message (the buffer is the receiver's: nobody writes to it afterwards)."""
+
+    def text_received(self) -> None:
+        """A text message arrived (remotedialer peers never send one)."""
+
+    def keepalive_received(self) -> None:
+        """A ping (already answered) or a pong arrived."""
+
+    def transport_ended(self, reason: str) -> None:
+        """No more frames will come: the peer closed, the connection was lost or the input was bad."""
+
+
+@runtime_checkable
+class PushReading(Protocol):
+    """A `FrameTransport` that can call a `FrameSink` for every frame instead of being asked."""
+
+    def start_reading(self, sink: FrameSink) -> bool:
+        """Call ``sink`` from now on (`receive` must not be used then); False if this one cannot."""
+
+    def pause_reading(self) -> None:
+        """Call the sink no more (and stop reading the socket) until `resume_reading`."""
+
+    def resume_reading(self) -> None:
+        """Hand on what arrived meanwhile, then read again."""
 
 
 class Stream(Protocol):

@@ -7,10 +7,13 @@ the authorizer sees the handshake (``X-API-Tunnel-Token``, ``X-API-Tunnel-Params
 DefaultErrorWriter. Client side, `connect` dials the server, runs a client session until it ends
 and returns why; `TunnelClient` is the same as a handle one can close.
 
-Pings and pongs are handled here, not by aiohttp (``autoping=False``), so the session sees
-them and extends its read deadline exactly as remotedialer's ping/pong handlers do. aiohttp does
-the handshake, the reading and the control frames; binary messages go out through the tunnel's
-own encoder (`corral.tunnel.wsframe`), straight onto the connection's transport.
+aiohttp does the handshake and the closing handshake's writing; then the tunnel takes the
+connection's bytes where aiohttp's websocket reader would have had them (its protocol's payload
+parser) and parses frames itself (`corral.tunnel.wsreader`), handing each message to the session
+in the turn of the event loop it arrived in, and binary messages go out through the tunnel's own
+encoder (`corral.tunnel.wsframe`). Pings and pongs are handled here, not by aiohttp, so the
+session sees them and extends its read deadline exactly as remotedialer's ping/pong handlers do.
+Where aiohttp's internals are not as expected, aiohttp keeps reading (`WebSocketTransport.receive`).
 """
 
 from __future__ import annotations
@@ -22,17 +25,30 @@ import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from aiohttp.http_websocket import WebSocketWriter
 
 from corral.errors import TunnelClosedError, TunnelError
 from corral.tunnel.manager import SessionManager
 from corral.tunnel.message import printable, utf8_prefix
 from corral.tunnel.session import ConnectAuthorizer, Session
 from corral.tunnel.settings import MIB, SessionSettings
-from corral.tunnel.transport import Frame, FrameKind, LocalDialer, dial_local
-from corral.tunnel.wsframe import FrameWriter
+from corral.tunnel.transport import Frame, FrameKind, FrameSink, LocalDialer, dial_local
+from corral.tunnel.wsframe import HIGH_WATER_BYTES, FrameWriter
+from corral.tunnel.wsreader import (
+    CLOSE_NORMAL,
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    FrameError,
+    FrameParser,
+    describe,
+    parse_close,
+)
 
 __all__ = ["HandshakeError", "TunnelClient", "WebSocketTransport", "connect", "tunnel_handler"]
 
@@ -46,6 +62,11 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0
 RELEASE_POLL_SECONDS = 0.02
 """How often a closing transport looks whether the connection under it is gone."""
 FAILED_AUTHENTICATION = "failed authentication"
+KEEP_UNREAD_BYTES = 256 * 1024
+"""Bytes kept unparsed (before the session reads, or while it pauses) above which the socket stops reading."""
+PONG_BACKLOG_BYTES = 4 * HIGH_WATER_BYTES
+"""Outgoing bytes above which a ping is not answered: the peer does not read what we send."""
+_NOT_DONE = (False, b"")
 
 Authorizer = Callable[[web.Request], Awaitable[tuple[str, bool]]]
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -59,10 +80,95 @@ class HandshakeError(TunnelError):
         self.status = status
 
 
-class WebSocketTransport:
-    """`FrameTransport` over an aiohttp websocket (server or client side)."""
+class _Takeover:
+    """Takes the place of aiohttp's websocket reader in the connection's protocol, right after the
+    handshake: the bytes it is fed go to a `WebSocketTransport` (kept until one is attached)."""
 
-    def __init__(self, ws: AnyWebSocket) -> None:
+    __slots__ = ("eof", "kept", "socket", "target")
+
+    def __init__(self, socket_transport: asyncio.Transport, early: bytes) -> None:
+        self.socket = socket_transport
+        self.kept = bytearray(early)
+        """What arrived after the handshake, before a transport was attached."""
+        self.eof = False
+        self.target: WebSocketTransport | None = None
+        self._hold()
+
+    def _hold(self) -> None:
+        if len(self.kept) > KEEP_UNREAD_BYTES:
+            with contextlib.suppress(RuntimeError, AttributeError, NotImplementedError):
+                self.socket.pause_reading()
+
+    # what aiohttp's protocol calls (its payload parser's interface)
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        target = self.target
+        if target is not None:
+            target._received(data)
+        else:
+            self.kept += data
+            self._hold()
+        return _NOT_DONE
+
+    def feed_eof(self) -> None:
+        if self.target is not None:
+            self.target._lost()
+        else:
+            self.eof = True
+
+
+class TunnelWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's server websocket, whose frames the tunnel reads itself once the 101 is written."""
+
+    takeover: _Takeover | None = None
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        handler = request.protocol
+        tail = getattr(handler, "_message_tail", None)
+        transport = request.transport
+        if (
+            not isinstance(tail, bytes)
+            or not hasattr(handler, "_payload_parser")
+            or transport is None
+            or self._compress  # deflated frames
+        ):
+            super()._post_start(request, protocol, writer)  # aiohttp reads
+            return
+        handler._message_tail = b""  # what came after the handshake is ours, not aiohttp's reader's
+        super()._post_start(request, protocol, writer)
+        self.takeover = _Takeover(transport, tail)
+        handler._payload_parser = self.takeover
+
+
+class TunnelClientWebSocket(aiohttp.ClientWebSocketResponse):
+    """aiohttp's client websocket, whose frames the tunnel reads itself (`take_over`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.takeover: _Takeover | None = None
+        # built by ws_connect before it gives the connection to its own reader: what the server
+        # sent after its 101 is still in the protocol's tail, and is ours
+        conn = getattr(self, "_conn", None)
+        protocol = getattr(conn, "protocol", None)
+        tail = getattr(protocol, "_tail", None)
+        transport = getattr(conn, "transport", None)
+        deflated = bool(kwargs.get("compress"))  # then aiohttp reads
+        parses = hasattr(protocol, "_payload_parser")
+        if isinstance(tail, bytes) and transport is not None and parses and not deflated:
+            protocol._tail = b""  # type: ignore[union-attr]
+            self.takeover = _Takeover(transport, tail)
+
+    def take_over(self) -> None:
+        """Read the connection's frames ourselves; call it as ws_connect returns, before any await."""
+        protocol = getattr(getattr(self, "_conn", None), "protocol", None)
+        if self.takeover is not None and protocol is not None:
+            protocol._payload_parser = self.takeover
+
+
+class WebSocketTransport:
+    """`FrameTransport` over an aiohttp websocket (server or client side), `PushReading` when the
+    tunnel reads its frames itself (`TunnelWebSocketResponse`, `TunnelClientWebSocket`)."""
+
+    def __init__(self, ws: AnyWebSocket, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.ws = ws
         self._pong: asyncio.Task[None] | None = None
         # What lies under the websocket (aiohttp 3.x keeps both on its frame writer), taken now,
@@ -76,6 +182,143 @@ class WebSocketTransport:
         self._frames: FrameWriter | None = None
         if transport is not None and not getattr(writer, "compress", 0):
             self._frames = FrameWriter(transport, masked=bool(getattr(writer, "use_mask", False)))
+        self._socket_transport: asyncio.Transport | None = transport
+        self._sink: FrameSink | None = None
+        self._end_reason: str | None = None
+        self._close_code = CLOSE_NORMAL
+        self._closing = False
+        self.pongs_received = 0
+        self._parser: FrameParser | None = None
+        takeover: _Takeover | None = getattr(ws, "takeover", None)
+        if takeover is not None:
+            is_server = isinstance(ws, web.WebSocketResponse)
+            self._parser = FrameParser(self._message, masked=is_server, max_message_bytes=max_message_bytes)
+            self._parser.paused = True  # until the session reads
+            takeover.target = self
+            kept, takeover.kept = bytes(takeover.kept), bytearray()
+            if kept:
+                self._received(kept)
+            if takeover.eof:
+                self._lost()
+
+    # -- reading: the tunnel's own parser, fed by the connection's protocol ----------------------
+
+    def start_reading(self, sink: FrameSink) -> bool:
+        """Hand every frame to ``sink`` as it arrives; False when aiohttp reads (`receive` then)."""
+        if self._parser is None:
+            return False
+        self._sink = sink
+        if self._end_reason is not None:
+            sink.transport_ended(self._end_reason)
+            return True
+        self.resume_reading()
+        return True
+
+    def pause_reading(self) -> None:
+        if self._parser is not None:
+            self._parser.paused = True
+        self._pause_socket()
+
+    def resume_reading(self) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        if self._socket_transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError, NotImplementedError):
+                self._socket_transport.resume_reading()
+        try:
+            parser.resume()
+        except Exception as exc:  # bad input or a bug, as in _received
+            self._failed(exc)
+
+    def _pause_socket(self) -> None:
+        if self._socket_transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError, NotImplementedError):
+                self._socket_transport.pause_reading()
+
+    def _received(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None
+        try:
+            parser.feed(data)
+        except Exception as exc:  # bad input or a bug: either ends the session (_failed)
+            self._failed(exc)
+        if parser.paused and parser.buffered > KEEP_UNREAD_BYTES:
+            self._pause_socket()
+
+    def _failed(self, exc: Exception) -> None:
+        """Bad frames end the session with their close code; a bug too, rather than escape into
+        aiohttp's protocol."""
+        if isinstance(exc, FrameError):
+            self._close_code = exc.code
+            reason = f"websocket error: {printable(str(exc))}"
+        else:
+            logger.error("reading websocket frames failed", exc_info=exc)
+            self._close_code = 1011
+            reason = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
+        self._no_more_frames()
+        self._end(reason)
+
+    def _message(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
+        sink = self._sink
+        if sink is None or self._closing:
+            if opcode == OPCODE_CLOSE:
+                self._peer_closed(payload)
+            return
+        if opcode == OPCODE_BINARY:
+            sink.frame_received(payload)
+        elif opcode == OPCODE_PING:
+            self._answer(bytes(payload))
+            sink.keepalive_received()
+        elif opcode == OPCODE_PONG:
+            self.pongs_received += 1
+            sink.keepalive_received()
+        elif opcode == OPCODE_CLOSE:
+            self._peer_closed(payload)
+        else:
+            sink.text_received()
+
+    def _answer(self, data: bytes) -> None:
+        """Pong at once, in order with what we send; not when the peer does not read what we send."""
+        frames = self._frames
+        if frames is None:  # no transport under aiohttp's writer: it says why
+            self._answer_ping(data)
+            return
+        if not self._writable():
+            return
+        if frames.kept_bytes + frames.transport.get_write_buffer_size() > PONG_BACKLOG_BYTES:
+            return
+        frames.write(data, opcode=OPCODE_PONG)
+
+    def _peer_closed(self, payload: bytes | bytearray | memoryview) -> None:
+        code, reason = parse_close(payload)
+        queue = getattr(self.ws, "_reader", None)  # where aiohttp's close waits for the peer's Close
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                queue.feed_data(aiohttp.WSMessage(WSMsgType.CLOSE, code or CLOSE_NORMAL, reason), 0)
+        self._end(f"websocket closed by peer ({describe(payload)})")
+
+    def _lost(self) -> None:
+        self._no_more_frames()
+        self._end("websocket connection lost")
+
+    def _no_more_frames(self) -> None:
+        """Nothing more to read: aiohttp's close must not wait for a Close frame."""
+        if self._parser is not None:
+            self._parser.stop()
+        queue = getattr(self.ws, "_reader", None)
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                queue.feed_eof()
+
+    def _end(self, reason: str) -> None:
+        if self._end_reason is not None:
+            return
+        self._end_reason = reason
+        if self._sink is not None:
+            self._sink.transport_ended(reason)
+
+    # -- writing ---------------------------------------------------------------------------------
 
     def _answer_ping(self, data: bytes) -> None:
         """Pong from a task: the read loop must never wait on a full send buffer, or two peers
@@ -158,6 +401,7 @@ class WebSocketTransport:
             self._answer_ping(message.data)
             return Frame(FrameKind.PING)
         if kind is WSMsgType.PONG:
+            self.pongs_received += 1
             return Frame(FrameKind.PONG)
         if kind is WSMsgType.ERROR:
             raise TunnelClosedError(f"websocket error: {printable(str(message.data))}")
@@ -172,9 +416,10 @@ class WebSocketTransport:
         """
         if self._pong is not None:
             self._pong.cancel()
+        self._closing = True
         self._flush()
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
-            await self.ws.close(message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
+            await self.ws.close(code=self._close_code, message=utf8_prefix(reason, MAX_CLOSE_REASON_BYTES))
         while self._connected():  # noqa: ASYNC110 - aiohttp announces a lost connection to nobody else
             await asyncio.sleep(RELEASE_POLL_SECONDS)
 
@@ -216,12 +461,13 @@ def tunnel_handler(
             return web.Response(status=401, text=FAILED_AUTHENTICATION)
         if manager.full:
             return web.Response(status=503, text="too many tunnel sessions")
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=max_message_bytes)
+        # no permessage-deflate: the tunnel's reader and writer speak plain frames, as remotedialer
+        ws = TunnelWebSocketResponse(autoping=False, max_msg_size=max_message_bytes, compress=False)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text=f"Error during upgrade for host [{client_key}]")
         await ws.prepare(request)
         session = Session(
-            WebSocketTransport(ws),
+            WebSocketTransport(ws, max_message_bytes=max_message_bytes),
             role="server",
             client_key=client_key,
             connect_authorizer=connect_authorizer,
@@ -272,7 +518,7 @@ class TunnelClient:
 
     async def start(self) -> Session:
         """Handshake and start serving; `HandshakeError` or `TunnelError` if the server is not reached."""
-        self._http = aiohttp.ClientSession(trust_env=self.trust_env)
+        self._http = aiohttp.ClientSession(trust_env=self.trust_env, ws_response_class=TunnelClientWebSocket)
         try:
             async with asyncio.timeout(self.handshake_timeout_seconds):
                 ws = await self._http.ws_connect(
@@ -292,8 +538,10 @@ class TunnelClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._http.close()
             raise TunnelError(f"cannot connect tunnel to {self.url}: {exc or 'handshake timed out'}") from exc
+        if isinstance(ws, TunnelClientWebSocket):
+            ws.take_over()  # before any await: nothing may reach aiohttp's reader meanwhile
         self._session = Session(
-            WebSocketTransport(ws),
+            WebSocketTransport(ws, max_message_bytes=self.max_message_bytes),
             role="client",
             connect_authorizer=self.connect_authorizer,
             local_dialer=self.local_dialer,

@@ -103,9 +103,16 @@ class FrameWriter:
         """Whether a sender may write now (what waits to go out is below the high-water mark)."""
         return self._kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
 
-    def write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b"") -> None:
+    def write(
+        self,
+        head: bytes | bytearray | memoryview,
+        tail: bytes | bytearray | memoryview = b"",
+        *,
+        opcode: int = OPCODE_BINARY,
+    ) -> None:
         """Encode one binary message of ``head`` then ``tail`` (a Data frame's header and its bytes,
-        never joined but to mask them); it leaves now, or with the rest of this turn's at its end."""
+        never joined but to mask them); it leaves now, or with the rest of this turn's at its end.
+        ``opcode``: a control frame instead (a pong), kept in order with the messages."""
         size = len(head) + len(tail)
         parts: tuple[bytes | bytearray | memoryview, ...]
         if self.masked:
@@ -113,11 +120,11 @@ class FrameWriter:
             body = bytearray(head)
             body += tail
             mask_payload(key, body)
-            parts = (frame_header(size, masked=True) + key, body)
+            parts = (frame_header(size, masked=True, opcode=opcode) + key, body)
         elif size < 1024:
-            parts = (b"".join((frame_header(size, masked=False), head, tail)),)
+            parts = (b"".join((frame_header(size, masked=False, opcode=opcode), head, tail)),)
         else:
-            parts = (frame_header(size, masked=False) + head, tail)
+            parts = (frame_header(size, masked=False, opcode=opcode) + head, tail)
         if self._burst:
             self._kept.extend(parts)
             self._kept_bytes += size + len(parts[0])
