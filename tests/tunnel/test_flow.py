@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from hypothesis import settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -293,3 +293,49 @@ def test_data_past_the_hard_limit_is_refused_and_not_counted():
     assert flow.on_data(20)[0]
     assert flow.on_data(1) == (False, None)
     assert flow.buffered == 20
+
+
+flow_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("data"), st.integers(0, 40), st.booleans()),
+        st.tuples(st.just("read"), st.integers(0, 40), st.booleans()),
+        st.tuples(st.sampled_from(["pause", "resume", "timer"]), st.integers(0, 4), st.booleans()),
+        st.tuples(st.just("drop"), st.just(0), st.booleans()),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=400)
+@given(events=flow_events, size=st.integers(0, 80), stall=st.sampled_from([None, 0.5]))
+@example(events=[("pause", 0, False), ("timer", 1, False)], size=1, stall=0.5)  # nudged
+@example(events=[("data", 40, False), ("drop", 0, False)], size=1, stall=None)  # we paused, nothing held
+def test_pass_through_is_on_data_then_on_read_when_it_takes_the_bytes_and_changes_nothing_when_not(
+    events, size, stall
+):
+    limits = FlowLimits(max_buffer=32, resume_below=8, hard_limit=48, stall=stall)
+    flow = FlowControl(limits)
+    for kind, value, crowded in events:
+        if kind == "data":
+            flow.on_data(value, crowded=crowded)
+        elif kind == "read":
+            flow.on_read(min(value, flow.buffered))
+        elif kind == "pause":
+            flow.on_pause(value)
+        elif kind == "resume":
+            flow.on_resume(value)
+        elif kind == "drop":
+            flow.drop_buffer()
+        else:
+            flow.on_timer(value)
+    before = dict(flow.__dict__)
+    if flow.pass_through(size):
+        for crowded in (False, True):
+            copy = FlowControl(limits)
+            copy.__dict__.update(before)
+            assert copy.on_data(size, crowded=crowded) == (True, None)
+            assert copy.on_read(size) is None
+            assert copy.__dict__ == flow.__dict__
+            assert copy.deadline == flow.deadline
+    else:
+        assert flow.__dict__ == before, "a refused pass-through leaves the state as it was"

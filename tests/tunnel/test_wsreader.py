@@ -189,6 +189,27 @@ def test_a_message_over_the_limit_is_refused_from_its_header_before_its_payload_
     assert info.value.code == CLOSE_MESSAGE_TOO_BIG
 
 
+def test_a_whole_frame_over_the_limit_read_at_once_is_refused_too():
+    recorder = Recorder(max_message_bytes=1000)
+    with pytest.raises(FrameError, match="1001 bytes or more exceeds the limit of 1000"):
+        recorder.parser.feed(frame(OPCODE_BINARY, b"x" * 1001))
+    assert recorder.messages == []
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_binary_messages_go_to_on_binary_once_it_is_replaced_and_the_rest_to_on_message(masked):
+    recorder = Recorder(masked=masked)
+    binary: list[bytes] = []
+    recorder.parser.on_binary = lambda payload: binary.append(bytes(payload))
+    recorder.parser.feed(frame(OPCODE_BINARY, b"whole", masked=masked))  # one read, one frame
+    two = frame(OPCODE_BINARY, b"one", masked=masked) + frame(OPCODE_PING, b"p", masked=masked)
+    recorder.parser.feed(two)
+    recorder.parser.feed(frame(OPCODE_BINARY, b"frag", fin=False, masked=masked))
+    recorder.parser.feed(frame(OPCODE_CONTINUATION, b"ments", masked=masked))
+    assert binary == [b"whole", b"one", b"fragments"]
+    assert recorder.messages == [(OPCODE_PING, b"p")]
+
+
 def test_the_limit_counts_every_fragment_of_a_message():
     recorder = Recorder(max_message_bytes=1000)
     recorder.parser.feed(frame(OPCODE_BINARY, b"x" * 600, fin=False))

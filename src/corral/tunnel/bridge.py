@@ -58,6 +58,18 @@ class Outbox:
             self._loop.call_soon(self._end_burst)
             if self.conn.try_write(data):
                 return
+        self._queue(data)
+
+    def put_read(self, data: bytes) -> None:
+        """`put` for what one read of a socket brought (a turn of the loop brings at most one per
+        socket, nothing to join it): it leaves at once when nothing waits before it."""
+        if self._closing or self.finished.done():
+            return
+        if not self._chunks and not self._sending and self.conn.try_write(data):
+            return
+        self._queue(data)
+
+    def _queue(self, data: bytes | bytearray | memoryview) -> None:
         self._chunks.append(memoryview(bytes(data) if isinstance(data, bytearray) else data))
         self.size += len(data)
         if not self._flush_soon and not self._sending:
@@ -288,10 +300,11 @@ class SocketBridge(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._outbox is None:
+        outbox = self._outbox
+        if outbox is None:
             self._early.append(data)
         else:
-            self._outbox.put(data)
+            outbox.put_read(data)
 
     def eof_received(self) -> bool:
         self._eof = True

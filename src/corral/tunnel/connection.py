@@ -113,6 +113,7 @@ class Connection:
         self._sink_end: Callable[[str], None] | None = None
         self._sink_ready = True
         self._data_header = msg.data_header(conn_id)
+        self._max_frame_payload = settings.max_frame_payload_bytes
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._close_reason: str | None = None
@@ -154,6 +155,16 @@ class Connection:
         if self._close_reason is not None:
             return None
         flow = self.flow
+        sink = self._sink
+        if (
+            sink is not None
+            and self._sink_ready
+            and not self._chunks
+            and payload
+            and flow.pass_through(len(payload))
+        ):  # the usual case: straight through to a ready sink, nothing held, nothing to account
+            sink(payload)
+            return None
         was_paused = flow.peer_paused
         accepted, signal = flow.on_data(len(payload), crowded=crowded)
         if not accepted:
@@ -350,12 +361,11 @@ class Connection:
 
     def try_write(self, data: bytes | bytearray | memoryview) -> bool:
         """Send ``data`` (at most one frame's worth) at once if nothing stands in the way."""
-        if (
-            self._close_reason is None
-            and self.flow.writable
-            and len(data) <= self.host.settings.max_frame_payload_bytes
-        ):
-            return self.host.send_frame_nowait(self._data_header, _immutable(data))
+        # open, so the flow is not closed either, and writable unless the peer paused us
+        if self._close_reason is None and not self.flow.peer_paused and len(data) <= self._max_frame_payload:
+            return self.host.send_frame_nowait(
+                self._data_header, data if type(data) is bytes else _immutable(data)
+            )
         return False
 
     async def close(self) -> None:

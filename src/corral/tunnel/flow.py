@@ -74,6 +74,7 @@ class FlowControl:
         self._wake_at: float | None = None
         self._data_at_resume = 0
         self.closed = False
+        self._pass_limit = min(limits.resume_below, limits.max_buffer, limits.hard_limit)
 
     @property
     def writable(self) -> bool:
@@ -117,6 +118,17 @@ class FlowControl:
             self._pause_level = level
             return True, Signal.PAUSE
         return True, None
+
+    def pass_through(self, size: int) -> bool:
+        """`on_data` then `on_read` of ``size`` bytes, when that is sure to ask for no frame and to
+        leave no timer changed: nothing buffered or paused by us, no nudge out, ``size`` below every
+        limit. True when done; False (nothing changed) when the two calls are needed."""
+        if self.buffered or self.we_paused or self.nudged or self.closed or size > self._pass_limit:
+            return False
+        self._data_seen += 1
+        if self.limits.stall:
+            self._stall = self.limits.stall
+        return True
 
     def on_read(self, size: int) -> Signal | None:
         """Our reader took ``size`` bytes from the buffer."""

@@ -84,6 +84,8 @@ class Session:
         self._holding: set[Connection] = set()
         self._next_conn_id = 1
         self._send_lock = asyncio.Lock()
+        self._send_locked = False
+        """Whether `_send_lock` is held (its ``locked()``, without the call on every frame)."""
         self._control: deque[Message] = deque()
         self._queued_flow: set[tuple[int, MessageType]] = set()
         self._control_signal = Signal()
@@ -536,24 +538,32 @@ class Session:
         self._raise_if_closed()
         frame = msg.encode(message)
         async with self._send_lock:
-            self._raise_if_closed()
-            await self.transport.send(frame)
+            self._send_locked = True
+            try:
+                self._raise_if_closed()
+                await self.transport.send(frame)
+            finally:
+                self._send_locked = False
 
     async def send_frame(self, frame: bytes, payload: bytes | memoryview = b"") -> None:
         """`send` for a Data frame already encoded (``frame`` then ``payload``, never joined here):
         written at once when nothing stands in the way."""
         if self._close_reason is not None:
             self._raise_if_closed()
-        if not self._send_lock.locked() and self.transport.try_send(frame, payload):
+        if not self._send_locked and self.transport.try_send(frame, payload):
             return
         async with self._send_lock:
-            if self._close_reason is not None:
-                self._raise_if_closed()
-            await self.transport.send(frame, payload)
+            self._send_locked = True
+            try:
+                if self._close_reason is not None:
+                    self._raise_if_closed()
+                await self.transport.send(frame, payload)
+            finally:
+                self._send_locked = False
 
     def send_frame_nowait(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write a frame at once if nobody is writing and the transport has room; False otherwise."""
-        if self._close_reason is not None or self._send_lock.locked():
+        if self._close_reason is not None or self._send_locked:
             return False
         return self.transport.try_send(frame, payload)
 

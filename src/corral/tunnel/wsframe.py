@@ -114,17 +114,31 @@ class FrameWriter:
         never joined but to mask them); it leaves now, or with the rest of this turn's at its end.
         ``opcode``: a control frame instead (a pong), kept in order with the messages."""
         size = len(head) + len(tail)
+        first = FIN | opcode
         parts: tuple[bytes | bytearray | memoryview, ...]
-        if self.masked:
-            key = self._next_key()
+        if self.masked:  # frame_header and the next key, inline: this runs for every message
+            at = self._keys_at
+            if at + 4 > len(self._keys):
+                self._keys = os.urandom(MASK_KEYS_BYTES)
+                at = 0
+            self._keys_at = at + 4
+            key = self._keys[at : at + 4]
             body = bytearray(head)
             body += tail
             mask_payload(key, body)
-            parts = (frame_header(size, masked=True, opcode=opcode) + key, body)
+            if size < 126:
+                parts = (_PACK_SHORT(first, size | MASK_BIT) + key, body)
+            elif size < 65536:
+                parts = (_PACK_MEDIUM(first, 126 | MASK_BIT, size) + key, body)
+            else:
+                parts = (_PACK_LONG(first, 127 | MASK_BIT, size) + key, body)
         elif size < 1024:
-            parts = (b"".join((frame_header(size, masked=False, opcode=opcode), head, tail)),)
+            header = _PACK_SHORT(first, size) if size < 126 else _PACK_MEDIUM(first, 126, size)
+            parts = (b"".join((header, head, tail)),)
+        elif size < 65536:
+            parts = (_PACK_MEDIUM(first, 126, size) + head, tail)
         else:
-            parts = (frame_header(size, masked=False, opcode=opcode) + head, tail)
+            parts = (_PACK_LONG(first, 127, size) + head, tail)
         if self._burst:
             self._kept.extend(parts)
             self._kept_bytes += size + len(parts[0])
@@ -132,6 +146,16 @@ class FrameWriter:
         self._burst = True
         self._loop.call_soon(self.flush)
         self.transport.writelines(parts)
+
+    def try_write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview) -> bool:
+        """`write` if there is room (`has_room`) and the transport is not closing; False otherwise."""
+        transport = self.transport
+        if self._kept_bytes + transport.get_write_buffer_size() >= self.high_water_bytes:
+            return False
+        if transport.is_closing():
+            return False
+        self.write(head, tail)
+        return True
 
     def flush(self) -> None:
         """Hand what is kept to the transport now, in one write (called at the end of each turn)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from functools import partial
 
 from corral.errors import ProtocolError
 from corral.tunnel.message import printable
@@ -41,6 +42,8 @@ _UNPACK_LONG = struct.Struct("!Q").unpack_from
 
 OnMessage = Callable[[int, bytes | bytearray | memoryview], None]
 """``(opcode, payload)`` of one whole message or control frame."""
+OnBinary = Callable[[bytes | bytearray | memoryview], None]
+"""``payload`` of one whole binary message."""
 
 
 class FrameError(ProtocolError):
@@ -77,6 +80,10 @@ class FrameParser:
     While `paused`, bytes are kept, not parsed; the callback may pause the parser, and parsing then
     stops right after the message it was given (`resume` goes on from there). After a Close frame
     the parser reads nothing more; after an error, neither.
+
+    Binary messages go to `on_binary` (by default ``on_message`` with the binary opcode), which
+    its owner may replace at any time: a session takes them with no call in between. A read that
+    is exactly one final binary frame, the usual case, is parsed in `feed` itself.
     """
 
     __slots__ = (
@@ -90,11 +97,13 @@ class FrameParser:
         "_partial",
         "_rest",
         "masked",
+        "on_binary",
         "paused",
     )
 
     def __init__(self, on_message: OnMessage, *, masked: bool, max_message_bytes: int) -> None:
         self._on_message = on_message
+        self.on_binary: OnBinary = partial(on_message, OPCODE_BINARY)
         self.masked = masked
         self._max = max_message_bytes
         self.paused = False
@@ -127,12 +136,33 @@ class FrameParser:
         self._partial = bytearray()
         self._message = bytearray()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:  # noqa: PLR0912 - the usual frame inline
         """Parse ``data``, handing every whole message to the callback; `FrameError` on bad input."""
         if self._done:
             return
         if not isinstance(data, bytes):
             data = bytes(data)
+        elif not (self._rest or self._need or self.paused or self._message_opcode):
+            # One final binary frame, with no extension bits, that is the whole read: the usual
+            # case, parsed here. Anything else (or a length over the limit) takes the general way.
+            size = len(data)
+            if size > 2 and data[0] == 0x82 and (data[1] >= 0x80) is self.masked:
+                length = data[1] & 0x7F
+                start = 2
+                if length == 126 and size > 4:
+                    length = (data[2] << 8) | data[3]
+                    start = 4
+                if length < 126 or start == 4:
+                    if not self.masked:
+                        if start + length == size and length <= self._max:
+                            self.on_binary(memoryview(data)[start:])
+                            return
+                    elif start + 4 + length == size and length <= self._max:
+                        payload = bytearray(memoryview(data)[start + 4 :])
+                        if length:
+                            mask_payload(data[start : start + 4], payload)
+                        self.on_binary(payload)
+                        return
         if self._rest:
             data = self._rest + data
             self._rest = b""
@@ -266,7 +296,10 @@ class FrameParser:
             return
         if opcode:
             if fin:
-                self._on_message(opcode, payload)
+                if opcode == OPCODE_BINARY:
+                    self.on_binary(payload)
+                else:
+                    self._on_message(opcode, payload)
                 return
             self._message_opcode = opcode
             self._message = bytearray(payload)
@@ -276,7 +309,10 @@ class FrameParser:
             opcode, message = self._message_opcode, self._message
             self._message_opcode = 0
             self._message = bytearray()
-            self._on_message(opcode, message)
+            if opcode == OPCODE_BINARY:
+                self.on_binary(message)
+            else:
+                self._on_message(opcode, message)
 
 
 def describe(payload: bytes | bytearray | memoryview) -> str:
