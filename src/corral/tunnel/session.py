@@ -296,7 +296,11 @@ class Session:
             return
         self.frames_received += 1
         try:
-            failure = self._serve_frame(data)
+            failure = None
+            if (split := msg.split_data(data)) is not None:  # _serve_frame, one call less per frame
+                self._on_data(*split)
+            else:
+                failure = self._serve_decoded(data)
         except Exception as exc:  # a bug must end the session, not escape into the socket's protocol
             logger.exception("session %s/%s failed", self.client_key, self.session_key)
             failure = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
