@@ -119,6 +119,32 @@ async def test_room_counts_what_is_kept_and_what_the_transport_holds() -> None:
     assert writer.has_room()
 
 
+async def test_try_write_writes_only_with_room_and_an_open_transport() -> None:
+    transport = RecordingTransport()
+    writer = FrameWriter(transport, masked=True, high_water_bytes=10_000)
+    transport.buffered = 10_000
+    assert not writer.try_write(b"head", b"tail")
+    transport.buffered = 0
+    transport.closing = True
+    assert not writer.try_write(b"head", b"tail")
+    assert transport.calls == []
+    transport.closing = False
+    assert writer.try_write(b"head", b"tail")
+    assert parse_frames(b"".join(transport.calls)) == [(0x2, True, b"headtail")]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 1023, 1024, 65535, 65536, 70_000])
+async def test_every_size_is_framed_as_one_binary_message_from_its_two_parts(masked: bool, size: int) -> None:
+    transport = RecordingTransport()
+    writer = FrameWriter(transport, masked=masked)
+    payload = bytes(range(256)) * (size // 256 + 1)
+    writer.write(b"hd", payload[:size])
+    wire = b"".join(transport.calls)
+    assert wire[: len(frame_header(size + 2, masked=masked))] == frame_header(size + 2, masked=masked)
+    assert parse_frames(wire) == [(0x2, masked, b"hd" + payload[:size])]
+
+
 async def test_what_is_kept_is_dropped_once_the_transport_closes() -> None:
     transport = RecordingTransport()
     writer = FrameWriter(transport, masked=False)
