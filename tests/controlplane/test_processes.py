@@ -19,6 +19,7 @@ from corral.controlplane.processes import (
     ProcessGroup,
     ProcessRecord,
     free_port,
+    inotify_hint,
     is_same_process,
     read_state,
     reap_stale,
@@ -100,6 +101,23 @@ def test_a_process_that_exits_early_is_reported_with_the_tail_of_its_log(tmp_pat
     group.stop()
     assert "failing exited with status 3" in str(error.value)
     assert "flag provided but not defined: -nope" in str(error.value)
+
+
+def test_a_process_out_of_inotify_instances_is_reported_with_the_kernel_limit(tmp_path: Path) -> None:
+    group = ProcessGroup(tmp_path)
+    line = 'E1129 "Failed to start cAdvisor" err="inotify_init: too many open files"'
+    proc = group.start("kubelet-x", [SH, "-c", f"echo '{line}'; exit 1"])
+    proc.wait(timeout=5)
+    with pytest.raises(ControlPlaneError) as error:
+        group.check_alive("kubelet-x")
+    group.stop()
+    assert "fs.inotify.max_user_instances is " in str(error.value)
+
+
+def test_only_an_inotify_failure_gets_the_inotify_hint() -> None:
+    assert inotify_hint("open /etc/x: too many open files") == ""
+    assert inotify_hint("inotify watcher started") == ""
+    assert "max_user_instances" in inotify_hint("error creating fsnotify watcher: too many open files")
 
 
 def test_starting_a_missing_binary_is_a_control_plane_error_naming_it(tmp_path: Path) -> None:

@@ -140,6 +140,30 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def inotify_hint(log_tail: str) -> str:
+    """Why a Go process could not watch files, when its log says so ("" otherwise).
+
+    kubelets and kube-apiservers hold several inotify instances each; many topologies on one
+    machine use up the kernel's per-user limit (often 128), and the process exits with "too many
+    open files" while the file-descriptor limit is far from reached.
+    """
+    if "inotify" not in log_tail and "fsnotify" not in log_tail:
+        return ""
+    if "too many open files" not in log_tail:
+        return ""
+    try:
+        limit = INOTIFY_INSTANCES.read_text(encoding="ascii").strip()
+    except OSError:
+        limit = "unknown"
+    return (
+        f"\n(the kernel's inotify instances per user are used up: fs.inotify.max_user_instances is {limit};"
+        " stop other topologies or raise it, e.g. `sysctl -w fs.inotify.max_user_instances=512`)"
+    )
+
+
 def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -243,9 +267,11 @@ class ProcessGroup:
             raise ControlPlaneError(f"no process named {name!r} was started by this group")
         code = proc.poll()
         if code is not None:
+            last = tail(self.log_path(name))
             raise ControlPlaneError(
                 f"{name} exited with status {code}; last lines of {self.log_path(name)}:\n"
-                + tail(self.log_path(name))
+                + last
+                + inotify_hint(last)
             )
 
     def stop(self, *, timeout_seconds: float = 10.0) -> None:
