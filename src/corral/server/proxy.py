@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from corral.auth.identity import UserInfo
 from corral.model.trace import Event, RequestCompleted
@@ -367,7 +366,9 @@ class AuthProxy:
     async def _relay(
         self, request: web.Request, route: Route, upstream: UpstreamResponse
     ) -> web.StreamResponse:
-        headers = CIMultiDict(upstream_response_headers(upstream.headers))
+        headers = upstream_response_headers(
+            upstream.headers
+        )  # the response copies them into its own multidict
         if (
             upstream.complete
             and not upstream.chunked
