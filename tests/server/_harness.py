@@ -268,9 +268,12 @@ def listening_socket(*, send_buffer: int | None = None) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application, *, send_buffer: int | None = None):  # type: ignore[no-untyped-def]
+async def serve(app: web.Application, *, send_buffer: int | None = None, proxy: AuthProxy | None = None):  # type: ignore[no-untyped-def]
+    """Serve ``app`` on loopback; with ``proxy``, its paths skip the router as in the server."""
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
+    if proxy is not None and runner.server is not None:
+        proxy.serve_first(runner.server)
     sock = listening_socket(send_buffer=send_buffer)
     site = web.SockSite(runner, sock)
     await site.start()
@@ -324,7 +327,7 @@ async def world(*, settings: ProxySettings | None = None, dialer=None, proxy_sen
         app = web.Application()
         proxy.add_routes(app)
         try:
-            async with serve(app, send_buffer=proxy_send_buffer) as url:
+            async with serve(app, send_buffer=proxy_send_buffer, proxy=proxy) as url:
                 yield World(
                     proxy, url, downstream, clusters, accounts, reviewer, sa_tokens, events, downstream_url
                 )

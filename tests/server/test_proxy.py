@@ -9,13 +9,14 @@ import socket
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from corral.auth.identity import UserInfo
 from corral.model.trace import RequestCompleted
 from corral.server.proxy import ProxySettings
 from corral.server.proxy_dial import DirectDialer
 from corral.server.proxy_routing import request_verb
-from tests.server._harness import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, RefusingDialer, world
+from tests.server._harness import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, RefusingDialer, serve, world
 
 PODS = "/api/v1/namespaces/default/pods"
 
@@ -536,3 +537,51 @@ async def test_the_fast_mode_never_sends_a_write_twice():
             assert r.status == 500
         assert dialer.dials == 1
         assert w.downstream.requests == []
+
+
+async def _answers(url: str, paths: list[str]) -> list[tuple[int, str]]:
+    out = []
+    async with aiohttp.ClientSession() as http:
+        for path in paths:
+            async with http.get(url + path, headers=bearer(ALICE_TOKEN)) as r:
+                out.append((r.status, await r.text()))
+    return out
+
+
+async def test_the_proxy_served_ahead_of_the_router_answers_as_through_it_and_leaves_other_paths_to_the_app():
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    paths = [
+        f"/k8s/clusters/c-1{PODS}?limit=5",
+        "/k8s/clust%65rs/c-1/api",
+        "/k8s/clusters/%2e%2e/healthz",
+        "/k8s/clusters/../healthz",
+        "/k8s/proxy/c-1/api",
+        "/k8s/clusters/c-nowhere/api",
+        "/k8s//clusters/c-1/api",
+        "/healthz",
+    ]
+    async with world() as w:
+        answers = {}
+        for first in (False, True):
+            app = web.Application()
+            w.proxy.add_routes(app)
+            app.router.add_get("/healthz", healthz)
+            async with serve(app, proxy=w.proxy if first else None) as url:
+                answers[first] = await _answers(url, paths)
+        assert answers[True] == answers[False]
+        assert answers[True][0][0] == 200
+        assert answers[True][-1] == (200, "ok")
+        assert [s for s, _ in answers[True]] != [200] * len(paths)
+
+
+async def test_an_expect_100_continue_body_reaches_the_cluster_through_the_proxy_served_first():
+    body = b"x" * 5000
+    async with world() as w, aiohttp.ClientSession() as http:
+        url = f"{w.url}/k8s/clusters/c-1{PODS}"
+        async with http.post(url, data=body, headers=bearer(ALICE_TOKEN), expect100=True) as r:
+            assert r.status == 200
+            answer = await r.json()
+        assert answer["body_sha256"] == hashlib.sha256(body).hexdigest()
+        assert w.downstream.requests[-1].body == body

@@ -348,6 +348,8 @@ async def run_server(
     # Open streams (watches through the proxy) get a few seconds to end; then they are cut.
     runner = web.AppRunner(built.app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
+    if runner.server is not None:
+        built.proxy.serve_first(runner.server)
     try:
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
         await site.start()

@@ -14,11 +14,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from corral.auth.identity import UserInfo
 from corral.model.trace import Event, RequestCompleted
@@ -65,6 +64,9 @@ UNAUTHENTICATED = "system:unauthenticated"
 #: Go writes these bodies after WriteHeader, so the type is sniffed from the text, not declared.
 _SNIFFED_TEXT = "text/plain; charset=utf-8"
 _MEMO_LIMIT = 20_000
+#: The paths `add_routes` gives the proxy, as their raw (undecoded) beginnings.
+_PREFIXES = ("/k8s/clusters/", "/k8s/proxy/")
+RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +156,25 @@ class AuthProxy:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/k8s/clusters/{tail:.*}", self.handle)
         app.router.add_route("*", "/k8s/proxy/{tail:.*}", self.handle)
+
+    def serve_first(self, server: web.Server) -> None:
+        """Give the proxy its requests ahead of the app's router, middlewares and match info.
+
+        ``server`` is a runner's (``runner.server`` after ``setup``), whose app has the proxy's routes
+        (`add_routes`): a request whose raw path begins with one of them is handled at once, any other
+        one goes on to the app. A raw path with that beginning always decodes to a path the router would
+        give the proxy too, so only the work is skipped. A request with an ``Expect`` header still goes
+        through the app, which answers it (100 Continue, or 417).
+        """
+        app_handler = server.request_handler
+        handle = self.handle
+
+        async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+            if request.raw_path.startswith(_PREFIXES) and "Expect" not in request.headers:
+                return await handle(request)  # type: ignore[arg-type]
+            return await app_handler(request)
+
+        server.request_handler = dispatch
 
     async def close(self) -> None:
         pools = [pool for _, pool in self._pools.values()] + self._retired
@@ -345,7 +366,9 @@ class AuthProxy:
     async def _relay(
         self, request: web.Request, route: Route, upstream: UpstreamResponse
     ) -> web.StreamResponse:
-        headers = CIMultiDict(upstream_response_headers(upstream.headers))
+        headers = upstream_response_headers(
+            upstream.headers
+        )  # the response copies them into its own multidict
         if (
             upstream.complete
             and not upstream.chunked
