@@ -48,6 +48,7 @@ from typing import Any
 import aiohttp
 import psutil
 import yaml
+from _procs import cpu_seconds
 
 from corral.agent.fleet import list_agents
 from corral.auth import hashers
@@ -94,14 +95,6 @@ class Target:
     body: bytes | None = None
     pids: tuple[int, ...] = ()
     """What sits between the client and the apiserver, whose CPU time per request is reported."""
-
-
-def _cpu_seconds(pids: tuple[int, ...]) -> float:
-    total = 0.0
-    for pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def scenario(clusters: int) -> dict[str, Any]:
@@ -257,10 +250,10 @@ def measure(
     best: dict[str, dict[str, float]] = {t.name: {} for t in targets}
     for index in range(rounds):
         for target in targets if index % 2 == 0 else list(reversed(targets)):
-            cpu_before = _cpu_seconds(target.pids)
+            cpu_before = cpu_seconds(target.pids)
             figures = asyncio.run(at_concurrency(target, clients=clients, requests=requests))
             if target.pids:  # the warm-up requests (one per client) are counted too
-                spent = _cpu_seconds(target.pids) - cpu_before
+                spent = cpu_seconds(target.pids) - cpu_before
                 figures["cpu_us_per_request"] = spent / (requests + clients) * 1e6
             print(
                 f"round {index + 1} {target.name}: p50 {figures['p50_ms']:.2f} ms, "

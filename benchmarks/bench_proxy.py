@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import psutil
+from _procs import cpu_seconds
 
 from corral.agent.fleet import list_agents
 from corral.k8s import KubeConfig
@@ -59,14 +60,6 @@ class Target:
     tls: ssl.SSLContext | None
     pids: tuple[int, ...] = ()
     """The processes between the client and the apiserver, whose CPU time per request is reported."""
-
-
-def _cpu_seconds(pids: tuple[int, ...]) -> float:
-    total = 0.0
-    for pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def _rss_mb(pid: int) -> float:
@@ -149,9 +142,9 @@ async def _measure(targets: list[Target], *, rounds: int, requests: int, concurr
         order = targets if index % 2 == 0 else list(reversed(targets))
         for target in order:
             latencies = await _sequential(target, requests)
-            cpu_before = _cpu_seconds(target.pids)
+            cpu_before = cpu_seconds(target.pids)
             rate = await _throughput(target, concurrent, CONCURRENT_CLIENTS)
-            cpu_us = (_cpu_seconds(target.pids) - cpu_before) / concurrent * 1e6
+            cpu_us = (cpu_seconds(target.pids) - cpu_before) / concurrent * 1e6
             figures = {
                 "p50_ms": quantile(latencies, 50) * 1000,
                 "p99_ms": quantile(latencies, 99) * 1000,

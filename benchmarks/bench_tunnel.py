@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _procs import cpu_seconds
+
 from corral.model.stats import quantile
 from corral.tunnel.loop import loop_name
 from corral.tunnel.loop import run as run_loop
@@ -397,29 +399,18 @@ async def connect_round_trip_ms(address: str, *, count: int) -> list[float]:
     return samples
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time of the tunnel's processes (all their threads) so far."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system
-    return total
-
-
 async def measure(address: str, pids: list[int] | None = None) -> dict[str, float]:
     await throughput_mb_per_second(address, connections=1, each_bytes=4 * 1024 * 1024)  # warm-up
-    cpu_start = _cpu_seconds(pids or [])
+    cpu_start = cpu_seconds(pids or [])
     single = await throughput_mb_per_second(address, connections=1, each_bytes=SINGLE_BYTES)
     parallel = await throughput_mb_per_second(address, connections=PARALLEL, each_bytes=PARALLEL_EACH_BYTES)
     cpu_per_mb = (
-        (_cpu_seconds(pids or []) - cpu_start) * 1000 / ((SINGLE_BYTES + PARALLEL * PARALLEL_EACH_BYTES) / MB)
+        (cpu_seconds(pids or []) - cpu_start) * 1000 / ((SINGLE_BYTES + PARALLEL * PARALLEL_EACH_BYTES) / MB)
     )
     await round_trip_ms(address, count=50)  # warm-up
-    cpu_start = _cpu_seconds(pids or [])
+    cpu_start = cpu_seconds(pids or [])
     trips = await round_trip_ms(address, count=ROUND_TRIPS)
-    cpu_per_trip = (_cpu_seconds(pids or []) - cpu_start) * 1e6 / ROUND_TRIPS
+    cpu_per_trip = (cpu_seconds(pids or []) - cpu_start) * 1e6 / ROUND_TRIPS
     connects = await connect_round_trip_ms(address, count=CONNECT_ROUND_TRIPS)
     return {
         "tunnel_cpu_ms_per_mb": round(cpu_per_mb, 3),
