@@ -251,6 +251,21 @@ async def test_a_malformed_answer_is_an_error_and_the_connection_is_dropped():
         assert pool.idle_count == 0
 
 
+async def test_an_answer_head_without_end_is_refused_at_its_bound(monkeypatch):
+    monkeypatch.setattr(proxy_client, "MAX_HEAD_BYTES", 4096)
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * 8192
+    async with pool_for(lambda head, _: endless) as (pool, _, _):
+        with pytest.raises(UpstreamError, match="head is over 4096 bytes"):
+            await _get(pool)
+        assert pool.idle_count == 0
+
+
+async def test_an_answer_head_under_the_bound_is_read():
+    head = b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * 8192 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    async with pool_for(lambda _head, _: head) as (pool, _, _):
+        assert await _get(pool) == (200, b"{}")
+
+
 @pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\nb", "a\rb"])
 def test_a_line_break_in_a_header_is_refused(value):
     with pytest.raises(UpstreamError, match="line break"):

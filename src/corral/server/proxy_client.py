@@ -33,6 +33,8 @@ IDLE_SECONDS: Final = 15.0
 """An idle connection is closed after this long (aiohttp's keep-alive default, which the proxy had)."""
 READ_BYTES: Final = 2**16
 """Decrypted bytes taken at a time from a connection that runs its own TLS."""
+MAX_HEAD_BYTES: Final = 10 * 2**20
+"""Most bytes an answer's status line and headers may take (Go's transport default, 10 MiB)."""
 MAX_IDLE: Final = 256
 """Idle connections kept per cluster; more are closed as they come back."""
 #: Methods a request may be sent again with when a kept connection turned out closed (as aiohttp does).
@@ -228,6 +230,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.keep = True
+        self.head_bytes = 0
+        """Bytes received for the current answer before its head was complete."""
         self._sent = True
         self._drained: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -242,10 +246,19 @@ class _Connection(asyncio.Protocol):
             self._tls_received(data)
             return
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserError as exc:
             self._lost(UpstreamError(f"malformed response from the cluster: {exc}"))
             self.abort()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse answer bytes; an answer's head that grows past `MAX_HEAD_BYTES` is malformed."""
+        response = self.response
+        if response is not None and not response.status:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                raise httptools.HttpParserError(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+        self.parser.feed_data(data)
 
     def write(self, data: bytes) -> None:
         """Send request bytes (encrypted first when this connection runs its own TLS)."""
@@ -297,7 +310,6 @@ class _Connection(asyncio.Protocol):
             self._continue_handshake()
             if not waiter.done():
                 return
-        parser = self.parser
         try:
             while True:
                 try:
@@ -306,7 +318,7 @@ class _Connection(asyncio.Protocol):
                     break
                 if not plain:
                     break
-                parser.feed_data(plain)
+                self._feed(plain)
         except ssl.SSLError as exc:
             self._lost(UpstreamError(f"tls: {exc}"))
             self.abort()
@@ -414,6 +426,7 @@ class _Connection(asyncio.Protocol):
             raise UpstreamError("the connection to the cluster is closed", unanswered=True, reused=reused)
         response = UpstreamResponse(self, method, limit=limit, reused=reused)
         self.response = response
+        self.head_bytes = 0
         if body is None or isinstance(body, bytes):
             self.write(head + body if body else head)
         else:
