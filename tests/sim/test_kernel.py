@@ -95,6 +95,26 @@ def test_a_sleep_is_for_the_active_process_and_never_negative() -> None:
     assert woke == [1.5]
 
 
+def test_a_sleeping_process_refuses_an_interrupt_but_a_waiting_one_takes_it() -> None:
+    env = FastEnvironment()
+    causes: list[object] = []
+
+    def waiter(sleep: bool) -> Generator[simpy.Event, Any, None]:
+        try:
+            yield env.sleep(5.0) if sleep else env.timeout(5.0)
+        except simpy.Interrupt as interrupt:
+            causes.append(interrupt.cause)
+
+    asleep = env.process(waiter(True))
+    waiting = env.process(waiter(False))
+    env.run(until=1.0)
+    with pytest.raises(RuntimeError, match="asleep"):
+        asleep.interrupt("stop")
+    waiting.interrupt("stop")
+    env.run()
+    assert causes == ["stop"]
+
+
 def test_events_at_the_stop_time_wait_for_the_next_run() -> None:
     env = FastEnvironment()
     seen: list[float] = []

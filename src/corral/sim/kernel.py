@@ -51,6 +51,14 @@ class FastProcess(Process):
 
     _resume_bound: Callable[[Event], None]
 
+    def interrupt(self, cause: Any | None = None) -> None:
+        """SimPy's `interrupt`, refused while the process sleeps (its resumption is already queued)."""
+        if self._target is ASLEEP:
+            raise RuntimeError(
+                f"{self!r} is asleep (env.sleep) and cannot be interrupted: wait with env.timeout instead"
+            )
+        super().interrupt(cause)
+
     def _resume(self, event: Event) -> None:
         env = self.env
         env._active_proc = self
