@@ -248,8 +248,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._feed(data)
         except httptools.HttpParserError as exc:
-            self._lost(UpstreamError(f"malformed response from the cluster: {exc}"))
-            self.abort()
+            self._break(UpstreamError(f"malformed response from the cluster: {exc}"))
 
     def _feed(self, data: bytes) -> None:
         """Parse answer bytes; an answer's head that grows past `MAX_HEAD_BYTES` is malformed."""
@@ -271,8 +270,7 @@ class _Connection(asyncio.Protocol):
         try:
             tls.write(data)
         except ssl.SSLError as exc:
-            self._lost(UpstreamError(f"tls: {exc}"))
-            self.abort()
+            self._break(UpstreamError(f"tls: {exc}"))
             return
         self._flush_tls()
 
@@ -320,11 +318,9 @@ class _Connection(asyncio.Protocol):
                     break
                 self._feed(plain)
         except ssl.SSLError as exc:
-            self._lost(UpstreamError(f"tls: {exc}"))
-            self.abort()
+            self._break(UpstreamError(f"tls: {exc}"))
         except httptools.HttpParserError as exc:
-            self._lost(UpstreamError(f"malformed response from the cluster: {exc}"))
-            self.abort()
+            self._break(UpstreamError(f"malformed response from the cluster: {exc}"))
         else:
             self._flush_tls()
 
@@ -461,6 +457,11 @@ class _Connection(asyncio.Protocol):
             self.pool._release(self)
         else:
             self.abort()
+
+    def _break(self, error: UpstreamError) -> None:
+        """The exchange failed with ``error`` and the connection cannot be used again."""
+        self._lost(error)
+        self.abort()
 
     def _lost(self, error: UpstreamError) -> None:
         response, self.response = self.response, None
