@@ -19,6 +19,7 @@ from corral.auth.identity import AUTHENTICATED_GROUPS, UserInfo
 from corral.model.trace import Event
 from corral.server.proxy import AuthProxy, ProxySettings
 from corral.server.proxy_dial import DirectDialer
+from corral.server.proxy_front import ProxyFront
 from corral.server.proxy_interfaces import (
     AccessReview,
     AccessReviewError,
@@ -268,18 +269,32 @@ def listening_socket(*, send_buffer: int | None = None) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application, *, send_buffer: int | None = None, proxy: AuthProxy | None = None):  # type: ignore[no-untyped-def]
-    """Serve ``app`` on loopback; with ``proxy``, its paths skip the router as in the server."""
+async def serve(  # type: ignore[no-untyped-def]
+    app: web.Application,
+    *,
+    send_buffer: int | None = None,
+    proxy: AuthProxy | None = None,
+    fronts: list[ProxyFront] | None = None,
+):
+    """Serve ``app`` on loopback; with ``proxy``, behind its front (added to ``fronts``) as in the server."""
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
+    sock = listening_socket(send_buffer=send_buffer)
+    front = None
     if proxy is not None and runner.server is not None:
         proxy.serve_first(runner.server)
-    sock = listening_socket(send_buffer=send_buffer)
-    site = web.SockSite(runner, sock)
-    await site.start()
+        front = ProxyFront(proxy, runner.server)
+        if fronts is not None:
+            fronts.append(front)
+        listener = await asyncio.get_running_loop().create_server(front, sock=sock)
+    else:
+        await web.SockSite(runner, sock).start()
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
+        if front is not None:
+            listener.close()
+            await front.shutdown(1.0)
         await runner.cleanup()
 
 
@@ -294,6 +309,7 @@ class World:
     sa_tokens: FakeServiceAccountTokens
     events: list[Event]
     downstream_url: str
+    front: ProxyFront
 
 
 @contextlib.asynccontextmanager
@@ -327,9 +343,19 @@ async def world(*, settings: ProxySettings | None = None, dialer=None, proxy_sen
         app = web.Application()
         proxy.add_routes(app)
         try:
-            async with serve(app, send_buffer=proxy_send_buffer, proxy=proxy) as url:
+            fronts: list[ProxyFront] = []
+            async with serve(app, send_buffer=proxy_send_buffer, proxy=proxy, fronts=fronts) as url:
                 yield World(
-                    proxy, url, downstream, clusters, accounts, reviewer, sa_tokens, events, downstream_url
+                    proxy,
+                    url,
+                    downstream,
+                    clusters,
+                    accounts,
+                    reviewer,
+                    sa_tokens,
+                    events,
+                    downstream_url,
+                    fronts[0],
                 )
         finally:
             downstream.release.set()

@@ -37,6 +37,7 @@ from corral.server.etcd_backups import EtcdBackups, NodeEtcd
 from corral.server.localauth import LocalAuth
 from corral.server.provisioning import LocalDriver, Provisioner
 from corral.server.proxy import AuthProxy, ProxySettings
+from corral.server.proxy_front import ProxyFront
 from corral.server.proxy_interfaces import AccessReview, AccessReviewError, ClusterTarget, SARScope
 from corral.server.state import JSON, ServerState
 from corral.server.tunnels import Tunnels, build_tunnels
@@ -348,13 +349,15 @@ async def run_server(
     # Open streams (watches through the proxy) get a few seconds to end; then they are cut.
     runner = web.AppRunner(built.app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
     await runner.setup()
-    if runner.server is not None:
-        built.proxy.serve_first(runner.server)
+    assert runner.server is not None
+    built.proxy.serve_first(runner.server)
+    front = ProxyFront(built.proxy, runner.server)
+    listeners: list[asyncio.Server] = []
     try:
-        site = web.TCPSite(runner, options.host, options.port, ssl_context=context, backlog=1024)
-        await site.start()
-        for extra_host, extra_port in options.also_listen:
-            await web.TCPSite(runner, extra_host, extra_port, ssl_context=context, backlog=1024).start()
+        for listen_host, listen_port in ((options.host, options.port), *options.also_listen):
+            listeners.append(
+                await loop.create_server(front, listen_host, listen_port, ssl=context, backlog=1024)
+            )
         host = f"[{options.host}]" if ":" in options.host else options.host
         url = f"https://{host}:{options.port}"
         if ready is not None:
@@ -362,6 +365,9 @@ async def run_server(
         await stop.wait()
         logger.info("stopping the server on %s", url)
     finally:
+        for listener in listeners:
+            listener.close()
+        await _quietly(front.shutdown(3.0), "the proxy's client connections")
         await _quietly(runner.cleanup(), "the listener")
         await _quietly(built.proxy.close(), "the proxy's sessions")
         if built.refresher is not None and built.auth_configs is not None:

@@ -14,10 +14,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from corral.auth.identity import UserInfo
 from corral.model.trace import Event, RequestCompleted
@@ -57,7 +59,7 @@ from corral.server.proxy_routing import Route, has_dot_segment, parse_route, req
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AuthProxy", "ProxySettings"]
+__all__ = ["AuthProxy", "ClientRequest", "ProxySettings", "Reply"]
 
 TraceSink = Callable[[Event], None]
 UNAUTHENTICATED = "system:unauthenticated"
@@ -91,6 +93,41 @@ class ProxySettings:
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Statuses whose answers carry no body (their Content-Length, if any, describes another answer).
 _BODILESS = frozenset({204, 304})
+
+
+class ClientRequest(Protocol):
+    """What the proxy reads of a client's request (an aiohttp ``Request`` or the front's)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def raw_path(self) -> str: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def remote(self) -> str | None: ...
+
+
+class Reply(Protocol):
+    """How `AuthProxy.exchange` answers: with the proxy's own answer, or by relaying the cluster's."""
+
+    def answer(self, status: int, body: bytes, content_type: str) -> None: ...
+
+    async def relay(self, upstream: UpstreamResponse) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    """Where an authorised request goes and with which headers."""
+
+    target: ClusterTarget
+    endpoint: Endpoint
+    headers: list[tuple[str, str]]
+    client_headers: tuple[tuple[str, str], ...]
 
 
 class _Answer(Exception):
@@ -183,6 +220,7 @@ class AuthProxy:
             await pool.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A request through aiohttp (a body, an upgrade, or a server without the front)."""
         started = time.monotonic()
         route = parse_route(request.raw_path)
         user = ""
@@ -192,7 +230,16 @@ class AuthProxy:
                 raise _Answer(404, "404 page not found\n")
             identity = await self._authenticate(request, route)
             user = identity.name if isinstance(identity, UserInfo) else ""
-            response = await self._serve(request, route, identity)
+            plan = await self._plan(request, route, identity)
+            if upgrade_protocol(plan.client_headers) is not None:
+                response = await self._upgrade(request, route, plan)
+            else:
+                body = await self._request_body(request, plan.headers)
+                upstream = await self._send(request.method, route, plan, body)
+                try:
+                    response = await self._relay(request, route, upstream)
+                finally:
+                    upstream.close()
             status = response.status
             return response
         except _Answer as answer:
@@ -204,7 +251,32 @@ class AuthProxy:
             if route is not None:
                 self._trace(route, request.method, user, status, time.monotonic() - started)
 
-    async def _authenticate(self, request: web.Request, route: Route) -> UserInfo:
+    async def exchange(self, request: ClientRequest, reply: Reply) -> None:
+        """A bodiless, non-upgrade request from `ProxyFront`, answered through ``reply``."""
+        started = time.monotonic()
+        route = parse_route(request.raw_path)
+        user = ""
+        status = 0
+        try:
+            if route is None:
+                raise _Answer(404, "404 page not found\n")
+            identity = await self._authenticate(request, route)
+            user = identity.name if isinstance(identity, UserInfo) else ""
+            plan = await self._plan(request, route, identity)
+            upstream = await self._send(request.method, route, plan, None)
+            try:
+                status = upstream.status
+                await reply.relay(upstream)
+            finally:
+                upstream.close()
+        except _Answer as answer:
+            status = answer.status
+            reply.answer(answer.status, answer.body.encode(), _SNIFFED_TEXT)
+        finally:
+            if route is not None:
+                self._trace(route, request.method, user, status, time.monotonic() - started)
+
+    async def _authenticate(self, request: ClientRequest, route: Route) -> UserInfo:
         auth = AuthRequest(
             headers=request.headers, cookies=request.cookies, host=request.host, cluster=route.cluster
         )
@@ -231,7 +303,8 @@ class AuthProxy:
         self._with_extras[key] = (user, result)
         return result
 
-    async def _serve(self, request: web.Request, route: Route, user: UserInfo) -> web.StreamResponse:
+    async def _plan(self, request: ClientRequest, route: Route, user: UserInfo) -> _Plan:
+        """Who may reach which cluster, how, and with which headers; `_Answer` when the proxy answers."""
         if not route.valid_cluster:
             raise _not_found(route.cluster)
         review_cluster = route.cluster if self.settings.sar_scope == "downstream" else None
@@ -267,9 +340,7 @@ class AuthProxy:
             )
         except HeaderValueError as exc:
             raise _Answer(500, str(exc)) from None
-        if upgrade_protocol(client_headers) is not None:
-            return await self._upgrade(request, route, target, endpoint, headers)
-        return await self._forward(request, route, target, endpoint, headers)
+        return _Plan(target=target, endpoint=endpoint, headers=headers, client_headers=client_headers)
 
     def _own_headers(self, token: str, identity: UserInfo | None) -> list[tuple[str, str]]:
         """`own_headers`, kept per token and identity object (the memoised identities repeat)."""
@@ -321,34 +392,28 @@ class AuthProxy:
         self._pools[target.name] = (target, pool)
         return pool
 
-    async def _forward(
+    async def _send(
         self,
-        request: web.Request,
+        method: str,
         route: Route,
-        target: ClusterTarget,
-        endpoint: Endpoint,
-        headers: list[tuple[str, str]],
-    ) -> web.StreamResponse:
+        plan: _Plan,
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> UpstreamResponse:
+        """Send the request to the cluster and wait for the answer's head (`_Answer` 500 if none came)."""
         try:
-            pool = self._pool(target, endpoint)
+            pool = self._pool(plan.target, plan.endpoint)
         except DialError as exc:
             raise _Answer(500, f"error trying to reach service: {exc}") from None
-        body = await self._request_body(request, headers)
-        method = request.method
         attempts = 2 if self.settings.retry_idempotent and body is None and method in _IDEMPOTENT else 1
-        path = endpoint.prefix + route.target
+        path = plan.endpoint.prefix + route.target
         for attempt in range(1, attempts + 1):
             try:
-                upstream = await pool.request(method, path, headers, body)
-                break
+                return await pool.request(method, path, plan.headers, body)
             except (DialError, UpstreamError) as exc:
                 logger.info("proxy to cluster %r failed (attempt %d): %s", route.cluster, attempt, exc)
                 if attempt == attempts:
                     raise _Answer(500, f"error trying to reach service: {exc}") from None
-        try:
-            return await self._relay(request, route, upstream)
-        finally:
-            upstream.close()
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _request_body(
         self, request: web.Request, headers: list[tuple[str, str]]
@@ -395,22 +460,16 @@ class AuthProxy:
         await response.write_eof()
         return response
 
-    async def _upgrade(
-        self,
-        request: web.Request,
-        route: Route,
-        target: ClusterTarget,
-        endpoint: Endpoint,
-        headers: list[tuple[str, str]],
-    ) -> web.StreamResponse:
+    async def _upgrade(self, request: web.Request, route: Route, plan: _Plan) -> web.StreamResponse:
         limit = self.settings.buffer_bytes
+        endpoint, headers = plan.endpoint, plan.headers
         try:
             async with asyncio.timeout(self.settings.connect_timeout_seconds):
                 reader, writer = await open_streams(
                     self.dialer,
                     cluster=route.cluster,
                     endpoint=endpoint,
-                    context=tls_context(target),
+                    context=tls_context(plan.target),
                     limit=limit,
                 )
         except (DialError, TimeoutError) as exc:
