@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from corral.server import proxy_front
 from corral.server.proxy_front import MAX_HEAD_BYTES, response_head
 from corral.tunnel.testing import wait_until
 from tests.server._harness import ALICE_TOKEN, world
@@ -201,3 +202,18 @@ async def test_a_client_that_leaves_mid_stream_ends_the_exchange_and_its_trace()
         [event] = w.events
         assert event.status == 200
         assert not w.downstream.release.is_set()  # the second event was never asked for
+
+
+async def test_an_idle_kept_connection_is_closed_after_the_keep_alive_but_an_open_stream_is_not(monkeypatch):
+    monkeypatch.setattr(proxy_front, "KEEPALIVE_SECONDS", 0.2)
+    async with world() as w, connect(w.url) as idle, connect(w.url) as streaming:
+        idle.writer.write(idle.request(PODS))
+        assert (await idle.answer())[0] == 200
+        streaming.writer.write(streaming.request("/k8s/clusters/c-1/slow?watch=true"))
+        head = await asyncio.wait_for(streaming.reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await asyncio.wait_for(idle.reader.read(), 5) == b""  # closed by the front
+        await asyncio.sleep(0.5)  # well past the keep-alive: the stream's connection stays
+        w.downstream.release.set()
+        rest = await asyncio.wait_for(streaming.reader.readuntil(b"0\r\n\r\n"), 10)
+        assert b"MODIFIED" in rest

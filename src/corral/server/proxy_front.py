@@ -83,10 +83,13 @@ def response_head(status: int, reason: str, headers: Iterable[tuple[str, str]]) 
             reason = http.HTTPStatus(status).phrase
         except ValueError:
             reason = ""
-    lines = [f"HTTP/1.1 {status} {reason.translate(_LINE_BREAKS)}\r\n"]
-    lines += [f"{n.translate(_LINE_BREAKS)}: {v.translate(_LINE_BREAKS)}\r\n" for n, v in headers]
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    pairs = headers if isinstance(headers, list) else list(headers)
+    text = f"HTTP/1.1 {status} {reason}\r\n" + "".join([f"{n}: {v}\r\n" for n, v in pairs]) + "\r\n"
+    lines = len(pairs) + 2
+    if text.count("\n") != lines or text.count("\r") != lines:  # rare: clean every piece
+        clean = [f"{n.translate(_LINE_BREAKS)}: {v.translate(_LINE_BREAKS)}\r\n" for n, v in pairs]
+        text = f"HTTP/1.1 {status} {reason.translate(_LINE_BREAKS)}\r\n" + "".join(clean) + "\r\n"
+    return text.encode("utf-8", "surrogateescape")
 
 
 class _Head:
@@ -158,6 +161,7 @@ class _FrontProtocol(asyncio.Protocol):
         self.remote: str | None = None
         self.closing = False
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._reading_paused = False
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -215,7 +219,6 @@ class _FrontProtocol(asyncio.Protocol):
             self._hand_over()
             return
         del self.buffer[: end + 4]
-        self._cancel_idle()
         keep_alive, parsed = request
         self.task = asyncio.get_running_loop().create_task(self._serve(parsed, keep_alive))
 
@@ -318,8 +321,21 @@ class _FrontProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _arm_idle(self) -> None:
-        self._cancel_idle()
-        self._idle = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self.close_when_idle)
+        """Idle from now; the one timer is re-armed only when it fires early (no timer per request)."""
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(KEEPALIVE_SECONDS, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if self.task is not None or self.transport is None:
+            return  # busy: `_serve` arms it again when the answer is out
+        left = self._idle_since + KEEPALIVE_SECONDS - asyncio.get_running_loop().time()
+        if left > 0:
+            self._idle = asyncio.get_running_loop().call_later(left, self._idle_check)
+        else:
+            self.close_when_idle()
 
     def _cancel_idle(self) -> None:
         if self._idle is not None:
