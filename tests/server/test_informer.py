@@ -147,6 +147,21 @@ async def test_stale_events_do_not_overwrite_a_newer_observed_write() -> None:
     await informer.stop()
 
 
+async def test_the_generation_moves_with_every_change_and_only_then() -> None:
+    informer = Informer(ScriptedClient(), "/x")  # type: ignore[arg-type]
+    seen: list[int] = []
+    informer.on_change(lambda *_: seen.append(informer.generation))
+    start = informer.generation
+    await informer.observe(_obj("t", 20, "new"))
+    await informer.observe(_obj("t", 20, "new"))  # the same object again: no change
+    await informer._apply(MODIFIED, _obj("t", 19, "old"))  # stale: no change
+    assert informer.generation == start + 1
+    await informer.observe(_obj("t", 21, "newer"))
+    await informer.forget("t", deleted=_obj("t", 22))
+    assert informer.generation == start + 3
+    assert seen == [start + 1, start + 2, start + 3]  # handlers hear of a change after the bump
+
+
 async def test_a_failing_handler_does_not_stop_the_others() -> None:
     client = ScriptedClient()
     client.items = {"a": _obj("a", 5)}

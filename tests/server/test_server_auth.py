@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from corral.auth import hashers
-from corral.auth.identity import AUTHENTICATED_GROUPS
+from corral.auth.identity import AUTHENTICATED_GROUPS, UserInfo
 from corral.k8s.aio import AsyncKubeClient
 from corral.k8s.kubeconfig import KubeConfig
 from corral.server.access import Access
@@ -173,6 +173,39 @@ async def test_visibility_follows_bindings_and_groups() -> None:
         {"metadata": {"name": "grb", "resourceVersion": "1"}, "userName": "u-root", "globalRoleName": "admin"}
     )
     assert access.visible_clusters(type(alice)(name="u-root")) is None
+
+
+async def test_remembered_visibility_follows_every_binding_change() -> None:
+    state = _state()
+    access = Access(state)
+    bob = UserInfo(name="u-bob", groups=("devs", *AUTHENTICATED_GROUPS))
+    crtb = {
+        "metadata": {"name": "crtb-1", "namespace": "c-one", "resourceVersion": "1"},
+        "clusterName": "c-one",
+        "groupPrincipalName": "local://devs",
+        "roleTemplateName": "cluster-member",
+    }
+    assert access.visible_clusters(bob) == set()
+    await state.crtbs.observe(crtb)
+    assert access.visible_clusters(bob) == {"c-one"}
+    assert access.visible_clusters(UserInfo(name="u-bob", groups=AUTHENTICATED_GROUPS)) == set()
+    await state.prtbs.observe(
+        {
+            "metadata": {"name": "prtb-1", "namespace": "c-two-p-x", "resourceVersion": "1"},
+            "projectName": "c-two:p-x",
+            "userName": "u-bob",
+            "roleTemplateName": "project-member",
+        }
+    )
+    assert access.visible_clusters(bob) == {"c-one", "c-two"}
+    await state.crtbs.forget(
+        "c-one/crtb-1", deleted={**crtb, "metadata": {**crtb["metadata"], "resourceVersion": "2"}}
+    )
+    assert access.visible_clusters(bob) == {"c-two"}
+    await state.globalrolebindings.observe(
+        {"metadata": {"name": "grb", "resourceVersion": "1"}, "userName": "u-bob", "globalRoleName": "admin"}
+    )
+    assert access.visible_clusters(bob) is None
 
 
 def test_certificates_are_folded_as_rancher_folds_them() -> None:

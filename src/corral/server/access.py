@@ -25,8 +25,14 @@ PROJECT_OWNER: Final = "project-owner"
 class Access:
     """Decisions for one server state; every method reads only the caches."""
 
+    #: Remembered visibilities; emptied when it grows past this.
+    MEMO_LIMIT: Final = 20_000
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        # (user, groups) -> visible cluster ids, valid while the bindings' caches are unchanged
+        self._visible: dict[tuple[str, tuple[str, ...]], frozenset[str] | None] = {}
+        self._visible_at: tuple[int, int, int] = (-1, -1, -1)
 
     def is_admin(self, user: UserInfo) -> bool:
         return self.state.is_admin(user.name)
@@ -62,13 +68,32 @@ class Access:
             if b.get("projectName") == project_id
         }
 
-    def visible_clusters(self, user: UserInfo) -> set[str] | None:
-        """Ids of the clusters the user may see; None means all (an admin)."""
+    def visible_clusters(self, user: UserInfo) -> frozenset[str] | None:
+        """Ids of the clusters the user may see; None means all (an admin).
+
+        Remembered per user and groups until a binding (global, cluster or project) changes: the
+        proxy asks this for every request.
+        """
+        state = self.state
+        now = (state.globalrolebindings.generation, state.crtbs.generation, state.prtbs.generation)
+        if now != self._visible_at:
+            self._visible.clear()
+            self._visible_at = now
+        key = (user.name, user.groups)
+        if key in self._visible:
+            return self._visible[key]
+        visible = self._visible_clusters(user)
+        if len(self._visible) >= self.MEMO_LIMIT:
+            self._visible.clear()
+        self._visible[key] = visible
+        return visible
+
+    def _visible_clusters(self, user: UserInfo) -> frozenset[str] | None:
         if self.is_admin(user):
             return None
         ids = {str(b.get("clusterName")) for b in self.cluster_bindings(user)}
         ids |= {str(b.get("projectName", "")).split(":", 1)[0] for b in self.project_bindings(user)}
-        return {i for i in ids if i}
+        return frozenset(i for i in ids if i)
 
     def can_see_cluster(self, user: UserInfo, cluster: str) -> bool:
         visible = self.visible_clusters(user)

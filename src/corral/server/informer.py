@@ -110,6 +110,9 @@ class Informer:
         self.resource_version = ""
         self.relists = 0
         """How many times the collection was listed (1 after the first sync; more after 410 or errors)."""
+        self.generation = 0
+        """Bumped with every change to the cache, before handlers hear of it: what was computed from
+        the cache at one generation holds until the next."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -284,6 +287,7 @@ class Informer:
             if not force and not _newer(obj, old):
                 return
             del self._items[key]
+            self.generation += 1
             self._tombstones[key] = _version(obj)
             self._unindex(key, old)
             await self._notify(DELETED, old, None)
@@ -302,6 +306,7 @@ class Informer:
                 return
             self._unindex(key, old)
         self._items[key] = obj
+        self.generation += 1
         for name, func in self._index_funcs.items():
             for value in func(obj):
                 self._indexes[name].setdefault(value, set()).add(key)
