@@ -181,3 +181,18 @@ async def test_a_head_and_a_tail_make_one_message(tail_size: int, masked: bool) 
     writer.write(b"second")
     writer.flush()
     assert parse_frames(b"".join(transport.calls)) == [(0x2, masked, head + tail), (0x2, masked, b"second")]
+
+
+async def test_a_frame_written_after_the_turn_ended_waits_for_those_kept_before_it() -> None:
+    # a frame kept in the turn after the first write, before that turn's end was seen, must not be
+    # overtaken by one written after the end but before the kept ones were flushed
+    transport = RecordingTransport()
+    writer = FrameWriter(transport, masked=False)
+    loop = asyncio.get_running_loop()
+    loop.call_soon(writer.write, b"second")  # runs next turn, ahead of the turn's end
+    writer.write(b"first")
+    loop.call_soon(writer.write, b"third")  # runs next turn, after the turn's end, before the flush
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [p for _, _, p in parse_frames(b"".join(transport.calls))] == [b"first", b"second", b"third"]
+    assert writer.kept_bytes == 0

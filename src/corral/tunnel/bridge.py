@@ -20,6 +20,7 @@ from typing import Any
 from corral.errors import TunnelClosedError
 from corral.tunnel.clock import Timeout
 from corral.tunnel.connection import EOF_TEXT, Connection
+from corral.tunnel.turn import turn_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ class Outbox:
         self._closing = False
         self._sending = False
         self._flush_soon = False
-        self._burst = False
         self._loop = asyncio.get_running_loop()  # asked once: each call costs a getpid on 3.11
+        self._turn = turn_of(self._loop)
+        self._sent_in = -1
+        """The number of the turn in which a write last left at once."""
         self.finished: asyncio.Future[bool] = self._loop.create_future()
         """True once everything queued has gone out and the connection was closed cleanly."""
         self._task = conn.host.spawn(self._run(), f"writer {conn.conn_id}")
@@ -52,10 +55,9 @@ class Outbox:
     def put(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self.finished.done():
             return
-        if not self._chunks and not self._sending and not self._burst:
+        if not self._chunks and not self._sending and self._sent_in != self._turn.number:
             # the first write of a turn of the loop leaves at once; the rest of the turn's join it
-            self._burst = True
-            self._loop.call_soon(self._end_burst)
+            self._sent_in = self._turn.mark()
             if self.conn.try_write(data):
                 return
         self._queue(data)
@@ -79,9 +81,6 @@ class Outbox:
         if not self._pressured and self.size > HIGH_WATER_BYTES:
             self._pressured = True
             self._on_pressure(True)
-
-    def _end_burst(self) -> None:
-        self._burst = False
 
     def _flush(self) -> None:
         """Write what is queued straight onto the wire while that needs no waiting; else wake the task."""

@@ -5,7 +5,8 @@ it needs none of a general frame writer's work: the header is packed here, the p
 from the client side (RFC 6455 5.3, keys from the OS's random source) and left as it is from
 the server side. The first frame of a turn of the event loop leaves at once; the frames written
 after it in the same turn are kept and leave together, at the end of the turn, in one transport
-write. The transport's write buffer, plus what is kept, is the back-pressure a sender sees.
+write (the turn's end is the loop's shared `corral.tunnel.turn.Turn`: no call scheduled per
+frame). The transport's write buffer, plus what is kept, is the back-pressure a sender sees.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import logging
 import os
 import struct
 from typing import Protocol
+
+from corral.tunnel.turn import turn_of
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +73,15 @@ class FrameWriter:
     """Binary frames onto ``transport``; masked when ``masked`` (the client side of a websocket)."""
 
     __slots__ = (
-        "_burst",
+        "_flush_soon",
         "_kept",
-        "_kept_bytes",
         "_keys",
         "_keys_at",
         "_loop",
+        "_turn",
+        "_written_in",
         "high_water_bytes",
+        "kept_bytes",
         "masked",
         "transport",
     )
@@ -89,19 +94,18 @@ class FrameWriter:
         self.masked = masked
         self.high_water_bytes = high_water_bytes
         self._kept: list[bytes | bytearray | memoryview] = []
-        self._kept_bytes = 0
-        self._burst = False
+        self.kept_bytes = 0
+        """Encoded bytes waiting for the end of this turn of the loop."""
+        self._turn = turn_of(self._loop)
+        self._written_in = -1
+        """The number of the turn a frame last left in at once."""
+        self._flush_soon = False
         self._keys = b""
         self._keys_at = 0
 
-    @property
-    def kept_bytes(self) -> int:
-        """Encoded bytes waiting for the end of this turn of the loop."""
-        return self._kept_bytes
-
     def has_room(self) -> bool:
         """Whether a sender may write now (what waits to go out is below the high-water mark)."""
-        return self._kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
+        return self.kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
 
     def write(
         self,
@@ -139,18 +143,20 @@ class FrameWriter:
             parts = (_PACK_MEDIUM(first, 126, size) + head, tail)
         else:
             parts = (_PACK_LONG(first, 127, size) + head, tail)
-        if self._burst:
+        if self._kept or self._written_in == self._turn.number:  # a frame left in this turn already
             self._kept.extend(parts)
-            self._kept_bytes += size + len(parts[0])
+            self.kept_bytes += size + len(parts[0])
+            if not self._flush_soon:
+                self._flush_soon = True
+                self._loop.call_soon(self.flush)
             return
-        self._burst = True
-        self._loop.call_soon(self.flush)
+        self._written_in = self._turn.mark()
         self.transport.writelines(parts)
 
     def try_write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview) -> bool:
         """`write` if there is room (`has_room`) and the transport is not closing; False otherwise."""
         transport = self.transport
-        if self._kept_bytes + transport.get_write_buffer_size() >= self.high_water_bytes:
+        if self.kept_bytes + transport.get_write_buffer_size() >= self.high_water_bytes:
             return False
         if transport.is_closing():
             return False
@@ -158,12 +164,12 @@ class FrameWriter:
         return True
 
     def flush(self) -> None:
-        """Hand what is kept to the transport now, in one write (called at the end of each turn)."""
-        self._burst = False
+        """Hand what is kept to the transport now, in one write (at the end of a turn that kept some)."""
+        self._flush_soon = False
         if not self._kept:
             return
         kept, self._kept = self._kept, []
-        self._kept_bytes = 0
+        self.kept_bytes = 0
         if self.transport.is_closing():
             return  # the connection is gone; so is whatever it still had to send
         self.transport.writelines(kept)
