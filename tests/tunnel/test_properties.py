@@ -109,3 +109,19 @@ def test_the_data_fast_path_agrees_with_the_decoder(data):
     decoded = decode(data)
     assert decoded.type is MessageType.DATA
     assert (decoded.conn_id, decoded.payload) == (conn_id, bytes(payload))
+
+
+@given(
+    st.integers(0, (1 << 62) - 1),
+    st.integers(-(1 << 40), 1 << 40),
+    st.integers(0, (1 << 62) - 1),
+    st.binary(max_size=300),
+)
+def test_the_data_fast_path_takes_every_data_frame_with_short_varints(message_id, conn_id, deadline, payload):
+    # ids and deadlines of at most 9 varint bytes, connection ids of every size: none goes to decode
+    data = encode(Message(message_id, conn_id, MessageType.DATA, payload, deadline))
+    split = msg.split_data(data)
+    assert split is not None
+    assert (split[0], bytes(split[1])) == (conn_id, payload)
+    assert msg.split_data(bytearray(data)) == split
+    assert msg.split_data(memoryview(b"xx" + data)[2:]) == split
