@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from corral.tunnel.bridge import TunnelTransport
 from corral.tunnel.clock import FakeClock
 from corral.tunnel.loop import run
 from corral.tunnel.settings import SessionSettings
@@ -114,6 +115,42 @@ async def test_closing_the_stream_writer_closes_the_connection_with_eof():
         await wait_until(lambda: conn.close_reason == "EOF", "the connection ends cleanly")
         await wait_until(lambda: not client.conns, "the agent forgets it")
         assert bytes(dialer.received["sink"]) == b"last"
+
+
+class _Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+class _CollectIntoBuffers(asyncio.BufferedProtocol):
+    """Offers buffers of 3 bytes, so one Data frame fills several."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._buffer = bytearray(3)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data += self._buffer[:nbytes]
+
+
+async def test_a_transport_delivers_to_the_protocol_set_last_and_fills_a_buffered_ones_buffers():
+    async with memory_session_pair(allow_all, ServiceDialer()) as (server, _):
+        conn = await server.dial("mem", "echo")
+        first, second = _Collect(), _CollectIntoBuffers()
+        transport = TunnelTransport(conn, first)
+        transport.write(b"one")
+        await wait_until(lambda: bytes(first.data) == b"one", "the echo reaches the first protocol")
+        transport.set_protocol(second)
+        transport.write(b"two, then more")
+        await wait_until(lambda: bytes(second.data) == b"two, then more", "the echo fills its buffers")
+        assert bytes(first.data) == b"one"
+        transport.close()
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from corral.errors import TunnelClosedError
+from corral.errors import TunnelClosedError, TunnelError
 from corral.tunnel.clock import Timeout
 from corral.tunnel.connection import EOF_TEXT, Connection
 from corral.tunnel.turn import turn_of
@@ -182,12 +182,9 @@ class TunnelTransport(asyncio.Transport):
         self._lost = False
         self._reading_paused = False
         self._protocol.connection_made(self)
-        conn.attach(self._deliver, self._ended)
+        conn.attach(_receiver(protocol), self._ended)  # straight to the protocol, nothing between
 
     # from the connection
-    def _deliver(self, data: bytes | memoryview) -> None:
-        self._protocol.data_received(data)  # type: ignore[attr-defined]
-
     def _ended(self, reason: str) -> None:
         if reason == EOF_TEXT:
             keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
@@ -264,9 +261,31 @@ class TunnelTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._conn.redirect(_receiver(protocol))
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
+
+
+def _receiver(protocol: asyncio.BaseProtocol) -> Callable[[bytes | memoryview], None]:
+    """What takes received bytes: a protocol's ``data_received``, or for a `asyncio.BufferedProtocol`
+    a copy into the buffers it offers."""
+    if not isinstance(protocol, asyncio.BufferedProtocol):
+        receive: Callable[[bytes | memoryview], None] = protocol.data_received  # type: ignore[attr-defined]
+        return receive
+
+    def fill(data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+            size = min(len(buffer), len(view))
+            if not size:
+                raise TunnelError(f"{type(protocol).__name__}.get_buffer offered an empty buffer")
+            buffer[:size] = view[:size]
+            protocol.buffer_updated(size)
+            view = view[size:]
+
+    return fill
 
 
 async def open_streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

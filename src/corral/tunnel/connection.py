@@ -214,6 +214,11 @@ class Connection:
         self._sink_end = ended
         self._feed_sink()
 
+    def redirect(self, deliver: Callable[[bytes | memoryview], None]) -> None:
+        """Hand received bytes to ``deliver`` from now on, in place of `attach`'s (the end still
+        goes to `attach`'s ``ended``, once)."""
+        self._sink = deliver
+
     def set_sink_ready(self, ready: bool) -> None:
         self._sink_ready = ready
         if ready and self._sink is not None:

@@ -384,13 +384,19 @@ class WebSocketTransport:
     def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write the frame at once while the connection's outgoing buffer is below its high-water mark."""
         frames = self._frames
-        # frames.has_room() and self._writable(), in fewer calls: this runs for every message
+        # frames.try_write() and self._writable(), in fewer calls: this runs for every message
         if frames is None or self.ws.closed or getattr(self._ws_writer, "_closing", True):
             return False
+        transport = frames.transport
+        if frames.kept_bytes + transport.get_write_buffer_size() >= frames.high_water_bytes:
+            return False
+        if transport.is_closing():
+            return False
         try:
-            return frames.try_write(frame, payload)
+            frames.write(frame, payload)
         except (ConnectionError, RuntimeError):
             return False
+        return True
 
     async def ping(self) -> None:
         self._flush()
