@@ -55,9 +55,10 @@ class Outbox:
     def put(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self.finished.done():
             return
-        if not self._chunks and not self._sending and self._sent_in != self._turn.number:
+        turn = self._turn
+        if not self._chunks and not self._sending and self._sent_in != turn.number:
             # the first write of a turn of the loop leaves at once; the rest of the turn's join it
-            self._sent_in = self._turn.mark()
+            self._sent_in = turn.number if turn.ending else turn.mark()
             if self.conn.try_write(data):
                 return
         self._queue(data)

@@ -19,12 +19,13 @@ _local = threading.local()
 class Turn:
     """The number of the current turn of ``loop`` (for those that `mark` it: others see no change)."""
 
-    __slots__ = ("_ending", "_loop", "number")
+    __slots__ = ("_loop", "ending", "number")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.number = 0
-        self._ending = False
+        self.ending = False
+        """Whether this turn's end is scheduled (a hot path reads it to skip the call to `mark`)."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -32,13 +33,13 @@ class Turn:
 
     def mark(self) -> int:
         """The number of this turn, which ends (the number moves on) at the start of the next one."""
-        if not self._ending:
-            self._ending = True
+        if not self.ending:
+            self.ending = True
             self._loop.call_soon(self._end)
         return self.number
 
     def _end(self) -> None:
-        self._ending = False
+        self.ending = False
         self.number += 1
 
 

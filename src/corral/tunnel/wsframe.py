@@ -150,7 +150,8 @@ class FrameWriter:
                 self._flush_soon = True
                 self._loop.call_soon(self.flush)
             return
-        self._written_in = self._turn.mark()
+        turn = self._turn
+        self._written_in = turn.number if turn.ending else turn.mark()
         self.transport.writelines(parts)
 
     def try_write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview) -> bool:
