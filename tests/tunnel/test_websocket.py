@@ -13,14 +13,36 @@ import pytest
 from aiohttp import web
 
 from corral.tunnel.manager import SessionManager
+from corral.tunnel.session import Session
 from corral.tunnel.testing import allow_all, check_tunnel_semantics, wait_until, websocket_session_pair
-from corral.tunnel.websocket import HandshakeError, connect, tunnel_handler
+from corral.tunnel.websocket import HandshakeError, WebSocketTransport, _Reader, connect, tunnel_handler
 
 from .test_wsreader import frame
 
 
 async def test_a_loopback_websocket_pair_has_remotedialer_semantics():
     await check_tunnel_semantics(websocket_session_pair)
+
+
+async def test_both_sockets_hand_their_reads_to_the_frame_parser_and_aiohttp_still_sees_the_end():
+    async with websocket_session_pair() as (server, client):
+
+        def reads_directly(session: Session) -> bool:
+            transport = session.transport
+            assert isinstance(transport, WebSocketTransport)
+            socket_transport = transport._socket_transport
+            return socket_transport is not None and isinstance(socket_transport.get_protocol(), _Reader)
+
+        await wait_until(lambda: reads_directly(server) and reads_directly(client), "both read directly")
+        conn = await server.dial("mem", "echo")
+        reader, writer = await conn.as_streams()
+        writer.write(b"ping through the tunnel")
+        assert await asyncio.wait_for(reader.readexactly(23), 10) == b"ping through the tunnel"
+        client_ws = client.transport.ws  # type: ignore[attr-defined]
+        client.transport.abort()  # the connection under the client's websocket is lost
+        await asyncio.wait_for(server.wait_closed(), 10)
+        assert server.close_reason == "websocket connection lost"
+        await wait_until(lambda: client_ws.closed or client.closed, "the client sees the end too")
 
 
 @pytest.fixture

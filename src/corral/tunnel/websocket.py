@@ -123,6 +123,42 @@ class _Takeover:
             self.eof = True
 
 
+class _Reader(asyncio.Protocol):
+    """The socket's protocol once the session reads (`WebSocketTransport.start_reading`): what
+    arrives goes straight to the frame parser, past aiohttp's protocol and `_Takeover`; the other
+    events go to aiohttp's protocol, which still drains writes and learns of the end (and tells
+    `_Takeover` of it)."""
+
+    __slots__ = ("_inner", "_target")
+
+    def __init__(self, target: WebSocketTransport, inner: asyncio.Protocol) -> None:
+        self._target = target
+        self._inner = inner
+
+    def data_received(self, data: bytes) -> None:
+        target = self._target
+        parser = target._parser
+        assert parser is not None
+        try:  # _Takeover.feed_data, two calls less for every read
+            parser.feed(data)
+        except Exception as exc:  # bad input or a bug: either ends the session
+            target._failed(exc)
+        if parser.paused and parser.buffered > KEEP_UNREAD_BYTES:
+            target._pause_socket()
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class TunnelWebSocketResponse(web.WebSocketResponse):
     """aiohttp's server websocket, whose frames the tunnel reads itself once the 101 is written."""
 
@@ -220,8 +256,28 @@ class WebSocketTransport:
         if self._end_reason is not None:
             sink.transport_ended(self._end_reason)
             return True
+        self._read_directly()
         self.resume_reading()
         return True
+
+    def _read_directly(self) -> None:
+        """Make the socket hand its reads to the parser itself (`_Reader`), where aiohttp's protocol
+        would only pass them on: it reads nothing more of ours, has no read timeout or callback to
+        run on data, and is the socket's protocol."""
+        transport = self._socket_transport
+        inner = self._protocol
+        takeover: _Takeover | None = getattr(self.ws, "takeover", None)
+        if (
+            transport is None
+            or takeover is None
+            or not isinstance(inner, asyncio.Protocol)
+            or getattr(inner, "_payload_parser", None) is not takeover
+            or getattr(inner, "_data_received_cb", None) is not None
+            or getattr(inner, "_read_timeout", None)
+            or transport.get_protocol() is not inner
+        ):
+            return
+        transport.set_protocol(_Reader(self, inner))
 
     def pause_reading(self) -> None:
         if self._parser is not None:
