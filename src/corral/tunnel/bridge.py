@@ -42,6 +42,8 @@ class Outbox:
         self._closing = False
         self._sending = False
         self._flush_soon = False
+        self.taking = True
+        """Whether writes are taken: not once closing, nor once finished."""
         self._loop = asyncio.get_running_loop()  # asked once: each call costs a getpid on 3.11
         self._turn = turn_of(self._loop)
         self._sent_in = -1
@@ -50,26 +52,19 @@ class Outbox:
         """True once everything queued has gone out and the connection was closed cleanly."""
         self._task = conn.host.spawn(self._run(), f"writer {conn.conn_id}")
         if self._task is None:
+            self.taking = False
             self.finished.set_result(False)
 
     def put(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self.finished.done():
+        """Send ``data``: at once if it is the first write of this turn of the loop and nothing waits
+        before it; else joined with the rest of the turn's (`TunnelTransport.write` inlines this)."""
+        if not self.taking:
             return
         turn = self._turn
         if not self._chunks and not self._sending and self._sent_in != turn.number:
-            # the first write of a turn of the loop leaves at once; the rest of the turn's join it
             self._sent_in = turn.number if turn.ending else turn.mark()
             if self.conn.try_write(data):
                 return
-        self._queue(data)
-
-    def put_read(self, data: bytes) -> None:
-        """`put` for what one read of a socket brought (a turn of the loop brings at most one per
-        socket, nothing to join it): it leaves at once when nothing waits before it."""
-        if self._closing or self.finished.done():
-            return
-        if not self._chunks and not self._sending and self.conn.try_write(data):
-            return
         self._queue(data)
 
     def _queue(self, data: bytes | bytearray | memoryview) -> None:
@@ -107,6 +102,7 @@ class Outbox:
     def close(self) -> None:
         """Send what is queued, then close the connection cleanly (Error EOF)."""
         self._closing = True
+        self.taking = False
         self._wake()
 
     def abort(self) -> None:
@@ -149,6 +145,7 @@ class Outbox:
         except TunnelClosedError as exc:
             logger.debug("connection %s: %s", conn.conn_id, exc)
         finally:
+            self.taking = False
             if not self.finished.done():
                 self.finished.set_result(clean)
 
@@ -209,8 +206,15 @@ class TunnelTransport(asyncio.Transport):
 
     # asyncio.Transport
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data and not self._closing:  # like asyncio's transports, a closing one drops writes
-            self._outbox.put(data)
+        # like asyncio's transports, a closing one drops writes
+        outbox = self._outbox
+        if data and not self._closing and outbox.taking:  # Outbox.put, inline: it runs for every write
+            turn = outbox._turn
+            if not outbox._chunks and not outbox._sending and outbox._sent_in != turn.number:
+                outbox._sent_in = turn.number if turn.ending else turn.mark()
+                if outbox.conn.try_write(data):
+                    return
+            outbox._queue(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -322,8 +326,10 @@ class SocketBridge(asyncio.Protocol):
         outbox = self._outbox
         if outbox is None:
             self._early.append(data)
-        else:
-            outbox.put_read(data)
+        # Outbox.put, inline, for what one read of the socket brought: a turn of the loop brings at
+        # most one read per socket, nothing to join it, so it leaves at once when nothing waits
+        elif outbox.taking and (outbox._chunks or outbox._sending or not outbox.conn.try_write(data)):
+            outbox._queue(data)
 
     def eof_received(self) -> bool:
         self._eof = True

@@ -274,10 +274,11 @@ class WebSocketTransport:
             or getattr(inner, "_payload_parser", None) is not takeover
             or getattr(inner, "_data_received_cb", None) is not None
             or getattr(inner, "_read_timeout", None)
-            or transport.get_protocol() is not inner
         ):
             return
-        transport.set_protocol(_Reader(self, inner))
+        with contextlib.suppress(NotImplementedError):  # a transport that cannot tell or change it
+            if transport.get_protocol() is inner:
+                transport.set_protocol(_Reader(self, inner))
 
     def pause_reading(self) -> None:
         if self._parser is not None:
