@@ -130,6 +130,18 @@ class _Plan:
     client_headers: tuple[tuple[str, str], ...]
 
 
+class _Record:
+    """What a request's trace event says: its route, user and status, and when it began."""
+
+    __slots__ = ("route", "started", "status", "user")
+
+    def __init__(self, raw_path: str) -> None:
+        self.started = time.monotonic()
+        self.route = parse_route(raw_path)
+        self.user = ""
+        self.status = 0
+
+
 class _Answer(Exception):
     """Ends a request with the proxy's own status and body."""
 
@@ -221,16 +233,9 @@ class AuthProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """A request through aiohttp (a body, an upgrade, or a server without the front)."""
-        started = time.monotonic()
-        route = parse_route(request.raw_path)
-        user = ""
-        status = 0
+        record = _Record(request.raw_path)
         try:
-            if route is None:
-                raise _Answer(404, "404 page not found\n")
-            identity = await self._authenticate(request, route)
-            user = identity.name if isinstance(identity, UserInfo) else ""
-            plan = await self._plan(request, route, identity)
+            route, plan = await self._authorise(request, record)
             if upgrade_protocol(plan.client_headers) is not None:
                 response = await self._upgrade(request, route, plan)
             else:
@@ -240,41 +245,41 @@ class AuthProxy:
                     response = await self._relay(request, route, upstream)
                 finally:
                     upstream.close()
-            status = response.status
+            record.status = response.status
             return response
         except _Answer as answer:
-            status = answer.status
+            record.status = answer.status
             return web.Response(
                 status=answer.status, body=answer.body.encode(), headers={"Content-Type": _SNIFFED_TEXT}
             )
         finally:
-            if route is not None:
-                self._trace(route, request.method, user, status, time.monotonic() - started)
+            self._trace(record, request.method)
 
     async def exchange(self, request: ClientRequest, reply: Reply) -> None:
         """A bodiless, non-upgrade request from `ProxyFront`, answered through ``reply``."""
-        started = time.monotonic()
-        route = parse_route(request.raw_path)
-        user = ""
-        status = 0
+        record = _Record(request.raw_path)
         try:
-            if route is None:
-                raise _Answer(404, "404 page not found\n")
-            identity = await self._authenticate(request, route)
-            user = identity.name if isinstance(identity, UserInfo) else ""
-            plan = await self._plan(request, route, identity)
+            route, plan = await self._authorise(request, record)
             upstream = await self._send(request.method, route, plan, None)
             try:
-                status = upstream.status
+                record.status = upstream.status
                 await reply.relay(upstream)
             finally:
                 upstream.close()
         except _Answer as answer:
-            status = answer.status
+            record.status = answer.status
             reply.answer(answer.status, answer.body.encode(), _SNIFFED_TEXT)
         finally:
-            if route is not None:
-                self._trace(route, request.method, user, status, time.monotonic() - started)
+            self._trace(record, request.method)
+
+    async def _authorise(self, request: ClientRequest, record: _Record) -> tuple[Route, _Plan]:
+        """The request's route and plan (`_Answer` when the proxy answers itself); the user is recorded."""
+        route = record.route
+        if route is None:
+            raise _Answer(404, "404 page not found\n")
+        identity = await self._authenticate(request, route)
+        record.user = identity.name if isinstance(identity, UserInfo) else ""
+        return route, await self._plan(request, route, identity)
 
     async def _authenticate(self, request: ClientRequest, route: Route) -> UserInfo:
         auth = AuthRequest(
@@ -499,17 +504,18 @@ class AuthProxy:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _trace(self, route: Route, method: str, user: str, status: int, latency: float) -> None:
-        if self.trace_sink is None:
+    def _trace(self, record: _Record, method: str) -> None:
+        route = record.route
+        if self.trace_sink is None or route is None:
             return
         event = RequestCompleted(
             t=self._trace_time(),
             path="proxy",
             cluster=route.cluster,
-            user=user,
+            user=record.user,
             verb=request_verb(method, route.path, route.query),
-            status=status,
-            latency_seconds=latency,
+            status=record.status,
+            latency_seconds=time.monotonic() - record.started,
         )
         self.trace_sink(event)
 

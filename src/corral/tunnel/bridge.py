@@ -57,7 +57,7 @@ class Outbox:
 
     def put(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``: at once if it is the first write of this turn of the loop and nothing waits
-        before it; else joined with the rest of the turn's (`TunnelTransport.write` inlines this)."""
+        before it; else joined with the rest of the turn's."""
         if not self.taking:
             return
         turn = self._turn
@@ -66,6 +66,12 @@ class Outbox:
             if self.conn.try_write(data):
                 return
         self._queue(data)
+
+    def put_read(self, data: bytes) -> None:
+        """`put` for what one read of a socket brought: a turn of the loop brings at most one read
+        per socket, nothing to join it, so it leaves at once when nothing waits before it."""
+        if self.taking and (self._chunks or self._sending or not self.conn.try_write(data)):
+            self._queue(data)
 
     def _queue(self, data: bytes | bytearray | memoryview) -> None:
         self._chunks.append(memoryview(bytes(data) if isinstance(data, bytearray) else data))
@@ -208,13 +214,8 @@ class TunnelTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # like asyncio's transports, a closing one drops writes
         outbox = self._outbox
-        if data and not self._closing and outbox.taking:  # Outbox.put, inline: it runs for every write
-            turn = outbox._turn
-            if not outbox._chunks and not outbox._sending and outbox._sent_in != turn.number:
-                outbox._sent_in = turn.number if turn.ending else turn.mark()
-                if outbox.conn.try_write(data):
-                    return
-            outbox._queue(data)
+        if data and not self._closing:
+            outbox.put(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -326,10 +327,8 @@ class SocketBridge(asyncio.Protocol):
         outbox = self._outbox
         if outbox is None:
             self._early.append(data)
-        # Outbox.put, inline, for what one read of the socket brought: a turn of the loop brings at
-        # most one read per socket, nothing to join it, so it leaves at once when nothing waits
-        elif outbox.taking and (outbox._chunks or outbox._sending or not outbox.conn.try_write(data)):
-            outbox._queue(data)
+        else:
+            outbox.put_read(data)
 
     def eof_received(self) -> bool:
         self._eof = True

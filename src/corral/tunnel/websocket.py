@@ -103,14 +103,7 @@ class _Takeover:
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         target = self.target
         if target is not None:
-            parser = target._parser
-            assert parser is not None
-            try:  # WebSocketTransport._received, one call less for every read
-                parser.feed(data)
-            except Exception as exc:  # bad input or a bug: either ends the session
-                target._failed(exc)
-            if parser.paused and parser.buffered > KEEP_UNREAD_BYTES:
-                target._pause_socket()
+            target._received(data)
         else:
             self.kept += data
             self._hold()
@@ -136,15 +129,7 @@ class _Reader(asyncio.Protocol):
         self._inner = inner
 
     def data_received(self, data: bytes) -> None:
-        target = self._target
-        parser = target._parser
-        assert parser is not None
-        try:  # _Takeover.feed_data, two calls less for every read
-            parser.feed(data)
-        except Exception as exc:  # bad input or a bug: either ends the session
-            target._failed(exc)
-        if parser.paused and parser.buffered > KEEP_UNREAD_BYTES:
-            target._pause_socket()
+        self._target._received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()
