@@ -335,7 +335,7 @@ class WebSocketTransport:
         if frames is None:  # no transport under aiohttp's writer: it says why
             self._answer_ping(data)
             return
-        if not self._writable():
+        if not self._writable() or frames.transport.is_closing():
             return
         if frames.kept_bytes + frames.transport.get_write_buffer_size() > PONG_BACKLOG_BYTES:
             return
@@ -430,9 +430,9 @@ class WebSocketTransport:
         if frames is None or self.ws.closed or getattr(self._ws_writer, "_closing", True):
             return False
         transport = frames.transport
-        if frames.kept_bytes + transport.get_write_buffer_size() >= frames.high_water_bytes:
+        if transport.is_closing():  # first: a closed TLS transport of asyncio's cannot tell its buffer
             return False
-        if transport.is_closing():
+        if frames.kept_bytes + transport.get_write_buffer_size() >= frames.high_water_bytes:
             return False
         try:
             frames.write(frame, payload)

@@ -104,8 +104,13 @@ class FrameWriter:
         self._keys_at = 0
 
     def has_room(self) -> bool:
-        """Whether a sender may write now (what waits to go out is below the high-water mark)."""
-        return self.kept_bytes + self.transport.get_write_buffer_size() < self.high_water_bytes
+        """Whether a sender may write now (what waits to go out is below the high-water mark); a
+        closing transport, which drops writes and may no longer tell its buffer's size, has room."""
+        transport = self.transport
+        return (
+            transport.is_closing()
+            or self.kept_bytes + transport.get_write_buffer_size() < self.high_water_bytes
+        )
 
     def write(
         self,
@@ -157,9 +162,9 @@ class FrameWriter:
     def try_write(self, head: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview) -> bool:
         """`write` if there is room (`has_room`) and the transport is not closing; False otherwise."""
         transport = self.transport
-        if self.kept_bytes + transport.get_write_buffer_size() >= self.high_water_bytes:
+        if transport.is_closing():  # first: a closed TLS transport of asyncio's cannot tell its buffer
             return False
-        if transport.is_closing():
+        if self.kept_bytes + transport.get_write_buffer_size() >= self.high_water_bytes:
             return False
         self.write(head, tail)
         return True
