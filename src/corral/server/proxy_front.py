@@ -189,18 +189,14 @@ class _FrontProtocol(asyncio.Protocol):
         self._cancel_idle()
         if self.task is not None:
             self.task.cancel()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._release_drain()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._release_drain()
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -299,6 +295,11 @@ class _FrontProtocol(asyncio.Protocol):
             transport.resume_reading()
         self._arm_idle()
         self._next()
+
+    def _release_drain(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     async def drain(self) -> None:
         """Wait while the client's transport holds more than its high-water mark."""

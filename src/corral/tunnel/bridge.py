@@ -212,10 +212,8 @@ class TunnelTransport(asyncio.Transport):
 
     # asyncio.Transport
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        # like asyncio's transports, a closing one drops writes
-        outbox = self._outbox
-        if data and not self._closing:
-            outbox.put(data)
+        if data and not self._closing:  # like asyncio's transports, a closing one drops writes
+            self._outbox.put(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

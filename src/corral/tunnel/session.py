@@ -101,9 +101,6 @@ class Session:
         self.budget = budget
         """Shared with the other sessions of the process (`SessionManager.budget`), if any."""
         self._buffered = 0
-        self._calm_bytes = self.settings.max_session_buffer_bytes // 2
-        """Buffered bytes up to which Data is neither refused nor makes the session crowded."""
-        self._max_pending_control = self.settings.max_pending_control_frames
         self.peak_buffered_bytes = 0
         self.frames_received = 0
         self._ending: asyncio.Future[str] | None = None
@@ -301,28 +298,15 @@ class Session:
         try:
             failure = None
             if (split := msg.split_data(data)) is not None:  # _serve_frame, one call less per frame
-                conn_id, payload = split
-                conn = self.conns.get(conn_id)
-                size = len(payload)
-                shared = self.budget
-                if (
-                    conn is not None
-                    and self._buffered + size <= self._calm_bytes
-                    and (shared is None or shared.used_bytes + size <= shared.limit_bytes // 2)
-                ):  # _on_data where no limit is near: nothing to check but the connection's own
-                    if (overrun := conn.receive_data(payload)) is not None:
-                        self._overrun(conn, overrun)
-                else:
-                    self._on_data(conn_id, payload)
+                self._on_data(*split)
             else:
                 failure = self._serve_decoded(data)
         except Exception as exc:  # a bug must end the session, not escape into the socket's protocol
             logger.exception("session %s/%s failed", self.client_key, self.session_key)
             failure = f"internal error: {type(exc).__name__}: {printable(str(exc))}"
-        control = self._control
         if failure is not None:
             ending.set_result(failure)
-        elif control and len(control) >= self._max_pending_control and not self._reading_paused:
+        elif len(self._control) >= self.settings.max_pending_control_frames and not self._reading_paused:
             self._reading_paused = True
             assert self._push is not None
             self._push.pause_reading()
@@ -418,13 +402,9 @@ class Session:
         if overrun is None:
             overrun = conn.receive_data(payload, crowded=crowded)
         if overrun is not None:
-            self._overrun(conn, overrun)
-
-    def _overrun(self, conn: Connection, text: str) -> None:
-        """Data past a buffer's limit: the connection is lost, and the peer told why."""
-        self.forget(conn)
-        conn.end(text, discard=True)
-        self.send_soon(msg.error(conn.conn_id, text))
+            self.forget(conn)
+            conn.end(overrun, discard=True)
+            self.send_soon(msg.error(conn.conn_id, overrun))
 
     def _on_sync(self, message: Message) -> str | None:
         """Close, without an Error frame, every connection the client no longer lists."""

@@ -426,19 +426,13 @@ class WebSocketTransport:
     def try_send(self, frame: bytes, payload: bytes | memoryview = b"") -> bool:
         """Write the frame at once while the connection's outgoing buffer is below its high-water mark."""
         frames = self._frames
-        # frames.try_write() and self._writable(), in fewer calls: this runs for every message
+        # self._writable(), inline: this runs for every message
         if frames is None or self.ws.closed or getattr(self._ws_writer, "_closing", True):
             return False
-        transport = frames.transport
-        if transport.is_closing():  # first: a closed TLS transport of asyncio's cannot tell its buffer
-            return False
-        if frames.kept_bytes + transport.get_write_buffer_size() >= frames.high_water_bytes:
-            return False
         try:
-            frames.write(frame, payload)
+            return frames.try_write(frame, payload)
         except (ConnectionError, RuntimeError):
             return False
-        return True
 
     async def ping(self) -> None:
         self._flush()
